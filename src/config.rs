@@ -1,0 +1,1 @@
+//! gofaxconf-compatible configuration.

@@ -1,0 +1,1 @@
+//! FreeSWITCH Event Socket: frames, codec, inbound client, outbound session.

@@ -1,0 +1,1 @@
+//! The fax domain: results from spandsp events, outcome classification, fallback policy, dial strings.

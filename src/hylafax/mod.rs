@@ -1,0 +1,1 @@
+//! HylaFAX spool files and processes: qfile, seqf, xferfaxlog, session log, virtual modems, DynamicConfig.
