@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every fsfax test on a fresh Debian 12 machine, installing what the tests need first:
+# libtiff-tools (tiffcp, tiffinfo) and a real HylaFAX (Debian's hylafax-server/-client), which the
+# integration tests drive in a private spool through tests/tools/hylafax-lab.sh.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v tiffcp >/dev/null 2>&1 || need_pkgs+=(libtiff-tools)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "test.sh: need root to install ${need_pkgs[*]}" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+
+# Real HylaFAX for the end-to-end tests (faxq, hfaxd, faxstat, faxinfo, bin/faxrcvd).
+if [ "$(id -u)" = 0 ]; then
+    bash tests/tools/hylafax-lab.sh install
+    export FSFAX_REAL_HYLAFAX=1
+else
+    echo "test.sh: not root: the tests that need a real HylaFAX will report it missing" >&2
+fi
+
+cargo build --all-targets --locked
+cargo test --locked --no-fail-fast "$@"
