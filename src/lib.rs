@@ -9,3 +9,4 @@ pub mod esl;
 pub mod fax;
 pub mod hylafax;
 pub mod logging;
+pub mod tiff;
