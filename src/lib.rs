@@ -9,4 +9,5 @@ pub mod esl;
 pub mod fax;
 pub mod hylafax;
 pub mod logging;
+pub mod send;
 pub mod tiff;

@@ -107,7 +107,13 @@ fn count_pages_in<R: Read + Seek>(r: &mut R, len: u64) -> Result<u32, Walk> {
         }
         let mut entries_raw = vec![0u8; (entries * 12) as usize + 4];
         r.read_exact(&mut entries_raw).map_err(Walk::Io)?;
-        check_strips(r, &entries_raw[..(entries * 12) as usize], len, &u16_at, &u32_at)?;
+        check_strips(
+            r,
+            &entries_raw[..(entries * 12) as usize],
+            len,
+            &u16_at,
+            &u32_at,
+        )?;
         let tail = entries_raw.len() - 4;
         let next = [
             entries_raw[tail],
@@ -220,7 +226,11 @@ mod tests {
         for cut in [0, 3, 7, 9, full.len() / 2, full.len() - 1] {
             let data = &full[..cut];
             let r = count_pages_in(&mut Cursor::new(data), data.len() as u64);
-            assert!(r.is_err(), "cut at {cut} was accepted as {:?} pages", r.ok());
+            assert!(
+                r.is_err(),
+                "cut at {cut} was accepted as {:?} pages",
+                r.ok()
+            );
         }
         let r = count_pages_in(&mut Cursor::new(&full[..4]), 4);
         assert!(matches!(r, Err(Walk::NotTiff(_))));
@@ -245,7 +255,10 @@ mod tests {
         t.extend_from_slice(&[0, 0, 0, 0]);
         t.extend_from_slice(b"data");
         let len = t.len() as u64;
-        assert_eq!(count_pages_in(&mut Cursor::new(t.clone()), len).ok(), Some(1));
+        assert_eq!(
+            count_pages_in(&mut Cursor::new(t.clone()), len).ok(),
+            Some(1)
+        );
         // The same with its image data cut off.
         let r = count_pages_in(&mut Cursor::new(&t[..t.len() - 1]), len - 1);
         assert!(matches!(r, Err(Walk::Corrupt(_))));
