@@ -407,4 +407,38 @@ fn sample_config_parses_and_documents_every_key() {
             );
         }
     }
+    // The defaults the sample states for fsfax's keys are the code's defaults.
+    let d = Config::default();
+    let fs = FreeSwitchSection {
+        socket: d.freeswitch.socket.clone(),
+        password: d.freeswitch.password.clone(),
+        gateways: vec![],
+        ident: String::new(),
+        header: String::new(),
+        verbose: false,
+        softmodem_fallback: false,
+        ..c.freeswitch.clone()
+    };
+    assert_eq!(fs, d.freeswitch);
+    let g = &c.gofaxd;
+    assert_eq!(g.allowed_peers, d.gofaxd.allowed_peers);
+    assert_eq!(g.max_inbound, d.gofaxd.max_inbound);
+    assert_eq!(g.reject_cause, d.gofaxd.reject_cause);
+    assert_eq!(g.dynamic_config_timeout, d.gofaxd.dynamic_config_timeout);
+    assert_eq!(g.dynamic_config_failure, d.gofaxd.dynamic_config_failure);
+    assert_eq!(g.faxrcvd_timeout, d.gofaxd.faxrcvd_timeout);
+    assert_eq!(g.max_call_duration, d.gofaxd.max_call_duration);
+    assert_eq!(g.hangup_after_result, d.gofaxd.hangup_after_result);
+    assert_eq!(g.shutdown_timeout, d.gofaxd.shutdown_timeout);
+    assert_eq!(g.recipient_headers, d.gofaxd.recipient_headers);
+    assert_eq!(g.faxrcvd_cmd, d.gofaxd.faxrcvd_cmd);
+    let s = GofaxsendSection {
+        enable_t38: false,
+        request_t38: false,
+        fax_number: String::new(),
+        cid_name: String::new(),
+        failed_response: vec![],
+        ..c.gofaxsend.clone()
+    };
+    assert_eq!(s, d.gofaxsend);
 }
