@@ -296,8 +296,7 @@ mod tests {
 
     fn capture(destination: Destination, filter: &str, f: impl FnOnce()) -> String {
         let out = Capture::default();
-        let subscriber =
-            build_subscriber(destination, out.clone(), EnvFilter::new(filter), false);
+        let subscriber = build_subscriber(destination, out.clone(), EnvFilter::new(filter), false);
         tracing::subscriber::with_default(subscriber, f);
         String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }

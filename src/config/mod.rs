@@ -697,7 +697,8 @@ impl Config {
             );
         } else if let Err(e) = check_socket_address(&d.socket) {
             add(Severity::Error, "gofaxd", "socket", e);
-        } else if !is_loopback_address(&d.socket) && self.line_of("gofaxd", "allowedpeers").is_none()
+        } else if !is_loopback_address(&d.socket)
+            && self.line_of("gofaxd", "allowedpeers").is_none()
         {
             add(
                 Severity::Warning,
@@ -790,10 +791,9 @@ impl Config {
             ("freeswitch", "softmodemfallback") => one(fs.softmodem_fallback.to_string()),
             ("freeswitch", "connecttimeout") => dur(fs.connect_timeout),
             ("freeswitch", "commandtimeout") => dur(fs.command_timeout),
-            ("freeswitch", "softmodemfallbackexpiry") => one(
-                fs.softmodem_fallback_expiry
-                    .map_or_else(|| "never".into(), format_duration),
-            ),
+            ("freeswitch", "softmodemfallbackexpiry") => one(fs
+                .softmodem_fallback_expiry
+                .map_or_else(|| "never".into(), format_duration)),
             ("freeswitch", "softmodemfallbackclearonsuccess") => {
                 one(fs.softmodem_fallback_clear_on_success.to_string())
             }
@@ -869,7 +869,11 @@ fn check_socket_address(s: &str) -> Result<(), String> {
     } else {
         !host.contains(':') && !host.contains(char::is_whitespace)
     };
-    if port_ok && host_ok { Ok(()) } else { Err(bad()) }
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 /// True if a listen address only accepts local connections.
@@ -923,7 +927,9 @@ impl Builder<'_> {
                     line,
                     Some(section),
                     None,
-                    format!("subsections are not used: write `[{section}]`, not `[{name} \"{sub}\"]`"),
+                    format!(
+                        "subsections are not used: write `[{section}]`, not `[{name} \"{sub}\"]`"
+                    ),
                 );
                 Current::Unknown
             }
@@ -932,7 +938,8 @@ impl Builder<'_> {
                 if let Some(near) = nearest(&lower, KEYS.iter().map(|(s, _)| *s)) {
                     message.push_str(&format!("; did you mean `[{near}]`?"));
                 } else {
-                    message.push_str("; sections are [freeswitch], [hylafax], [gofaxd], [gofaxsend]");
+                    message
+                        .push_str("; sections are [freeswitch], [hylafax], [gofaxd], [gofaxsend]");
                 }
                 self.problem(Severity::Error, line, None, None, message);
                 Current::Unknown
@@ -1100,7 +1107,13 @@ impl Builder<'_> {
         let causes: Vec<String> = split_list(v).map(str::to_string).collect();
         for cause in &causes {
             if let Some(warning) = check_hangup_cause(cause) {
-                self.problem(Severity::Warning, line, Some("gofaxsend"), Some(key), warning);
+                self.problem(
+                    Severity::Warning,
+                    line,
+                    Some("gofaxsend"),
+                    Some(key),
+                    warning,
+                );
             }
         }
         causes

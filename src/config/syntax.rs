@@ -350,7 +350,10 @@ mod tests {
 
     #[test]
     fn escapes_inside_quotes() {
-        assert_eq!(value(r#"a = "q\"uote \\ tab\tnl\n""#), "q\"uote \\ tab\tnl\n");
+        assert_eq!(
+            value(r#"a = "q\"uote \\ tab\tnl\n""#),
+            "q\"uote \\ tab\tnl\n"
+        );
         assert_eq!(value(r#"a = out\"side"#), "out\"side");
     }
 

@@ -41,7 +41,10 @@ fn fixture_loads_with_every_value() {
     assert!(!d.recipient_from_diversion_header);
     assert_eq!(d.answer_after, Duration::from_millis(2000));
     assert_eq!(d.wait_time, Duration::from_millis(1000));
-    assert_eq!(d.dynamic_config.as_deref(), Some(Path::new("etc/DynamicConfig")));
+    assert_eq!(
+        d.dynamic_config.as_deref(),
+        Some(Path::new("etc/DynamicConfig"))
+    );
     assert_eq!(d.faxrcvd_cmd, Path::new("bin/faxrcvd"));
     assert!(d.allocate_inbound_devices);
     let s = &c.gofaxsend;
@@ -60,7 +63,10 @@ fn fixture_loads_with_every_value() {
     assert_eq!(s.failover_causes, DEFAULT_FAILOVER_CAUSES);
     assert_eq!(d.allowed_peers, default_peers());
     assert_eq!(d.reject_cause, 404);
-    assert_eq!(c.source.key_lines.get("gofaxsend.disableecmafterretry"), Some(&41));
+    assert_eq!(
+        c.source.key_lines.get("gofaxsend.disableecmafterretry"),
+        Some(&41)
+    );
 }
 
 #[test]
@@ -72,7 +78,10 @@ fn defaults_match_gofaxip_and_the_brief() {
     assert_eq!(c.freeswitch.fallback_lookup_timeout, Duration::from_secs(2));
     assert_eq!(c.gofaxd.faxrcvd_cmd, Path::new("bin/faxrcvd"));
     assert_eq!(c.gofaxd.max_inbound, 0);
-    assert_eq!(c.gofaxd.dynamic_config_failure, DynamicConfigFailure::Accept);
+    assert_eq!(
+        c.gofaxd.dynamic_config_failure,
+        DynamicConfigFailure::Accept
+    );
     assert_eq!(c.gofaxd.faxrcvd_timeout, Duration::from_secs(300));
     assert_eq!(c.gofaxd.max_call_duration, Duration::from_secs(3600));
     assert_eq!(c.gofaxd.shutdown_timeout, Duration::from_secs(300));
@@ -138,19 +147,30 @@ fn failover_causes_replace_defaults_then_append_and_take_commas() {
 
 #[test]
 fn unknown_hangup_cause_is_a_warning_with_a_suggestion() {
-    let c = parse("[gofaxsend]\nfailedresponse = call_rejected\nfailedresponse = USER_BUSYY\n").unwrap();
+    let c = parse("[gofaxsend]\nfailedresponse = call_rejected\nfailedresponse = USER_BUSYY\n")
+        .unwrap();
     let w = &c.source.warnings;
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!(w[0].line, Some(2));
     assert!(w[0].message.contains("CALL_REJECTED"));
-    assert!(w[1].message.contains("did you mean `USER_BUSY`"), "{}", w[1]);
+    assert!(
+        w[1].message.contains("did you mean `USER_BUSY`"),
+        "{}",
+        w[1]
+    );
     assert_eq!(w[1].severity, Severity::Warning);
 }
 
 #[test]
 fn integers_hex_leading_zero_and_negative() {
-    assert_eq!(parse("[hylafax]\nmodems = 0x10\n").unwrap().hylafax.modems, 16);
-    assert_eq!(parse("[hylafax]\nmodems = 010\n").unwrap().hylafax.modems, 10);
+    assert_eq!(
+        parse("[hylafax]\nmodems = 0x10\n").unwrap().hylafax.modems,
+        16
+    );
+    assert_eq!(
+        parse("[hylafax]\nmodems = 010\n").unwrap().hylafax.modems,
+        10
+    );
     let p = one_error("[hylafax]\nmodems = -5\n");
     assert_eq!(p.line, Some(2));
     assert_eq!(p.key.as_deref(), Some("modems"));
@@ -252,7 +272,10 @@ fn fsfax_keys_parse() {
         c.gofaxd.recipient_headers,
         [RecipientHeader::PCalledPartyId, RecipientHeader::To]
     );
-    assert_eq!(c.gofaxd.dynamic_config_failure, DynamicConfigFailure::Reject);
+    assert_eq!(
+        c.gofaxd.dynamic_config_failure,
+        DynamicConfigFailure::Reject
+    );
     assert_eq!(c.gofaxd.reject_cause, 603);
     assert_eq!(c.gofaxd.hangup_after_result, Duration::ZERO);
     assert_eq!(c.gofaxsend.originate_timeout, Duration::from_secs(120));
@@ -290,7 +313,8 @@ fn effective_text_lists_every_key_and_round_trips_non_defaults() {
         assert!(text.contains(&format!("[{section}]")));
         for key in *keys {
             assert!(
-                text.lines().any(|l| l == *key || l.starts_with(&format!("{key} = "))),
+                text.lines()
+                    .any(|l| l == *key || l.starts_with(&format!("{key} = "))),
                 "{key} missing from\n{text}"
             );
         }
@@ -339,17 +363,28 @@ fn validate_semantic_checks() {
     assert!(find("socket").message.contains("allowedpeers"));
     assert!(problems.iter().all(|p| !p.is_error()), "{problems:#?}");
     let send = c.validate_for(Program::Send);
-    assert!(send.iter().any(|p| p.is_error() && p.key.as_deref() == Some("gateway")));
+    assert!(
+        send.iter()
+            .any(|p| p.is_error() && p.key.as_deref() == Some("gateway"))
+    );
 
     let c = parse("[freeswitch]\nsoftmodemfallback = true\ngateway = a b\n").unwrap();
     let problems = c.validate();
     let errors: Vec<_> = problems.iter().filter(|p| p.is_error()).collect();
     let keys: Vec<_> = errors.iter().filter_map(|p| p.key.as_deref()).collect();
-    assert_eq!(keys, ["spooldir", "socket", "gateway", "socket"], "{errors:#?}");
+    assert_eq!(
+        keys,
+        ["spooldir", "socket", "gateway", "socket"],
+        "{errors:#?}"
+    );
 
     let c = parse("[freeswitch]\nsocket = nocolon\n[gofaxd]\nsocket = localhost:8022\n").unwrap();
     let problems = c.validate();
-    assert!(problems.iter().any(|p| p.is_error() && p.message.contains("host:port")));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.is_error() && p.message.contains("host:port"))
+    );
     assert!(!problems.iter().any(|p| p.message.contains("allowedpeers")));
 }
 

@@ -22,7 +22,9 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 pub fn parse_uint(s: &str, max: u64) -> Result<u64, String> {
     let t = s.trim();
     if t.starts_with('-') {
-        return Err(format!("`{s}` is negative; only whole numbers from 0 are allowed"));
+        return Err(format!(
+            "`{s}` is negative; only whole numbers from 0 are allowed"
+        ));
     }
     let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -56,7 +58,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = t.split_at(split);
     let unit = unit.trim();
     let bad = || {
-        format!("`{s}` is not a duration; use e.g. `30` (seconds), `30s`, `500ms`, `5m`, `2h`, `30d`")
+        format!(
+            "`{s}` is not a duration; use e.g. `30` (seconds), `30s`, `500ms`, `5m`, `2h`, `30d`"
+        )
     };
     if number.is_empty() {
         return Err(bad());
@@ -147,9 +151,7 @@ impl FromStr for PeerNet {
                 .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
         };
         let addr = match addr {
-            IpAddr::V4(a) => {
-                IpAddr::V4((u32::from(a) & prefix_mask(32, prefix_len) as u32).into())
-            }
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & prefix_mask(32, prefix_len) as u32).into()),
             IpAddr::V6(a) => IpAddr::V6((u128::from(a) & prefix_mask(128, prefix_len)).into()),
         };
         Ok(PeerNet { addr, prefix_len })
@@ -232,7 +234,9 @@ pub fn parse_recipient_headers(s: &str) -> Result<Vec<RecipientHeader>, String> 
             .into_iter()
             .find(|h| h.name().eq_ignore_ascii_case(item))
             .ok_or_else(|| {
-                format!("unknown header `{item}`; use diversion, history-info, p-called-party-id, to")
+                format!(
+                    "unknown header `{item}`; use diversion, history-info, p-called-party-id, to"
+                )
             })?;
         if out.contains(&header) {
             return Err(format!("`{item}` is listed twice"));
@@ -512,19 +516,42 @@ mod tests {
     #[test]
     fn hangup_cause_checks() {
         assert_eq!(check_hangup_cause("CALL_REJECTED"), None);
-        assert!(check_hangup_cause("call_rejected").unwrap().contains("CALL_REJECTED"));
-        assert!(check_hangup_cause("CALL_REJECTD").unwrap().contains("did you mean `CALL_REJECTED`"));
+        assert!(
+            check_hangup_cause("call_rejected")
+                .unwrap()
+                .contains("CALL_REJECTED")
+        );
+        assert!(
+            check_hangup_cause("CALL_REJECTD")
+                .unwrap()
+                .contains("did you mean `CALL_REJECTED`")
+        );
         for c in DEFAULT_FAILOVER_CAUSES {
             assert!(HANGUP_CAUSES.contains(c), "{c}");
         }
-        for answer in ["USER_BUSY", "UNALLOCATED_NUMBER", "CALL_REJECTED", "NO_ANSWER", "NO_USER_RESPONSE"] {
+        for answer in [
+            "USER_BUSY",
+            "UNALLOCATED_NUMBER",
+            "CALL_REJECTED",
+            "NO_ANSWER",
+            "NO_USER_RESPONSE",
+        ] {
             assert!(!DEFAULT_FAILOVER_CAUSES.contains(&answer), "{answer}");
         }
     }
 
     #[test]
     fn quoting_round_trips_through_the_tokenizer() {
-        for s in ["plain", "ACME Fax Services", "", " lead", "a;b", "q\"x\\y", "tab\tz", "#"] {
+        for s in [
+            "plain",
+            "ACME Fax Services",
+            "",
+            " lead",
+            "a;b",
+            "q\"x\\y",
+            "tab\tz",
+            "#",
+        ] {
             let text = format!("k = {}\n", quote(s));
             let (items, errors) = super::super::syntax::tokenize(&text);
             assert!(errors.is_empty(), "{text}: {errors:?}");
