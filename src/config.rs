@@ -1,1 +1,0 @@
-//! gofaxconf-compatible configuration.

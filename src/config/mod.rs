@@ -1,0 +1,1175 @@
+//! GOfax.IP-compatible configuration (`gofax.conf` syntax and keys) plus fsfax's own keys.
+//!
+//! The file is git-config style INI read the way GOfax.IP's `gcfg` library reads it (see
+//! [`syntax`] for the exact rules). Every GOfax.IP key keeps its meaning and default; fsfax adds
+//! timeouts, peer filtering and failover keys in the same sections. Unlike GOfax.IP, every
+//! problem in the file is reported at once, with its line, and [`Config::validate`] catches
+//! settings that parse but cannot work (an unset spool, no gateway, `answerafter` in seconds).
+//!
+//! ```no_run
+//! use fsfax::config::Config;
+//! let config = Config::load(std::path::Path::new("/etc/fsfax.conf"))?;
+//! for problem in config.validate() {
+//!     eprintln!("{problem}");
+//! }
+//! # Ok::<(), fsfax::config::ConfigError>(())
+//! ```
+
+mod syntax;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use values::{
+    DEFAULT_FAILOVER_CAUSES, DynamicConfigFailure, HANGUP_CAUSES, PeerNet, RecipientHeader,
+    format_duration, parse_duration,
+};
+
+use syntax::{Item, tokenize};
+use values::{
+    check_hangup_cause, nearest, parse_bool, parse_dynamic_config_failure, parse_peers,
+    parse_recipient_headers, parse_uint, quote, split_list,
+};
+
+/// Where fsfax looks for its configuration when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fsfax.conf";
+/// GOfax.IP's path, used when [`DEFAULT_CONFIG_PATH`] does not exist (drop-in replacement).
+pub const LEGACY_CONFIG_PATH: &str = "/etc/gofax.conf";
+
+/// The configuration path to use without `-c`: `/etc/fsfax.conf`, or `/etc/gofax.conf` if only
+/// that one exists.
+pub fn default_config_path() -> PathBuf {
+    let primary = Path::new(DEFAULT_CONFIG_PATH);
+    let legacy = Path::new(LEGACY_CONFIG_PATH);
+    if !primary.exists() && legacy.exists() {
+        legacy.to_path_buf()
+    } else {
+        primary.to_path_buf()
+    }
+}
+
+/// Every section and key fsfax accepts, in the order [`Config::effective_text`] prints them.
+pub const KEYS: &[(&str, &[&str])] = &[
+    (
+        "freeswitch",
+        &[
+            "socket",
+            "password",
+            "gateway",
+            "ident",
+            "header",
+            "verbose",
+            "softmodemfallback",
+            "connecttimeout",
+            "commandtimeout",
+            "softmodemfallbackexpiry",
+            "softmodemfallbackclearonsuccess",
+            "fallbacklookuptimeout",
+        ],
+    ),
+    ("hylafax", &["spooldir", "modems", "xferfaxlog"]),
+    (
+        "gofaxd",
+        &[
+            "socket",
+            "enablet38",
+            "requestt38",
+            "recipientfromdiversionheader",
+            "answerafter",
+            "waittime",
+            "dynamicconfig",
+            "faxrcvdcmd",
+            "allocateinbounddevices",
+            "allowedpeers",
+            "maxinbound",
+            "rejectcause",
+            "dynamicconfigtimeout",
+            "dynamicconfigfailure",
+            "faxrcvdtimeout",
+            "maxcallduration",
+            "hangupafterresult",
+            "shutdowntimeout",
+            "recipientheaders",
+        ],
+    ),
+    (
+        "gofaxsend",
+        &[
+            "enablet38",
+            "requestt38",
+            "faxnumber",
+            "callprefix",
+            "dynamicconfig",
+            "disablev17afterretry",
+            "disableecmafterretry",
+            "cidname",
+            "failedresponse",
+            "failovercauses",
+            "originatetimeout",
+            "maxcallduration",
+            "dynamicconfigtimeout",
+            "tiffcptimeout",
+            "hangupafterresult",
+        ],
+    ),
+];
+
+/// Keys that may be repeated: each occurrence appends, a bare key clears the list.
+const MULTI_KEYS: &[(&str, &str)] = &[
+    ("freeswitch", "gateway"),
+    ("gofaxsend", "failedresponse"),
+    ("gofaxsend", "failovercauses"),
+];
+
+/// Boolean keys: a bare key (no `=`) means `true`.
+const BOOL_KEYS: &[(&str, &str)] = &[
+    ("freeswitch", "verbose"),
+    ("freeswitch", "softmodemfallback"),
+    ("freeswitch", "softmodemfallbackclearonsuccess"),
+    ("gofaxd", "enablet38"),
+    ("gofaxd", "requestt38"),
+    ("gofaxd", "recipientfromdiversionheader"),
+    ("gofaxd", "allocateinbounddevices"),
+    ("gofaxsend", "enablet38"),
+    ("gofaxsend", "requestt38"),
+];
+
+/// The whole configuration: one struct per INI section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// `[freeswitch]`: the inbound Event Socket and call defaults.
+    pub freeswitch: FreeSwitchSection,
+    /// `[hylafax]`: the spool and virtual modems.
+    pub hylafax: HylafaxSection,
+    /// `[gofaxd]`: the receive daemon (fsfaxd).
+    pub gofaxd: GofaxdSection,
+    /// `[gofaxsend]`: the send command (fsfaxsend).
+    pub gofaxsend: GofaxsendSection,
+    /// Where the values came from: file, line of each key, warnings found while parsing.
+    pub source: Source,
+}
+
+/// Where a [`Config`] was read from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Source {
+    /// The file (as given to [`Config::load`] or [`Config::parse`]).
+    pub path: PathBuf,
+    /// Line of the last occurrence of each key set in the file, keyed `"section.key"`.
+    pub key_lines: BTreeMap<String, usize>,
+    /// Warnings found while parsing (a repeated single-valued key, an unknown hangup cause).
+    /// [`Config::validate`] returns them too.
+    pub warnings: Vec<Problem>,
+}
+
+/// `[freeswitch]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreeSwitchSection {
+    /// `socket`: `host:port` of FreeSWITCH's inbound Event Socket (GOfax.IP: no default).
+    pub socket: String,
+    /// `password`: Event Socket `auth` password.
+    pub password: String,
+    /// `gateway` (repeatable): sofia gateway names for outbound calls, tried in order.
+    pub gateways: Vec<String>,
+    /// `ident`: default TSI (send) and CSI (receive), becomes `fax_ident`.
+    pub ident: String,
+    /// `header`: default page header for sending, becomes `fax_header`.
+    pub header: String,
+    /// `verbose`: sets `fax_verbose` on outbound calls.
+    pub verbose: bool,
+    /// `softmodemfallback`: remember stations that failed with T.38 (mod_db) and use audio.
+    pub softmodem_fallback: bool,
+    /// `connecttimeout` (fsfax, default 5s): TCP connect plus `auth` to the Event Socket.
+    pub connect_timeout: Duration,
+    /// `commandtimeout` (fsfax, default 10s): wait for the reply to one ESL command.
+    pub command_timeout: Duration,
+    /// `softmodemfallbackexpiry` (fsfax, default `never` = `None`): forget a fallback entry after this.
+    pub softmodem_fallback_expiry: Option<Duration>,
+    /// `softmodemfallbackclearonsuccess` (fsfax, default false): drop a station's fallback entry
+    /// after a successful T.38 fax with it.
+    pub softmodem_fallback_clear_on_success: bool,
+    /// `fallbacklookuptimeout` (fsfax, default 2s): a fallback lookup that takes longer is
+    /// treated as "no entry" so a call is never held up by mod_db.
+    pub fallback_lookup_timeout: Duration,
+}
+
+impl Default for FreeSwitchSection {
+    fn default() -> Self {
+        FreeSwitchSection {
+            socket: String::new(),
+            password: String::new(),
+            gateways: Vec::new(),
+            ident: String::new(),
+            header: String::new(),
+            verbose: false,
+            softmodem_fallback: false,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            softmodem_fallback_expiry: None,
+            softmodem_fallback_clear_on_success: false,
+            fallback_lookup_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[hylafax]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HylafaxSection {
+    /// `spooldir`: the HylaFAX spool root; empty if unset (an error for both programs).
+    pub spooldir: PathBuf,
+    /// `modems`: number of virtual modems fsfaxd creates (`freeswitch0` ...).
+    pub modems: u32,
+    /// `xferfaxlog`: transfer log, relative paths are under the spool; `None` = no records.
+    pub xferfaxlog: Option<PathBuf>,
+}
+
+/// `[gofaxd]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GofaxdSection {
+    /// `socket`: listen address for FreeSWITCH's outbound-socket connections.
+    pub socket: String,
+    /// `enablet38`: `fax_enable_t38` on receive.
+    pub enable_t38: bool,
+    /// `requestt38`: `fax_enable_t38_request` on receive (we send the T.38 re-INVITE).
+    pub request_t38: bool,
+    /// `recipientfromdiversionheader`: take the recipient from `recipient_headers` instead of To.
+    pub recipient_from_diversion_header: bool,
+    /// `answerafter` (milliseconds in the file): ring this long before answering; zero = at once.
+    pub answer_after: Duration,
+    /// `waittime` (milliseconds in the file): silence after answering, before `rxfax`.
+    pub wait_time: Duration,
+    /// `dynamicconfig`: incoming-call DynamicConfig program; `None` = off.
+    pub dynamic_config: Option<PathBuf>,
+    /// `faxrcvdcmd`: program run after each reception (default `bin/faxrcvd`, under the spool).
+    pub faxrcvd_cmd: PathBuf,
+    /// `allocateinbounddevices`: mark a free virtual modem busy during each reception.
+    pub allocate_inbound_devices: bool,
+    /// `allowedpeers` (fsfax, default `127.0.0.1, ::1`): who may connect to `socket`.
+    pub allowed_peers: Vec<PeerNet>,
+    /// `maxinbound` (fsfax, default 0 = no cap): concurrent receptions; more are rejected.
+    pub max_inbound: u32,
+    /// `rejectcause` (fsfax, default 404 as GOfax.IP): SIP response for a DynamicConfig reject.
+    pub reject_cause: u16,
+    /// `dynamicconfigtimeout` (fsfax, default 10s): DynamicConfig is killed after this.
+    pub dynamic_config_timeout: Duration,
+    /// `dynamicconfigfailure` (fsfax, default accept): what a failed DynamicConfig means.
+    pub dynamic_config_failure: DynamicConfigFailure,
+    /// `faxrcvdtimeout` (fsfax, default 300s): faxrcvd is killed after this.
+    pub faxrcvd_timeout: Duration,
+    /// `maxcallduration` (fsfax, default 1h): a reception is hung up after this.
+    pub max_call_duration: Duration,
+    /// `hangupafterresult` (fsfax, default 5s): wait for the hangup after the fax result.
+    pub hangup_after_result: Duration,
+    /// `shutdowntimeout` (fsfax, default 300s): on SIGTERM, calls in progress get this long.
+    pub shutdown_timeout: Duration,
+    /// `recipientheaders` (fsfax, default diversion, history-info, p-called-party-id, to):
+    /// headers tried in order when `recipient_from_diversion_header` is on.
+    pub recipient_headers: Vec<RecipientHeader>,
+}
+
+impl Default for GofaxdSection {
+    fn default() -> Self {
+        GofaxdSection {
+            socket: String::new(),
+            enable_t38: false,
+            request_t38: false,
+            recipient_from_diversion_header: false,
+            answer_after: Duration::ZERO,
+            wait_time: Duration::ZERO,
+            dynamic_config: None,
+            faxrcvd_cmd: PathBuf::from("bin/faxrcvd"),
+            allocate_inbound_devices: false,
+            allowed_peers: default_peers(),
+            max_inbound: 0,
+            reject_cause: 404,
+            dynamic_config_timeout: Duration::from_secs(10),
+            dynamic_config_failure: DynamicConfigFailure::Accept,
+            faxrcvd_timeout: Duration::from_secs(300),
+            max_call_duration: Duration::from_secs(3600),
+            hangup_after_result: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(300),
+            recipient_headers: RecipientHeader::ALL.to_vec(),
+        }
+    }
+}
+
+fn default_peers() -> Vec<PeerNet> {
+    vec![
+        PeerNet {
+            addr: IpAddr::from([127, 0, 0, 1]),
+            prefix_len: 32,
+        },
+        PeerNet {
+            addr: IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            prefix_len: 128,
+        },
+    ]
+}
+
+/// `[gofaxsend]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GofaxsendSection {
+    /// `enablet38`: `fax_enable_t38` on send.
+    pub enable_t38: bool,
+    /// `requestt38`: `fax_enable_t38_request` on send.
+    pub request_t38: bool,
+    /// `faxnumber`: default caller-ID number.
+    pub fax_number: String,
+    /// `callprefix`: prepended to the dialled number.
+    pub call_prefix: String,
+    /// `dynamicconfig`: outgoing DynamicConfig program; `None` = off.
+    pub dynamic_config: Option<PathBuf>,
+    /// `disablev17afterretry`: from this try on, V.17 is off; 0 = never. (GOfax.IP silently
+    /// ignored a non-number here; fsfax reports it.)
+    pub disable_v17_after_retry: u32,
+    /// `disableecmafterretry`: from this try on, ECM is off; 0 = never.
+    pub disable_ecm_after_retry: u32,
+    /// `cidname`: caller-ID name: `sender`, `number`, `cidnum` or literal text; empty if absent
+    /// (GOfax.IP's behaviour, not its README's).
+    pub cid_name: String,
+    /// `failedresponse` (repeatable, or comma list): hangup causes that fail the job for good.
+    pub failed_response: Vec<String>,
+    /// `failovercauses` (fsfax, repeatable or comma list; default [`DEFAULT_FAILOVER_CAUSES`]):
+    /// hangup causes after which the next gateway is tried.
+    pub failover_causes: Vec<String>,
+    /// `originatetimeout` (fsfax, default 90s): wait for the originate to be answered.
+    pub originate_timeout: Duration,
+    /// `maxcallduration` (fsfax, default 1h): a transmission is hung up after this.
+    pub max_call_duration: Duration,
+    /// `dynamicconfigtimeout` (fsfax, default 10s): DynamicConfigOutgoing is killed after this.
+    pub dynamic_config_timeout: Duration,
+    /// `tiffcptimeout` (fsfax, default 60s): document conversion is killed after this.
+    pub tiffcp_timeout: Duration,
+    /// `hangupafterresult` (fsfax, default 5s): wait for the hangup after the fax result.
+    pub hangup_after_result: Duration,
+}
+
+impl Default for GofaxsendSection {
+    fn default() -> Self {
+        GofaxsendSection {
+            enable_t38: false,
+            request_t38: false,
+            fax_number: String::new(),
+            call_prefix: String::new(),
+            dynamic_config: None,
+            disable_v17_after_retry: 0,
+            disable_ecm_after_retry: 0,
+            cid_name: String::new(),
+            failed_response: Vec::new(),
+            failover_causes: DEFAULT_FAILOVER_CAUSES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            originate_timeout: Duration::from_secs(90),
+            max_call_duration: Duration::from_secs(3600),
+            dynamic_config_timeout: Duration::from_secs(10),
+            tiffcp_timeout: Duration::from_secs(60),
+            hangup_after_result: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How bad a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Works, but probably not as meant.
+    Warning,
+    /// Cannot work; the program refuses to start.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One thing wrong with a configuration. Displays as
+/// `FILE:LINE: error: [section] key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line, if the problem belongs to one.
+    pub line: Option<usize>,
+    /// Section name (lower case), if any.
+    pub section: Option<String>,
+    /// Key name as written in the file, if any.
+    pub key: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl Problem {
+    /// True for [`Severity::Error`].
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}: ", self.severity)?;
+        match (&self.section, &self.key) {
+            (Some(s), Some(k)) => write!(f, "[{s}] {k}: ")?,
+            (Some(s), None) => write!(f, "[{s}]: ")?,
+            (None, Some(k)) => write!(f, "{k}: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration file that could not be used (at least one error;
+/// warnings found on the way are included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// Errors and warnings in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Why [`Config::load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file was read but has errors.
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl ConfigError {
+    /// The problems to show, one per line (a read error becomes a single problem).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { path, source } => vec![Problem {
+                severity: Severity::Error,
+                file: path.clone(),
+                line: None,
+                section: None,
+                key: None,
+                message: format!("cannot read configuration file: {source}"),
+            }],
+            ConfigError::Invalid(errors) => errors.problems.clone(),
+        }
+    }
+}
+
+/// Which program a [`Config::validate_for`] check is for: some settings only matter to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// fsfaxd; send-side gaps are warnings (`fsfaxd --check-config` checks the whole file).
+    Receive,
+    /// fsfaxsend; receive-side keys are not checked, send-side gaps are errors.
+    Send,
+}
+
+impl Config {
+    /// Reads and parses `path`. Invalid UTF-8 is replaced (with a warning), as GOfax.IP passes
+    /// bytes through.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (text, bad_utf8) = match String::from_utf8(bytes) {
+            Ok(text) => (text, None),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let line = bytes[..valid].iter().filter(|b| **b == b'\n').count() + 1;
+                (String::from_utf8_lossy(&bytes).into_owned(), Some(line))
+            }
+        };
+        let utf8_warning = bad_utf8.map(|line| Problem {
+            severity: Severity::Warning,
+            file: path.to_path_buf(),
+            line: Some(line),
+            section: None,
+            key: None,
+            message: "invalid UTF-8; bytes replaced with U+FFFD".into(),
+        });
+        match Config::parse(&text, path) {
+            Ok(mut config) => {
+                config.source.warnings.extend(utf8_warning);
+                Ok(config)
+            }
+            Err(mut errors) => {
+                errors.problems.extend(utf8_warning);
+                Err(errors.into())
+            }
+        }
+    }
+
+    /// Parses configuration text; `source` names the file in problems. Reports every syntax
+    /// error, unknown section or key and bad value at once.
+    pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
+        let (items, syntax_errors) = tokenize(text);
+        let mut b = Builder {
+            config: Config::default(),
+            problems: Vec::new(),
+            file: source,
+            failover_seen: false,
+        };
+        b.config.source.path = source.to_path_buf();
+        for e in syntax_errors {
+            b.problem(Severity::Error, e.line, None, None, e.message);
+        }
+        let mut current = Current::NotYet;
+        for item in items {
+            match item {
+                Item::Section {
+                    name,
+                    subsection,
+                    line,
+                } => current = b.section(&name, subsection.as_deref(), line),
+                Item::Entry { name, value, line } => match current {
+                    Current::NotYet => b.problem(
+                        Severity::Error,
+                        line,
+                        None,
+                        Some(&name),
+                        "key outside any section; put it under [freeswitch], [hylafax], \
+                         [gofaxd] or [gofaxsend]"
+                            .into(),
+                    ),
+                    // The section header was already reported; its keys would only add noise.
+                    Current::Unknown => {}
+                    Current::Known(section) => b.entry(section, &name, value.as_deref(), line),
+                },
+            }
+        }
+        b.problems.sort_by_key(|p| p.line);
+        if b.problems.iter().any(Problem::is_error) {
+            return Err(ConfigErrors {
+                problems: b.problems,
+            });
+        }
+        b.config.source.warnings = b.problems;
+        Ok(b.config)
+    }
+
+    /// Semantic checks for fsfaxd (and `--check-config`): see [`Config::validate_for`].
+    pub fn validate(&self) -> Vec<Problem> {
+        self.validate_for(Program::Receive)
+    }
+
+    /// Semantic checks: settings that parse but cannot work (errors) or look mistaken
+    /// (warnings). Includes the warnings found while parsing. Checks the file system (spool).
+    pub fn validate_for(&self, program: Program) -> Vec<Problem> {
+        let mut out = self.source.warnings.clone();
+        let mut add = |severity, section: &str, key: &str, message: String| {
+            out.push(Problem {
+                severity,
+                file: self.source.path.clone(),
+                line: self.line_of(section, key),
+                section: Some(section.into()),
+                key: Some(key.into()),
+                message,
+            });
+        };
+        // Send-side gaps stop fsfaxsend, but only warn in fsfaxd, which does not send.
+        let send_gap = match program {
+            Program::Receive => Severity::Warning,
+            Program::Send => Severity::Error,
+        };
+
+        let spool = &self.hylafax.spooldir;
+        if spool.as_os_str().is_empty() {
+            add(
+                Severity::Error,
+                "hylafax",
+                "spooldir",
+                "not set; set it to the HylaFAX spool, e.g. /var/spool/hylafax".into(),
+            );
+        } else if !spool.is_dir() {
+            let what = if spool.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            add(
+                Severity::Error,
+                "hylafax",
+                "spooldir",
+                format!("{} {what}", spool.display()),
+            );
+        }
+
+        let fs = &self.freeswitch;
+        if fs.socket.is_empty() {
+            let severity = if program == Program::Receive && !fs.softmodem_fallback {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            add(
+                severity,
+                "freeswitch",
+                "socket",
+                "not set; fsfaxsend (and the softmodem fallback) need FreeSWITCH's event \
+                 socket, e.g. 127.0.0.1:8021"
+                    .into(),
+            );
+        } else if let Err(e) = check_socket_address(&fs.socket) {
+            add(Severity::Error, "freeswitch", "socket", e);
+        }
+        if fs.gateways.is_empty() {
+            add(
+                send_gap,
+                "freeswitch",
+                "gateway",
+                "no gateway; every fax sent will fail (add `gateway = <sofia gateway name>`)"
+                    .into(),
+            );
+        }
+        for gw in &fs.gateways {
+            if gw.is_empty() || gw.contains(|c: char| c.is_whitespace() || ",|/".contains(c)) {
+                add(
+                    Severity::Error,
+                    "freeswitch",
+                    "gateway",
+                    format!(
+                        "`{gw}` is not a gateway name (no spaces, `,`, `|` or `/`); \
+                         repeat the key for each gateway"
+                    ),
+                );
+            }
+        }
+
+        if self.hylafax.modems == 0 {
+            add(
+                Severity::Warning,
+                "hylafax",
+                "modems",
+                "0 virtual modems: HylaFAX has no modem to send with".into(),
+            );
+        }
+
+        if program == Program::Receive {
+            self.validate_receive(&mut add);
+        }
+        out
+    }
+
+    fn validate_receive(&self, add: &mut impl FnMut(Severity, &str, &str, String)) {
+        let d = &self.gofaxd;
+        if d.socket.is_empty() {
+            add(
+                Severity::Error,
+                "gofaxd",
+                "socket",
+                "not set; fsfaxd listens here for FreeSWITCH, e.g. 127.0.0.1:8022".into(),
+            );
+        } else if let Err(e) = check_socket_address(&d.socket) {
+            add(Severity::Error, "gofaxd", "socket", e);
+        } else if !is_loopback_address(&d.socket)
+            && self.line_of("gofaxd", "allowedpeers").is_none()
+        {
+            add(
+                Severity::Warning,
+                "gofaxd",
+                "socket",
+                format!(
+                    "`{}` is reachable from other hosts, but `allowedpeers` is the default \
+                     (127.0.0.1, ::1): a FreeSWITCH elsewhere will be refused; set allowedpeers",
+                    d.socket
+                ),
+            );
+        }
+        for (key, value) in [("answerafter", d.answer_after), ("waittime", d.wait_time)] {
+            if !value.is_zero() && value < Duration::from_millis(100) {
+                add(
+                    Severity::Warning,
+                    "gofaxd",
+                    key,
+                    format!(
+                        "{} ms is very short: the value is in milliseconds, not seconds",
+                        value.as_millis()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn line_of(&self, section: &str, key: &str) -> Option<usize> {
+        self.source
+            .key_lines
+            .get(&format!("{section}.{key}"))
+            .copied()
+    }
+
+    /// Resolves a path from the configuration the way fsfax uses it: absolute paths as they
+    /// are, relative ones under the spool (GOfax.IP used the working directory, which differs
+    /// between programs).
+    pub fn spool_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.hylafax.spooldir.join(path)
+        }
+    }
+
+    /// The effective configuration in the file's own syntax: every key, defaults included,
+    /// the password shown as `********`. Parsing it gives the same configuration back
+    /// (except the password).
+    pub fn effective_text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "; effective configuration read from {}\n",
+            self.source.path.display()
+        ));
+        for (section, keys) in KEYS {
+            out.push_str(&format!("\n[{section}]\n"));
+            for key in *keys {
+                let values = self.value_text(section, key);
+                if is_multi(section, key) && values.is_empty() {
+                    out.push_str(&format!("{key}\n"));
+                }
+                for value in values {
+                    out.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The value(s) of one key as they would be written in the file.
+    fn value_text(&self, section: &str, key: &str) -> Vec<String> {
+        let fs = &self.freeswitch;
+        let hf = &self.hylafax;
+        let d = &self.gofaxd;
+        let s = &self.gofaxsend;
+        let one = |v: String| vec![v];
+        let path = |p: &Path| quote(&p.to_string_lossy());
+        let opt_path = |p: &Option<PathBuf>| p.as_deref().map_or_else(|| quote(""), path);
+        let dur = |v: Duration| one(format_duration(v));
+        let ms = |v: Duration| one(v.as_millis().to_string());
+        let list = |v: &[String]| v.iter().map(|x| quote(x)).collect::<Vec<_>>();
+        match (section, key) {
+            ("freeswitch", "socket") => one(quote(&fs.socket)),
+            ("freeswitch", "password") if fs.password.is_empty() => one(quote("")),
+            ("freeswitch", "password") => one("********".into()),
+            ("freeswitch", "gateway") => list(&fs.gateways),
+            ("freeswitch", "ident") => one(quote(&fs.ident)),
+            ("freeswitch", "header") => one(quote(&fs.header)),
+            ("freeswitch", "verbose") => one(fs.verbose.to_string()),
+            ("freeswitch", "softmodemfallback") => one(fs.softmodem_fallback.to_string()),
+            ("freeswitch", "connecttimeout") => dur(fs.connect_timeout),
+            ("freeswitch", "commandtimeout") => dur(fs.command_timeout),
+            ("freeswitch", "softmodemfallbackexpiry") => one(fs
+                .softmodem_fallback_expiry
+                .map_or_else(|| "never".into(), format_duration)),
+            ("freeswitch", "softmodemfallbackclearonsuccess") => {
+                one(fs.softmodem_fallback_clear_on_success.to_string())
+            }
+            ("freeswitch", "fallbacklookuptimeout") => dur(fs.fallback_lookup_timeout),
+            ("hylafax", "spooldir") => one(path(&hf.spooldir)),
+            ("hylafax", "modems") => one(hf.modems.to_string()),
+            ("hylafax", "xferfaxlog") => one(opt_path(&hf.xferfaxlog)),
+            ("gofaxd", "socket") => one(quote(&d.socket)),
+            ("gofaxd", "enablet38") => one(d.enable_t38.to_string()),
+            ("gofaxd", "requestt38") => one(d.request_t38.to_string()),
+            ("gofaxd", "recipientfromdiversionheader") => {
+                one(d.recipient_from_diversion_header.to_string())
+            }
+            ("gofaxd", "answerafter") => ms(d.answer_after),
+            ("gofaxd", "waittime") => ms(d.wait_time),
+            ("gofaxd", "dynamicconfig") => one(opt_path(&d.dynamic_config)),
+            ("gofaxd", "faxrcvdcmd") => one(path(&d.faxrcvd_cmd)),
+            ("gofaxd", "allocateinbounddevices") => one(d.allocate_inbound_devices.to_string()),
+            ("gofaxd", "allowedpeers") => one(join(&d.allowed_peers)),
+            ("gofaxd", "maxinbound") => one(d.max_inbound.to_string()),
+            ("gofaxd", "rejectcause") => one(d.reject_cause.to_string()),
+            ("gofaxd", "dynamicconfigtimeout") => dur(d.dynamic_config_timeout),
+            ("gofaxd", "dynamicconfigfailure") => one(d.dynamic_config_failure.to_string()),
+            ("gofaxd", "faxrcvdtimeout") => dur(d.faxrcvd_timeout),
+            ("gofaxd", "maxcallduration") => dur(d.max_call_duration),
+            ("gofaxd", "hangupafterresult") => dur(d.hangup_after_result),
+            ("gofaxd", "shutdowntimeout") => dur(d.shutdown_timeout),
+            ("gofaxd", "recipientheaders") => one(join(&d.recipient_headers)),
+            ("gofaxsend", "enablet38") => one(s.enable_t38.to_string()),
+            ("gofaxsend", "requestt38") => one(s.request_t38.to_string()),
+            ("gofaxsend", "faxnumber") => one(quote(&s.fax_number)),
+            ("gofaxsend", "callprefix") => one(quote(&s.call_prefix)),
+            ("gofaxsend", "dynamicconfig") => one(opt_path(&s.dynamic_config)),
+            ("gofaxsend", "disablev17afterretry") => one(s.disable_v17_after_retry.to_string()),
+            ("gofaxsend", "disableecmafterretry") => one(s.disable_ecm_after_retry.to_string()),
+            ("gofaxsend", "cidname") => one(quote(&s.cid_name)),
+            ("gofaxsend", "failedresponse") => list(&s.failed_response),
+            ("gofaxsend", "failovercauses") => list(&s.failover_causes),
+            ("gofaxsend", "originatetimeout") => dur(s.originate_timeout),
+            ("gofaxsend", "maxcallduration") => dur(s.max_call_duration),
+            ("gofaxsend", "dynamicconfigtimeout") => dur(s.dynamic_config_timeout),
+            ("gofaxsend", "tiffcptimeout") => dur(s.tiffcp_timeout),
+            ("gofaxsend", "hangupafterresult") => dur(s.hangup_after_result),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_multi(section: &str, key: &str) -> bool {
+    MULTI_KEYS.contains(&(section, key))
+}
+
+fn is_bool(section: &str, key: &str) -> bool {
+    BOOL_KEYS.contains(&(section, key))
+}
+
+/// `host:port` or `[v6]:port` with a port from 1 to 65535.
+fn check_socket_address(s: &str) -> Result<(), String> {
+    let bad = || format!("`{s}` is not host:port (IPv6 as [::1]:8021)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.contains(':') && !host.contains(char::is_whitespace)
+    };
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// True if a listen address only accepts local connections.
+fn is_loopback_address(s: &str) -> bool {
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+enum Current {
+    NotYet,
+    Unknown,
+    Known(&'static str),
+}
+
+struct Builder<'a> {
+    config: Config,
+    problems: Vec<Problem>,
+    file: &'a Path,
+    /// The first `failovercauses` line replaces the defaults; later ones append.
+    failover_seen: bool,
+}
+
+impl Builder<'_> {
+    fn problem(
+        &mut self,
+        severity: Severity,
+        line: usize,
+        section: Option<&str>,
+        key: Option<&str>,
+        message: String,
+    ) {
+        self.problems.push(Problem {
+            severity,
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            section: section.map(str::to_string),
+            key: key.map(str::to_string),
+            message,
+        });
+    }
+
+    fn section(&mut self, name: &str, subsection: Option<&str>, line: usize) -> Current {
+        let lower = name.to_ascii_lowercase();
+        let known = KEYS.iter().map(|(s, _)| *s).find(|s| *s == lower);
+        match (known, subsection) {
+            (Some(section), None) => Current::Known(section),
+            (Some(section), Some(sub)) => {
+                self.problem(
+                    Severity::Error,
+                    line,
+                    Some(section),
+                    None,
+                    format!(
+                        "subsections are not used: write `[{section}]`, not `[{name} \"{sub}\"]`"
+                    ),
+                );
+                Current::Unknown
+            }
+            (None, _) => {
+                let mut message = format!("unknown section `[{name}]`");
+                if let Some(near) = nearest(&lower, KEYS.iter().map(|(s, _)| *s)) {
+                    message.push_str(&format!("; did you mean `[{near}]`?"));
+                } else {
+                    message
+                        .push_str("; sections are [freeswitch], [hylafax], [gofaxd], [gofaxsend]");
+                }
+                self.problem(Severity::Error, line, None, None, message);
+                Current::Unknown
+            }
+        }
+    }
+
+    fn entry(&mut self, section: &'static str, name: &str, value: Option<&str>, line: usize) {
+        let lower = name.to_ascii_lowercase();
+        let keys = KEYS
+            .iter()
+            .find(|(s, _)| *s == section)
+            .map_or(&[][..], |(_, k)| *k);
+        let Some(key) = keys.iter().copied().find(|k| *k == lower) else {
+            let message = unknown_key_message(section, name, &lower, keys);
+            self.problem(Severity::Error, line, Some(section), Some(name), message);
+            return;
+        };
+        let id = format!("{section}.{key}");
+        if !is_multi(section, key) {
+            if let Some(first) = self.config.source.key_lines.get(&id) {
+                let message = format!(
+                    "set again (first at line {first}); the last value wins, as in GOfax.IP"
+                );
+                self.problem(Severity::Warning, line, Some(section), Some(name), message);
+            }
+        }
+        self.config.source.key_lines.insert(id, line);
+        let result = match value {
+            None if is_multi(section, key) => {
+                self.clear(section, key);
+                Ok(())
+            }
+            None if is_bool(section, key) => self.set(section, key, "true", line),
+            None => Err(format!("needs a value: `{name} = ...`")),
+            Some(v) if v.contains(['\n', '\r']) => {
+                Err("contains a line break (from a `\\n` escape); no value may".into())
+            }
+            Some(v) => self.set(section, key, v, line),
+        };
+        if let Err(message) = result {
+            self.problem(Severity::Error, line, Some(section), Some(name), message);
+        }
+    }
+
+    fn clear(&mut self, section: &str, key: &str) {
+        match (section, key) {
+            ("freeswitch", "gateway") => self.config.freeswitch.gateways.clear(),
+            ("gofaxsend", "failedresponse") => self.config.gofaxsend.failed_response.clear(),
+            ("gofaxsend", "failovercauses") => {
+                self.failover_seen = true;
+                self.config.gofaxsend.failover_causes.clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// Parses `v` for one known key and stores it.
+    fn set(&mut self, section: &str, key: &str, v: &str, line: usize) -> Result<(), String> {
+        let c = &mut self.config;
+        match (section, key) {
+            ("freeswitch", "socket") => c.freeswitch.socket = v.into(),
+            ("freeswitch", "password") => c.freeswitch.password = v.into(),
+            ("freeswitch", "gateway") => c.freeswitch.gateways.push(v.into()),
+            ("freeswitch", "ident") => c.freeswitch.ident = v.into(),
+            ("freeswitch", "header") => c.freeswitch.header = v.into(),
+            ("freeswitch", "verbose") => c.freeswitch.verbose = parse_bool(v)?,
+            ("freeswitch", "softmodemfallback") => c.freeswitch.softmodem_fallback = parse_bool(v)?,
+            ("freeswitch", "connecttimeout") => c.freeswitch.connect_timeout = timeout(v)?,
+            ("freeswitch", "commandtimeout") => c.freeswitch.command_timeout = timeout(v)?,
+            ("freeswitch", "softmodemfallbackexpiry") => {
+                c.freeswitch.softmodem_fallback_expiry = if v.trim().eq_ignore_ascii_case("never") {
+                    None
+                } else {
+                    Some(timeout(v).map_err(|e| format!("{e}, or `never`"))?)
+                }
+            }
+            ("freeswitch", "softmodemfallbackclearonsuccess") => {
+                c.freeswitch.softmodem_fallback_clear_on_success = parse_bool(v)?
+            }
+            ("freeswitch", "fallbacklookuptimeout") => {
+                c.freeswitch.fallback_lookup_timeout = timeout(v)?
+            }
+            ("hylafax", "spooldir") => c.hylafax.spooldir = PathBuf::from(v),
+            ("hylafax", "modems") => c.hylafax.modems = uint32(v)?,
+            ("hylafax", "xferfaxlog") => c.hylafax.xferfaxlog = opt_path(v),
+            ("gofaxd", "socket") => c.gofaxd.socket = v.into(),
+            ("gofaxd", "enablet38") => c.gofaxd.enable_t38 = parse_bool(v)?,
+            ("gofaxd", "requestt38") => c.gofaxd.request_t38 = parse_bool(v)?,
+            ("gofaxd", "recipientfromdiversionheader") => {
+                c.gofaxd.recipient_from_diversion_header = parse_bool(v)?
+            }
+            ("gofaxd", "answerafter") => c.gofaxd.answer_after = millis(v)?,
+            ("gofaxd", "waittime") => c.gofaxd.wait_time = millis(v)?,
+            ("gofaxd", "dynamicconfig") => c.gofaxd.dynamic_config = opt_path(v),
+            ("gofaxd", "faxrcvdcmd") => {
+                // GOfax.IP: empty means the default.
+                c.gofaxd.faxrcvd_cmd = opt_path(v).unwrap_or_else(|| PathBuf::from("bin/faxrcvd"))
+            }
+            ("gofaxd", "allocateinbounddevices") => {
+                c.gofaxd.allocate_inbound_devices = parse_bool(v)?
+            }
+            ("gofaxd", "allowedpeers") => c.gofaxd.allowed_peers = parse_peers(v)?,
+            ("gofaxd", "maxinbound") => c.gofaxd.max_inbound = uint32(v)?,
+            ("gofaxd", "rejectcause") => {
+                c.gofaxd.reject_cause = parse_uint(v, 699)
+                    .ok()
+                    .filter(|n| *n >= 400)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("`{v}` is not a SIP rejection; use a response code from 400 to 699")
+                    })?
+            }
+            ("gofaxd", "dynamicconfigtimeout") => c.gofaxd.dynamic_config_timeout = timeout(v)?,
+            ("gofaxd", "dynamicconfigfailure") => {
+                c.gofaxd.dynamic_config_failure = parse_dynamic_config_failure(v)?
+            }
+            ("gofaxd", "faxrcvdtimeout") => c.gofaxd.faxrcvd_timeout = timeout(v)?,
+            ("gofaxd", "maxcallduration") => c.gofaxd.max_call_duration = timeout(v)?,
+            ("gofaxd", "hangupafterresult") => c.gofaxd.hangup_after_result = parse_duration(v)?,
+            ("gofaxd", "shutdowntimeout") => c.gofaxd.shutdown_timeout = parse_duration(v)?,
+            ("gofaxd", "recipientheaders") => {
+                c.gofaxd.recipient_headers = parse_recipient_headers(v)?
+            }
+            ("gofaxsend", "enablet38") => c.gofaxsend.enable_t38 = parse_bool(v)?,
+            ("gofaxsend", "requestt38") => c.gofaxsend.request_t38 = parse_bool(v)?,
+            ("gofaxsend", "faxnumber") => c.gofaxsend.fax_number = v.into(),
+            ("gofaxsend", "callprefix") => c.gofaxsend.call_prefix = v.into(),
+            ("gofaxsend", "dynamicconfig") => c.gofaxsend.dynamic_config = opt_path(v),
+            ("gofaxsend", "disablev17afterretry") => {
+                c.gofaxsend.disable_v17_after_retry = retry_count(v)?
+            }
+            ("gofaxsend", "disableecmafterretry") => {
+                c.gofaxsend.disable_ecm_after_retry = retry_count(v)?
+            }
+            ("gofaxsend", "cidname") => c.gofaxsend.cid_name = v.into(),
+            ("gofaxsend", "failedresponse") => {
+                let causes = self.causes(key, v, line);
+                self.config.gofaxsend.failed_response.extend(causes);
+            }
+            ("gofaxsend", "failovercauses") => {
+                if !self.failover_seen {
+                    self.failover_seen = true;
+                    self.config.gofaxsend.failover_causes.clear();
+                }
+                let causes = self.causes(key, v, line);
+                self.config.gofaxsend.failover_causes.extend(causes);
+            }
+            ("gofaxsend", "originatetimeout") => c.gofaxsend.originate_timeout = timeout(v)?,
+            ("gofaxsend", "maxcallduration") => c.gofaxsend.max_call_duration = timeout(v)?,
+            ("gofaxsend", "dynamicconfigtimeout") => {
+                c.gofaxsend.dynamic_config_timeout = timeout(v)?
+            }
+            ("gofaxsend", "tiffcptimeout") => c.gofaxsend.tiffcp_timeout = timeout(v)?,
+            ("gofaxsend", "hangupafterresult") => {
+                c.gofaxsend.hangup_after_result = parse_duration(v)?
+            }
+            _ => return Err("known key without a handler (fsfax bug)".into()),
+        }
+        Ok(())
+    }
+
+    /// Splits a hangup-cause list (fsfax also takes commas) and warns about unknown names.
+    fn causes(&mut self, key: &str, v: &str, line: usize) -> Vec<String> {
+        let causes: Vec<String> = split_list(v).map(str::to_string).collect();
+        for cause in &causes {
+            if let Some(warning) = check_hangup_cause(cause) {
+                self.problem(
+                    Severity::Warning,
+                    line,
+                    Some("gofaxsend"),
+                    Some(key),
+                    warning,
+                );
+            }
+        }
+        causes
+    }
+}
+
+fn unknown_key_message(section: &str, name: &str, lower: &str, keys: &[&str]) -> String {
+    if lower == "failedresponsemap" {
+        return "`failedresponsemap` is not a key (GOfax.IP derives it); use `failedresponse`"
+            .into();
+    }
+    let elsewhere: Vec<&str> = KEYS
+        .iter()
+        .filter(|(s, ks)| *s != section && ks.contains(&lower))
+        .map(|(s, _)| *s)
+        .collect();
+    let mut message = format!("unknown key `{name}` in [{section}]");
+    if let Some(near) = nearest(lower, keys.iter().copied()) {
+        message.push_str(&format!("; did you mean `{near}`?"));
+    } else if let Some(other) = elsewhere.first() {
+        message.push_str(&format!("; `{lower}` belongs in [{other}]"));
+    }
+    message
+}
+
+/// A timeout-like duration: zero would make the operation fail at once, so it is refused.
+fn timeout(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d.is_zero() {
+        return Err(format!("`{v}` is zero; give a duration greater than zero"));
+    }
+    Ok(d)
+}
+
+fn uint32(v: &str) -> Result<u32, String> {
+    parse_uint(v, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+/// GOfax.IP's millisecond integers (`answerafter`, `waittime`).
+fn millis(v: &str) -> Result<Duration, String> {
+    parse_uint(v, u64::from(u32::MAX))
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e} (milliseconds)"))
+}
+
+/// GOfax.IP read these as strings at use, an empty one meaning "never"; that stays allowed.
+fn retry_count(v: &str) -> Result<u32, String> {
+    if v.trim().is_empty() {
+        return Ok(0);
+    }
+    uint32(v).map_err(|e| format!("{e}; 0 or empty means never"))
+}
+
+fn opt_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+#[cfg(test)]
+mod tests;
