@@ -21,5 +21,5 @@ mod capture;
 
 
 pub use headers::{EventHeaders, SimpleHeaders};
-
+pub use outcome::{Disposition, FaxOutcome, JobResult, LocalError};
 pub use result::{Direction, FaxResult, PageResult, T38Status, Update};
