@@ -20,6 +20,7 @@ pub mod result;
 mod capture;
 
 
+pub use dialstring::{ChannelVars, DialError, OriginateRequest};
 pub use headers::{EventHeaders, SimpleHeaders};
 pub use outcome::{Disposition, FaxOutcome, JobResult, LocalError};
 pub use result::{Direction, FaxResult, PageResult, T38Status, Update};
