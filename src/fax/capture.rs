@@ -29,7 +29,10 @@ impl Capture {
 
 /// Loads `tests/fixtures/esl/<name>.txt`. Panics on a malformed transcript (tests only).
 pub fn load(name: &str) -> Capture {
-    let path = format!("{}/tests/fixtures/esl/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/esl/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     parse(&data)
 }

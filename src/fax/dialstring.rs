@@ -68,7 +68,9 @@ pub enum DialError {
         max: usize,
     },
     /// The gateway name is not a plain sofia gateway name.
-    #[error("gateway name {gateway:?} is invalid: only letters, digits, '_', '.' and '-' are allowed")]
+    #[error(
+        "gateway name {gateway:?} is invalid: only letters, digits, '_', '.' and '-' are allowed"
+    )]
     InvalidGateway {
         /// The gateway as given.
         gateway: String,
@@ -257,7 +259,10 @@ impl OriginateRequest {
             ("ignore_early_media", bool_str(v.ignore_early_media)),
         ];
         if let Some(n) = &v.caller_id_number {
-            out.push(("origination_caller_id_number", check_cid_number(n)?.to_owned()));
+            out.push((
+                "origination_caller_id_number",
+                check_cid_number(n)?.to_owned(),
+            ));
         }
         if let Some(name) = v.caller_id_name.as_deref().map(sanitize_caller_name) {
             if !name.is_empty() {
@@ -282,7 +287,11 @@ impl OriginateRequest {
             ("fax_enable_t38_request", v.enable_t38_request),
             ("fax_verbose", v.verbose),
         ];
-        out.extend(flags.into_iter().filter_map(|(k, b)| Some((k, bool_str(b?)))));
+        out.extend(
+            flags
+                .into_iter()
+                .filter_map(|(k, b)| Some((k, bool_str(b?)))),
+        );
         match (self.start_page, self.end_page) {
             (Some(0), _) | (_, Some(0)) => {
                 return Err(DialError::InvalidPageRange {
@@ -434,7 +443,9 @@ pub fn check_txfax_path(path: &std::path::Path) -> Result<&str, DialError> {
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err("contains whitespace or control characters"));
     }
-    if s.chars().any(|c| matches!(c, '\'' | '"' | '\\' | '(' | ')' | '$')) {
+    if s.chars()
+        .any(|c| matches!(c, '\'' | '"' | '\\' | '(' | ')' | '$'))
+    {
         return Err(err("contains one of ' \" \\ ( ) $"));
     }
     Ok(s)
@@ -444,8 +455,7 @@ fn check_cid_number(value: &str) -> Result<&str, DialError> {
     let v = value.trim();
     let ok = !v.is_empty()
         && v.len() <= CALLER_FIELD_MAX
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '*' | '#' | '.' | '_' | '-'));
     if ok {
         Ok(v)
@@ -465,7 +475,13 @@ fn check_cid_number(value: &str) -> Result<&str, DialError> {
 pub fn sanitize_caller_name(name: &str) -> String {
     let kept: String = name
         .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '+' | '@' | '#' | '*' | '/' | '(' | ')'))
+        .filter(|c| {
+            c.is_alphanumeric()
+                || matches!(
+                    c,
+                    ' ' | '.' | '-' | '_' | '+' | '@' | '#' | '*' | '/' | '(' | ')'
+                )
+        })
         .take(CALLER_FIELD_MAX)
         .collect();
     kept.trim().to_owned()
@@ -478,7 +494,10 @@ fn encode_fax_text(name: &str, value: &str, max: usize) -> String {
         cut -= 1;
     }
     if cut < value.len() {
-        warn!(variable = name, value, max, "value longer than spandsp accepts; truncated");
+        warn!(
+            variable = name,
+            value, max, "value longer than spandsp accepts; truncated"
+        );
     }
     utf8_percent_encode(&value[..cut], FAX_TEXT_SET).to_string()
 }
@@ -491,9 +510,9 @@ fn encode_fax_text(name: &str, value: &str, max: usize) -> String {
 pub fn db_key_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
-        && s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '*' | '#' | '.' | '_' | '@' | '-'))
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '+' | '*' | '#' | '.' | '_' | '@' | '-')
+        })
 }
 
 #[cfg(test)]
@@ -537,16 +556,43 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(normalize_dial_number("+49 (40) 123-45.6").unwrap(), "+4940123456");
+        assert_eq!(
+            normalize_dial_number("+49 (40) 123-45.6").unwrap(),
+            "+4940123456"
+        );
         assert_eq!(normalize_dial_number("*31#0401").unwrap(), "*31#0401");
-        for bad in ["12|34", "12,34", "1 & system", "12'3", "1+2", "12\n3", "abc", "12/3"] {
+        for bad in [
+            "12|34",
+            "12,34",
+            "1 & system",
+            "12'3",
+            "1+2",
+            "12\n3",
+            "abc",
+            "12/3",
+        ] {
             let e = normalize_dial_number(bad).unwrap_err();
-            assert!(matches!(e, DialError::InvalidNumber { .. }), "{bad:?}: {e:?}");
-            assert!(e.to_string().contains(&format!("{bad:?}")), "error names the number: {e}");
+            assert!(
+                matches!(e, DialError::InvalidNumber { .. }),
+                "{bad:?}: {e:?}"
+            );
+            assert!(
+                e.to_string().contains(&format!("{bad:?}")),
+                "error names the number: {e}"
+            );
         }
-        assert!(matches!(normalize_dial_number(" - "), Err(DialError::EmptyNumber { .. })));
-        assert!(matches!(normalize_dial_number("*#"), Err(DialError::InvalidNumber { .. })));
-        assert!(matches!(normalize_dial_number(&"1".repeat(65)), Err(DialError::NumberTooLong { .. })));
+        assert!(matches!(
+            normalize_dial_number(" - "),
+            Err(DialError::EmptyNumber { .. })
+        ));
+        assert!(matches!(
+            normalize_dial_number("*#"),
+            Err(DialError::InvalidNumber { .. })
+        ));
+        assert!(matches!(
+            normalize_dial_number(&"1".repeat(65)),
+            Err(DialError::NumberTooLong { .. })
+        ));
     }
 
     #[test]
@@ -556,7 +602,14 @@ mod tests {
             assert!(check_gateway(bad).is_err(), "{bad:?}");
         }
         assert!(check_txfax_path(std::path::Path::new("/tmp/a;c0.tif")).is_ok());
-        for bad in ["rel/a.tif", "/tmp/a b.tif", "/tmp/a).tif", "/tmp/${x}", "/tmp/a\n", "/tmp/'a'"] {
+        for bad in [
+            "rel/a.tif",
+            "/tmp/a b.tif",
+            "/tmp/a).tif",
+            "/tmp/${x}",
+            "/tmp/a\n",
+            "/tmp/'a'",
+        ] {
             let e = check_txfax_path(std::path::Path::new(bad)).unwrap_err();
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
@@ -582,7 +635,10 @@ mod tests {
             v.apply_override("fax_verbose", "maybe"),
             Err(DialError::InvalidValue { .. })
         ));
-        assert!(v.apply_override("origination_caller_id_number", "12,3").is_err());
+        assert!(
+            v.apply_override("origination_caller_id_number", "12,3")
+                .is_err()
+        );
         assert!(v.apply_override("fax_trace_dir", "/tmp").is_err());
     }
 
@@ -599,16 +655,35 @@ mod tests {
         r.vars.fax_ident = Some("é".repeat(15)); // 30 bytes: cut at a char boundary <= 20
         let vars = r.variables().unwrap();
         let ident = &vars.iter().find(|(k, _)| *k == "fax_ident").unwrap().1;
-        let decoded = percent_encoding::percent_decode_str(ident).decode_utf8().unwrap();
+        let decoded = percent_encoding::percent_decode_str(ident)
+            .decode_utf8()
+            .unwrap();
         assert_eq!(decoded, "é".repeat(10));
     }
 
     #[test]
     fn db_tokens() {
-        for ok in ["fallback", "override-0401234", "+49401234", "fax_enable_t38", "1795345788"] {
+        for ok in [
+            "fallback",
+            "override-0401234",
+            "+49401234",
+            "fax_enable_t38",
+            "1795345788",
+        ] {
             assert!(db_key_safe(ok), "{ok}");
         }
-        for bad in ["", "a/b", "a,b", "a b", "a\tb", "a\n", "'a'", "a\\b", "^^:a", &"1".repeat(256)] {
+        for bad in [
+            "",
+            "a/b",
+            "a,b",
+            "a b",
+            "a\tb",
+            "a\n",
+            "'a'",
+            "a\\b",
+            "^^:a",
+            &"1".repeat(256),
+        ] {
             assert!(!db_key_safe(bad), "{bad:?}");
         }
     }
@@ -728,20 +803,29 @@ mod tests {
         let rest = &aleg[close + 1..];
         assert!(!block.contains('{'), "no nested block");
         assert!(!block.starts_with("^^"), "no custom separator");
-        assert!(!rest.contains(['{', '}', '[', ']', '<', '>', '|', ',']), "one plain leg: {rest:?}");
+        assert!(
+            !rest.contains(['{', '}', '[', ']', '<', '>', '|', ',']),
+            "one plain leg: {rest:?}"
+        );
         assert!(!rest.contains(":_:"));
         let mut vars = BTreeMap::new();
         for item in fs_split_char(block, ',', 1024) {
             let kv = fs_split_char(&item, '=', 2);
             assert_eq!(kv.len(), 2, "item {item:?} is name=value");
-            assert!(vars.insert(kv[0].clone(), kv[1].clone()).is_none(), "duplicate {}", kv[0]);
+            assert!(
+                vars.insert(kv[0].clone(), kv[1].clone()).is_none(),
+                "duplicate {}",
+                kv[0]
+            );
         }
         (vars, rest.to_owned(), argv[1].clone())
     }
 
     /// `switch_url_decode`: `%XX` only, `+` stays.
     fn url_decode(s: &str) -> String {
-        percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     }
 
     #[test]

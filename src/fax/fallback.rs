@@ -139,7 +139,10 @@ pub fn parse_entry(value: &str) -> FallbackEntry {
     match value.trim().parse::<i64>() {
         Ok(t) if t >= 0 => FallbackEntry::Since(t),
         _ => {
-            warn!(value, "fallback entry is not a Unix time; treating it as present without expiry");
+            warn!(
+                value,
+                "fallback entry is not a Unix time; treating it as present without expiry"
+            );
             FallbackEntry::Undated
         }
     }
@@ -171,26 +174,57 @@ mod tests {
     #[test]
     fn station_keys_agree_across_directions() {
         assert_eq!(station_key_inbound("040 1234").as_deref(), Some("0401234"));
-        assert_eq!(station_key_outbound("0 0401234", "0").as_deref(), Some("0401234"));
-        assert_eq!(station_key_outbound("00401234", "0").as_deref(), Some("0401234"));
+        assert_eq!(
+            station_key_outbound("0 0401234", "0").as_deref(),
+            Some("0401234")
+        );
+        assert_eq!(
+            station_key_outbound("00401234", "0").as_deref(),
+            Some("0401234")
+        );
         // Prefix not present: the number stays as dialled.
-        assert_eq!(station_key_outbound("0401234", "9").as_deref(), Some("0401234"));
-        assert_eq!(normalize_station("+49 (40) 123-4", "").as_deref(), Some("+49401234"));
-        assert_eq!(normalize_station("+49401234", "").as_deref(), Some("+49401234"));
+        assert_eq!(
+            station_key_outbound("0401234", "9").as_deref(),
+            Some("0401234")
+        );
+        assert_eq!(
+            normalize_station("+49 (40) 123-4", "").as_deref(),
+            Some("+49401234")
+        );
+        assert_eq!(
+            normalize_station("+49401234", "").as_deref(),
+            Some("+49401234")
+        );
     }
 
     #[test]
     fn unusable_station_numbers() {
         for bad in [
-            "", "anonymous", "Anonymous", "unknown", "12", "0000000000", "+000", "04/01234",
-            "0401,234", "0401\t234", "0401\n234", "*31#0401234", "040+1234", "+", &"1".repeat(33),
+            "",
+            "anonymous",
+            "Anonymous",
+            "unknown",
+            "12",
+            "0000000000",
+            "+000",
+            "04/01234",
+            "0401,234",
+            "0401\t234",
+            "0401\n234",
+            "*31#0401234",
+            "040+1234",
+            "+",
+            &"1".repeat(33),
         ] {
             assert_eq!(normalize_station(bad, ""), None, "{bad:?}");
         }
         // The prefix is removed before the length check.
         assert_eq!(station_key_outbound("012", "0"), None);
         // A bad prefix is ignored rather than used.
-        assert_eq!(station_key_outbound("0401234", "0/").as_deref(), Some("0401234"));
+        assert_eq!(
+            station_key_outbound("0401234", "0/").as_deref(),
+            Some("0401234")
+        );
     }
 
     fn failed_t38(direction: Direction, code: u32, negotiations: u32) -> FaxResult {
@@ -204,23 +238,56 @@ mod tests {
 
     #[test]
     fn trigger_table() {
-        assert!(should_remember(Direction::Send, &failed_t38(Direction::Send, 6, 1)));
-        assert!(should_remember(Direction::Send, &failed_t38(Direction::Send, 21, 1)));
-        assert!(!should_remember(Direction::Send, &failed_t38(Direction::Send, 28, 1)));
-        assert!(should_remember(Direction::Receive, &failed_t38(Direction::Receive, 28, 1)));
-        assert!(!should_remember(Direction::Receive, &failed_t38(Direction::Receive, 21, 1)));
+        assert!(should_remember(
+            Direction::Send,
+            &failed_t38(Direction::Send, 6, 1)
+        ));
+        assert!(should_remember(
+            Direction::Send,
+            &failed_t38(Direction::Send, 21, 1)
+        ));
+        assert!(!should_remember(
+            Direction::Send,
+            &failed_t38(Direction::Send, 28, 1)
+        ));
+        assert!(should_remember(
+            Direction::Receive,
+            &failed_t38(Direction::Receive, 28, 1)
+        ));
+        assert!(!should_remember(
+            Direction::Receive,
+            &failed_t38(Direction::Receive, 21, 1)
+        ));
         // Retrain on the receiver, with an otherwise ordinary code.
-        assert!(should_remember(Direction::Receive, &failed_t38(Direction::Receive, 49, 2)));
-        assert!(!should_remember(Direction::Send, &failed_t38(Direction::Send, 49, 2)));
+        assert!(should_remember(
+            Direction::Receive,
+            &failed_t38(Direction::Receive, 49, 2)
+        ));
+        assert!(!should_remember(
+            Direction::Send,
+            &failed_t38(Direction::Send, 49, 2)
+        ));
         // Never: no fax at all, hangup before negotiation, not T.38, success, no result.
         for code in [2, 3] {
-            assert!(!should_remember(Direction::Receive, &failed_t38(Direction::Receive, code, 2)));
+            assert!(!should_remember(
+                Direction::Receive,
+                &failed_t38(Direction::Receive, code, 2)
+            ));
         }
         let mut r = failed_t38(Direction::Send, 49, 0);
-        r.pages.push(crate::fax::PageResult { bad_rows: 3, ..Default::default() });
-        assert!(!should_remember(Direction::Send, &r), "49 before negotiation");
+        r.pages.push(crate::fax::PageResult {
+            bad_rows: 3,
+            ..Default::default()
+        });
+        assert!(
+            !should_remember(Direction::Send, &r),
+            "49 before negotiation"
+        );
         r.negotiation_count = 1;
-        assert!(should_remember(Direction::Send, &r), "bad rows after negotiation");
+        assert!(
+            should_remember(Direction::Send, &r),
+            "bad rows after negotiation"
+        );
         r.t38_status = Some(T38Status::Refused);
         assert!(!should_remember(Direction::Send, &r));
         let mut ok = failed_t38(Direction::Send, 0, 1);
@@ -236,7 +303,10 @@ mod tests {
         for (name, dir) in [
             ("inbound-txfax-t38-ok", Direction::Send),
             ("inbound-txfax-t38-remote-hangup-midfax", Direction::Send),
-            ("outbound-rxfax-sender-hangup-after-answer", Direction::Receive),
+            (
+                "outbound-rxfax-sender-hangup-after-answer",
+                Direction::Receive,
+            ),
             ("outbound-rxfax-no-fax-sender", Direction::Receive),
             ("outbound-rxfax-t38-uuid-kill-midfax", Direction::Receive),
         ] {
@@ -258,7 +328,10 @@ mod tests {
         assert!(!is_expired(1_000, i64::MAX, None));
         assert!(!is_expired(2_000, 1_000, day), "future entry");
         assert!(!is_expired(i64::MIN, i64::MAX, Some(Duration::MAX)));
-        assert_eq!(parse_entry(" 1795345788\n"), FallbackEntry::Since(1_795_345_788));
+        assert_eq!(
+            parse_entry(" 1795345788\n"),
+            FallbackEntry::Since(1_795_345_788)
+        );
         assert_eq!(parse_entry("yes"), FallbackEntry::Undated);
         assert_eq!(parse_entry("-5"), FallbackEntry::Undated);
         assert!(entry_active("yes", 0, day));

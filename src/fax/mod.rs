@@ -19,7 +19,6 @@ pub mod result;
 #[cfg(test)]
 mod capture;
 
-
 pub use dialstring::{ChannelVars, DialError, OriginateRequest};
 pub use headers::{EventHeaders, SimpleHeaders};
 pub use outcome::{Disposition, FaxOutcome, JobResult, LocalError};

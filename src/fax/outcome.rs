@@ -171,6 +171,7 @@ const fn row(
 use Disposition::{Done, Failed, Retry};
 
 /// spandsp's T.30 completion codes; index == code. See the module table for the reasoning.
+#[rustfmt::skip]
 pub const T30_CODES: &[T30Code] = &[
     row(0, "OK", "OK", Done, 0),
     row(1, "CEDTONE", "The CED tone exceeded 5s", Retry, 7),
@@ -274,7 +275,10 @@ pub const DEFAULT_FAILOVER_CAUSES: &[&str] = &[
 /// `cause` may still carry the `-ERR ` prefix; matching is case-insensitive.
 pub fn should_fail_over(cause: &str, failover_causes: &[String]) -> bool {
     let cause = normalize_cause(cause);
-    !cause.is_empty() && failover_causes.iter().any(|c| c.trim().eq_ignore_ascii_case(&cause))
+    !cause.is_empty()
+        && failover_causes
+            .iter()
+            .any(|c| c.trim().eq_ignore_ascii_case(&cause))
 }
 
 /// [`DEFAULT_FAILOVER_CAUSES`] as owned strings, for configs that do not set their own list.
@@ -381,7 +385,10 @@ impl FaxOutcome<'_> {
 }
 
 fn is_failed_cause(cause: &str, failed_causes: &[String]) -> bool {
-    !cause.is_empty() && failed_causes.iter().any(|c| c.trim().eq_ignore_ascii_case(cause))
+    !cause.is_empty()
+        && failed_causes
+            .iter()
+            .any(|c| c.trim().eq_ignore_ascii_case(cause))
 }
 
 /// (status text, statuscode) for an originate cause; `None` text means "the cause itself".
@@ -446,7 +453,9 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
     let cause = r.hangup_cause.as_deref().map(normalize_cause);
     let statuscode = row.map_or(0, |c| c.statuscode);
     let (disposition, status) = match (&cause, r.final_result_seen) {
-        (Some(c), _) if is_failed_cause(c, failed_causes) => (Failed, format!("{c} (retry disabled)")),
+        (Some(c), _) if is_failed_cause(c, failed_causes) => {
+            (Failed, format!("{c} (retry disabled)"))
+        }
         (_, true) => match (row, &text, r.result_code) {
             (Some(row), Some(t), _) => (row.disposition, t.clone()),
             (None, Some(t), _) => (Retry, t.clone()),
@@ -528,8 +537,16 @@ mod tests {
             };
             let row = t30_code(code).unwrap();
             assert_eq!(cells[1], row.name, "doc name for {code}");
-            assert_eq!(cells[2], format!("{:?}", row.disposition), "doc disposition for {code}");
-            assert_eq!(cells[3], row.statuscode.to_string(), "doc statuscode for {code}");
+            assert_eq!(
+                cells[2],
+                format!("{:?}", row.disposition),
+                "doc disposition for {code}"
+            );
+            assert_eq!(
+                cells[3],
+                row.statuscode.to_string(),
+                "doc statuscode for {code}"
+            );
             seen += 1;
         }
         assert_eq!(seen, T30_CODES.len(), "every code documented once");
@@ -560,7 +577,10 @@ mod tests {
         let missing = replay("inbound-txfax-file-missing", Direction::Send);
         let j = FaxOutcome::Connected { result: &missing }.classify(&none);
         assert_eq!(j.disposition, Retry);
-        assert_eq!(j.status, "Call ended without a fax result (NORMAL_CLEARING)");
+        assert_eq!(
+            j.status,
+            "Call ended without a fax result (NORMAL_CLEARING)"
+        );
         assert!(!j.counts_as_try);
     }
 
@@ -580,14 +600,34 @@ mod tests {
         rx.final_result_seen = true;
         rx.result_code = Some(T30_CALLDROPPED);
         (rx.transferred_pages, rx.total_pages) = (3, 3);
-        assert_eq!(FaxOutcome::Connected { result: &rx }.classify(&[]).disposition, Retry);
+        assert_eq!(
+            FaxOutcome::Connected { result: &rx }
+                .classify(&[])
+                .disposition,
+            Retry
+        );
         r.transferred_pages = 2;
-        assert_eq!(FaxOutcome::Connected { result: &r }.classify(&[]).disposition, Retry);
+        assert_eq!(
+            FaxOutcome::Connected { result: &r }
+                .classify(&[])
+                .disposition,
+            Retry
+        );
     }
 
     #[test]
     fn document_and_capability_errors_fail() {
-        for (code, want) in [(41, Failed), (43, Failed), (46, Failed), (9, Failed), (8, Failed), (6, Retry), (48, Retry), (47, Retry), (99, Retry)] {
+        for (code, want) in [
+            (41, Failed),
+            (43, Failed),
+            (46, Failed),
+            (9, Failed),
+            (8, Failed),
+            (6, Retry),
+            (48, Retry),
+            (47, Retry),
+            (99, Retry),
+        ] {
             let mut r = FaxResult::new(Direction::Send);
             r.final_result_seen = true;
             r.result_code = Some(code);
@@ -595,7 +635,10 @@ mod tests {
             let j = FaxOutcome::Connected { result: &r }.classify(&[]);
             assert_eq!(j.disposition, want, "code {code}");
             if let Some(row) = t30_code(code) {
-                assert_eq!(j.status, row.text, "table text used when the event has none");
+                assert_eq!(
+                    j.status, row.text,
+                    "table text used when the event has none"
+                );
             } else {
                 assert_eq!(j.status, format!("Unknown fax result code {code}"));
             }
@@ -605,20 +648,41 @@ mod tests {
     #[test]
     fn originate_failures() {
         let list = failed(&["UNALLOCATED_NUMBER", "CALL_REJECTED"]);
-        let busy = FaxOutcome::OriginateFailed { cause: "-ERR USER_BUSY\n" }.classify(&list);
-        assert_eq!((busy.disposition, busy.status.as_str(), busy.statuscode), (Retry, "Busy signal detected", 1));
+        let busy = FaxOutcome::OriginateFailed {
+            cause: "-ERR USER_BUSY\n",
+        }
+        .classify(&list);
+        assert_eq!(
+            (busy.disposition, busy.status.as_str(), busy.statuscode),
+            (Retry, "Busy signal detected", 1)
+        );
         assert!(busy.counts_as_dial && !busy.counts_as_try);
 
-        let na = FaxOutcome::OriginateFailed { cause: "NO_USER_RESPONSE" }.classify(&list);
-        assert_eq!((na.status.as_str(), na.statuscode), ("No answer from remote", 3));
+        let na = FaxOutcome::OriginateFailed {
+            cause: "NO_USER_RESPONSE",
+        }
+        .classify(&list);
+        assert_eq!(
+            (na.status.as_str(), na.statuscode),
+            ("No answer from remote", 3)
+        );
 
-        let rej = FaxOutcome::OriginateFailed { cause: "call_rejected" }.classify(&list);
+        let rej = FaxOutcome::OriginateFailed {
+            cause: "call_rejected",
+        }
+        .classify(&list);
         assert_eq!(rej.disposition, Failed);
         assert_eq!(rej.disposition.returned(), 1);
         assert_eq!(rej.status, "CALL_REJECTED (retry disabled)");
 
-        let other = FaxOutcome::OriginateFailed { cause: "NORMAL_TEMPORARY_FAILURE" }.classify(&list);
-        assert_eq!((other.disposition, other.status.as_str()), (Retry, "NORMAL_TEMPORARY_FAILURE"));
+        let other = FaxOutcome::OriginateFailed {
+            cause: "NORMAL_TEMPORARY_FAILURE",
+        }
+        .classify(&list);
+        assert_eq!(
+            (other.disposition, other.status.as_str()),
+            (Retry, "NORMAL_TEMPORARY_FAILURE")
+        );
         assert_eq!(other.disposition.returned(), 0);
 
         let empty = FaxOutcome::OriginateFailed { cause: " " }.classify(&list);
@@ -635,23 +699,54 @@ mod tests {
         }
         .classify(&[]);
         assert_eq!(j.disposition, Retry);
-        assert_eq!(j.status, "Lost the connection to FreeSWITCH: 127.0.0.1:8021: reset  by peer");
+        assert_eq!(
+            j.status,
+            "Lost the connection to FreeSWITCH: 127.0.0.1:8021: reset  by peer"
+        );
         assert!(j.counts_as_dial);
-        let j = FaxOutcome::Local { error: LocalError::Interrupted, detail: "", dial_attempted: false }.classify(&[]);
-        assert_eq!((j.disposition, j.status.as_str(), j.counts_as_dial), (Retry, "Interrupted", false));
-        let j = FaxOutcome::Rejected { reason: "Number to dial is empty" }.classify(&[]);
+        let j = FaxOutcome::Local {
+            error: LocalError::Interrupted,
+            detail: "",
+            dial_attempted: false,
+        }
+        .classify(&[]);
+        assert_eq!(
+            (j.disposition, j.status.as_str(), j.counts_as_dial),
+            (Retry, "Interrupted", false)
+        );
+        let j = FaxOutcome::Rejected {
+            reason: "Number to dial is empty",
+        }
+        .classify(&[]);
         assert_eq!((j.disposition, j.counts_as_dial), (Failed, false));
         let long = "x".repeat(1000);
-        assert_eq!(FaxOutcome::Rejected { reason: &long }.classify(&[]).status.len(), 200);
+        assert_eq!(
+            FaxOutcome::Rejected { reason: &long }
+                .classify(&[])
+                .status
+                .len(),
+            200
+        );
     }
 
     #[test]
     fn failover_decision() {
         let defaults = default_failover_causes();
-        for c in ["GATEWAY_DOWN", "-ERR NORMAL_TEMPORARY_FAILURE", "destination_out_of_order"] {
+        for c in [
+            "GATEWAY_DOWN",
+            "-ERR NORMAL_TEMPORARY_FAILURE",
+            "destination_out_of_order",
+        ] {
             assert!(should_fail_over(c, &defaults), "{c}");
         }
-        for c in ["USER_BUSY", "UNALLOCATED_NUMBER", "CALL_REJECTED", "NO_ANSWER", "NORMAL_CLEARING", ""] {
+        for c in [
+            "USER_BUSY",
+            "UNALLOCATED_NUMBER",
+            "CALL_REJECTED",
+            "NO_ANSWER",
+            "NORMAL_CLEARING",
+            "",
+        ] {
             assert!(!should_fail_over(c, &defaults), "{c}");
         }
         assert!(!should_fail_over("GATEWAY_DOWN", &[]));

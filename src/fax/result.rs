@@ -448,7 +448,10 @@ mod tests {
         assert!(r.final_result_seen && r.hangup_seen);
         // Event times, in order, and the answer before the hangup.
         let (a, h) = (r.answered_at_us.unwrap(), r.hangup_at_us.unwrap());
-        assert!(a > 1_700_000_000_000_000 && h > a, "answered {a} hangup {h}");
+        assert!(
+            a > 1_700_000_000_000_000 && h > a,
+            "answered {a} hangup {h}"
+        );
         assert!(r.connected_seconds().unwrap() >= 1);
         // CHANNEL_HANGUP precedes the txfaxresult on the wire.
         assert_eq!(
@@ -552,14 +555,20 @@ mod tests {
 
     #[test]
     fn receive_sender_hangs_up_after_answer() {
-        let (r, _, _) = replay("outbound-rxfax-sender-hangup-after-answer", Direction::Receive);
+        let (r, _, _) = replay(
+            "outbound-rxfax-sender-hangup-after-answer",
+            Direction::Receive,
+        );
         assert!(!r.success);
         assert_eq!(r.result_code, Some(49));
         assert_eq!(r.transferred_pages, 0);
         assert!(r.pages.is_empty());
         assert_eq!(r.negotiation_count, 0);
         assert_eq!(r.t38_status, Some(T38Status::Refused));
-        assert_eq!(r.remote_station_id, None, "no remote id without negotiation");
+        assert_eq!(
+            r.remote_station_id, None,
+            "no remote id without negotiation"
+        );
         assert!(r.is_complete());
     }
 
@@ -574,7 +583,8 @@ mod tests {
         assert!(!as_receiver.final_result_seen);
         assert!(as_receiver.hangup_seen, "channel events still count");
 
-        let mut other = FaxResult::for_channel(Direction::Send, "00000000-0000-0000-0000-000000000000");
+        let mut other =
+            FaxResult::for_channel(Direction::Send, "00000000-0000-0000-0000-000000000000");
         for ev in &cap.events {
             assert_eq!(other.apply(ev), None);
         }
@@ -611,7 +621,10 @@ mod tests {
         assert!(!r.ecm_used);
         assert_eq!(r.transfer_rate, Some(9600));
         // Unknown events and events without a name are ignored.
-        assert_eq!(r.apply(&SimpleHeaders::from_pairs([("Event-Name", "HEARTBEAT")])), None);
+        assert_eq!(
+            r.apply(&SimpleHeaders::from_pairs([("Event-Name", "HEARTBEAT")])),
+            None
+        );
         assert_eq!(r.apply(&SimpleHeaders::new()), None);
     }
 
