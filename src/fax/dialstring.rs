@@ -643,6 +643,23 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_are_left_out() {
+        // FreeSWITCH ignores `fax_ident=` (found by the property test below).
+        let mut r = request("123", "gw");
+        r.vars.fax_ident = Some(String::new());
+        r.vars.fax_header = Some(String::new());
+        r.vars.caller_id_name = Some(" ,'{} ".into());
+        let cmd = r.build().unwrap();
+        assert!(
+            !cmd.contains("fax_ident") && !cmd.contains("fax_header"),
+            "{cmd}"
+        );
+        assert!(!cmd.contains("origination_caller_id_name"), "{cmd}");
+        r.vars.fax_ident = Some(" ".into());
+        assert!(r.build().unwrap().contains("fax_ident='%20'"));
+    }
+
+    #[test]
     fn page_range_and_truncation() {
         let mut r = request("123", "gw");
         r.start_page = Some(0);
