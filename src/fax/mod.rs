@@ -1,1 +1,25 @@
 //! The fax domain: results from spandsp events, outcome classification, fallback policy, dial strings.
+//!
+//! Pure logic only: no sockets, no files, no clocks. This module knows neither `esl` nor
+//! `hylafax`; the glue in `send`/`receive` feeds it events (through [`EventHeaders`]) and turns
+//! its answers into ESL commands and qfile updates.
+//!
+//! - [`headers`]: the one trait the fax layer needs from an event.
+//! - [`result`]: [`FaxResult`], accumulated from the events of one call.
+//! - [`outcome`]: the single table from spandsp result codes / hangup causes to retry decisions.
+//! - [`dialstring`]: building a safe `originate` for one gateway leg, plus `db` token checks.
+//! - [`fallback`]: the T.38 → audio fallback policy (station keys, trigger, expiry).
+
+pub mod dialstring;
+pub mod fallback;
+pub mod headers;
+pub mod outcome;
+pub mod result;
+
+#[cfg(test)]
+mod capture;
+
+pub use dialstring::{ChannelVars, DialError, OriginateRequest};
+pub use headers::{EventHeaders, SimpleHeaders};
+pub use outcome::{Disposition, FaxOutcome, JobResult, LocalError};
+pub use result::{Direction, FaxResult, PageResult, T38Status, Update};
