@@ -27,7 +27,7 @@
 //! | `origination_caller_id_number` | `[A-Za-z0-9+*#._-]`, 1-64 characters, else an error |
 //! | `origination_caller_id_name` | sanitised: letters, digits, space and `.-_+@#*/()` kept, everything else dropped, trimmed, at most 64 characters |
 //! | `fax_ident`, `fax_header` | percent-encoded except `[A-Za-z0-9+-._]`; mod_spandsp (1.10) runs `switch_url_decode` on both before handing them to spandsp, so `%2C` arrives as `,`; truncated to spandsp's limits (20 / 50 bytes), since spandsp ignores longer ones |
-//! | `fax_start_page`, `fax_end_page` | integers ≥ 1, end ≥ start |
+//! | `fax_start_page`, `fax_end_page` | 0-based TIFF directory indexes (spandsp's `t4_tx_init` takes them as such; HylaFAX's `fax:<dir>:` is the same index), end ≥ start |
 //!
 //! Numbers: the separators ` -.()` that HylaFAX clients leave in `external` are removed, then
 //! only digits, `*`, `#` and one leading `+` may remain. Gateways: `[A-Za-z0-9_.-]+`. The fax
@@ -224,9 +224,10 @@ pub struct OriginateRequest {
     pub vars: ChannelVars,
     /// The TIFF to send (absolute).
     pub txfax_path: PathBuf,
-    /// `fax_start_page` (1-based), to resume after pages already sent.
+    /// `fax_start_page`: the 0-based TIFF directory to start at, to resume after pages already
+    /// sent (HylaFAX's `fax:<dir>:` value).
     pub start_page: Option<u32>,
-    /// `fax_end_page` (1-based, inclusive).
+    /// `fax_end_page`: the 0-based TIFF directory to stop after (inclusive).
     pub end_page: Option<u32>,
 }
 
@@ -293,12 +294,6 @@ impl OriginateRequest {
                 .filter_map(|(k, b)| Some((k, bool_str(b?)))),
         );
         match (self.start_page, self.end_page) {
-            (Some(0), _) | (_, Some(0)) => {
-                return Err(DialError::InvalidPageRange {
-                    start: self.start_page,
-                    end: self.end_page,
-                });
-            }
             (Some(s), Some(e)) if e < s => {
                 return Err(DialError::InvalidPageRange {
                     start: self.start_page,
@@ -662,8 +657,9 @@ mod tests {
     #[test]
     fn page_range_and_truncation() {
         let mut r = request("123", "gw");
+        // 0 is spandsp's first directory, so it is a valid start.
         r.start_page = Some(0);
-        assert!(matches!(r.build(), Err(DialError::InvalidPageRange { .. })));
+        assert!(r.build().unwrap().contains("fax_start_page='0'"));
         r.start_page = Some(3);
         r.end_page = Some(2);
         assert!(matches!(r.build(), Err(DialError::InvalidPageRange { .. })));
