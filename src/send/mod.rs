@@ -1,3 +1,141 @@
-//! fsfaxsend: one HylaFAX queue file from modem lock to `returned:`.
+//! fsfaxsend: one HylaFAX queue file from modem lock to `returned:`, as a readable sequence.
+//!
+//! faxq runs us as `SendFaxCmd` with the spool as working directory and reads the qfile back
+//! when we exit: a `returned:` other than 7 wins over our exit status. So the very first thing
+//! done with the locked qfile is to write `returned:0` (retry): a crash, a panic (built with
+//! `panic = "abort"`, which faxq reads as a failed command anyway) or a `kill -9` can then never
+//! read as *done*. Every later exit path rewrites `returned:` with the honest verdict from
+//! [`crate::fax::FaxOutcome::classify`].
+//!
+//! One call per gateway, each with a fresh `origination_uuid`, in the configured order:
+//! FreeSWITCH's own `gw1|gw2` failover breaks on the real switch (the second leg asks for the
+//! same UUID and is refused), so failover is ours, and only on causes that mean the gateway or
+//! route failed (`[gofaxsend] failovercauses`).
 
 pub mod document;
+mod call;
+mod job;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::fax::{Disposition, FaxOutcome, JobResult};
+use crate::hylafax::Spool;
+use crate::hylafax::modem::DeviceFifo;
+
+pub use job::Job;
+
+/// Runs fsfaxsend for `qfiles` on `modem` and returns the exit status for faxq (0 retry,
+/// 1 failed, 2 done). `config` is the loaded configuration, or the reason it is unusable: the
+/// job is then requeued with that reason as its status, so fixing the file lets it go out.
+pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf]) -> u8 {
+    let Some(qfile) = qfiles.first() else {
+        return Disposition::Failed.returned();
+    };
+    if qfiles.len() > 1 {
+        tracing::warn!(
+            extra = qfiles.len() - 1,
+            "batching is not supported (set MaxBatchJobs: 1); faxq requeues the other jobs"
+        );
+    }
+    let span = tracing::info_span!(
+        "job",
+        qfile = %qfile.display(),
+        modem = %modem,
+        job = tracing::field::Empty,
+        commid = tracing::field::Empty,
+        uuid = tracing::field::Empty
+    );
+    let _entered = span.enter();
+
+    // The qfile lock comes first: nothing below may run for a job another fsfaxsend holds.
+    let mut job = match Job::open(qfile) {
+        Ok(job) => job,
+        Err(e) => {
+            // Without the qfile there is nothing to write; faxq falls back to our exit
+            // status with `returned:7`, and 0 asks for a later retry.
+            tracing::error!("{e}; asking faxq to retry later");
+            return Disposition::Retry.returned();
+        }
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(why) => {
+            let result = FaxOutcome::Local {
+                error: crate::fax::LocalError::Internal,
+                detail: &format!("fsfaxsend configuration unusable: {why}"),
+                dial_attempted: false,
+            }
+            .classify(&[]);
+            return job.finish(&result, None);
+        }
+    };
+    let spool = Spool::new(&config.hylafax.spooldir);
+    tell_modem(&spool, modem, "SB");
+    let result = call::send(config, &spool, modem, &mut job).await;
+    let code = job.finish(&result.verdict, Some(&result));
+    tell_modem(&spool, modem, "SR");
+    tracing::info!(
+        returned = code,
+        status = %result.verdict.status,
+        "job attempt finished"
+    );
+    code
+}
+
+/// Tells fsfaxd what its virtual modem is doing (`SB` sending, `SR` ready again). Never blocks:
+/// with fsfaxd not running the message is dropped.
+fn tell_modem(spool: &Spool, modem: &str, msg: &str) {
+    match DeviceFifo::new(spool, modem).and_then(|fifo| fifo.send(msg)) {
+        Ok(delivery) => tracing::debug!(?delivery, msg, "modem FIFO"),
+        Err(e) => tracing::debug!("cannot tell fsfaxd {msg}: {e}"),
+    }
+}
+
+/// What an attempt produced, for the qfile, xferfaxlog and the session log.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The verdict for faxq.
+    pub verdict: JobResult,
+    /// Pages this attempt transferred.
+    pub pages_sent: u32,
+    /// Remote station id (CSI), if the call got that far.
+    pub remote_id: Option<String>,
+    /// Negotiated signalling rate (bit/s).
+    pub signal_rate: Option<u32>,
+    /// Encoding of the pages (`T.4 2-D`, `T.6`, ...).
+    pub data_format: Option<String>,
+    /// ECM used.
+    pub ecm: bool,
+    /// Seconds from answer to hangup.
+    pub connect_secs: u64,
+    /// Seconds of the whole attempt.
+    pub job_secs: u64,
+    /// The communication id of this attempt, when one was allocated.
+    pub commid: Option<String>,
+}
+
+impl Attempt {
+    fn verdict_only(verdict: JobResult) -> Attempt {
+        Attempt {
+            verdict,
+            pages_sent: 0,
+            remote_id: None,
+            signal_rate: None,
+            data_format: None,
+            ecm: false,
+            connect_secs: 0,
+            job_secs: 0,
+            commid: None,
+        }
+    }
+}
+
+/// Resolves a configured path (DynamicConfig, temp dir) against the spool, as faxq's cwd.
+fn spool_relative(spool: &Spool, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        spool.join(p)
+    }
+}
