@@ -439,9 +439,10 @@ pub(crate) async fn next_message(
                 });
             }
             None => {
-                return Err(ClientError::Closed {
+                return Err(ClientError::Unexpected {
                     peer: peer.to_owned(),
-                    reason: CloseReason::PeerClosed,
+                    stage,
+                    got: "end of connection".into(),
                 });
             }
         }

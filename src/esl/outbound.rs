@@ -14,7 +14,7 @@ use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use super::client::{self, ClientError, describe, next_message};
-use super::codec::{Command, EslCodec};
+use super::codec::{Command, CommandError, EslCodec};
 use super::conn::{self, EventStream, ExecEnd, ExecTx, Handle, TaskOptions};
 use super::frame::{Event, Headers, Limits, Message, Reply};
 
@@ -87,6 +87,12 @@ pub enum OutboundError {
     /// Connection, timeout or command error.
     #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+impl From<CommandError> for OutboundError {
+    fn from(e: CommandError) -> Self {
+        OutboundError::Client(ClientError::Command(e))
+    }
 }
 
 /// The channel data of the `connect` reply (a serialised CHANNEL_DATA event, URL-decoded).
@@ -276,8 +282,7 @@ impl OutboundSession {
     /// once FreeSWITCH accepted the `sendmsg`; await [`ExecHandle::completed`] for the result.
     pub async fn execute(&self, app: &str, arg: &str) -> Result<ExecHandle, OutboundError> {
         let application_uuid = Uuid::new_v4().to_string();
-        let cmd = Command::execute(None, app, arg, Some(&application_uuid))
-            .map_err(ClientError::from)?;
+        let cmd = Command::execute(None, app, arg, Some(&application_uuid))?;
         let label = cmd.label().to_owned();
         let (tx, rx): (ExecTx, _) = oneshot::channel();
         let reply = self
@@ -308,13 +313,13 @@ impl OutboundSession {
     /// Hangs the channel up now with `cause` (e.g. `NORMAL_CLEARING`, `CALL_REJECTED`), via
     /// `sendmsg` `call-command: hangup` (not queued behind running applications).
     pub async fn hangup(&self, cause: &str) -> Result<Reply, OutboundError> {
-        let cmd = Command::hangup(None, cause).map_err(ClientError::from)?;
+        let cmd = Command::hangup(None, cause)?;
         self.command(cmd).await
     }
 
     /// `api <cmd>` (allowed on a full-control socket); the body as sent.
     pub async fn api(&self, cmd: &str) -> Result<String, OutboundError> {
-        let cmd = Command::api(cmd).map_err(ClientError::from)?;
+        let cmd = Command::api(cmd)?;
         Ok(client::api_body(&self.handle, cmd, self.command_timeout).await?)
     }
 
