@@ -332,7 +332,14 @@ impl Command {
         }
         let mut line = String::from(verb);
         for e in events {
-            check_token("event name", e)?;
+            // Event names carry `::` (spandsp::rxfaxresult), so only whitespace is refused.
+            check_text("event name", e)?;
+            if e.is_empty() || e.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(CommandError::InvalidToken {
+                    what: "event name",
+                    value: (*e).to_owned(),
+                });
+            }
             line.push(' ');
             line.push_str(e);
         }

@@ -234,9 +234,10 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// `Reply-Text`, or `""` when missing.
+    /// `Reply-Text` without trailing whitespace (the `connect` reply's decodes to `+OK\n`),
+    /// or `""` when missing.
     pub fn text(&self) -> &str {
-        self.headers.get("Reply-Text").unwrap_or("")
+        self.headers.get("Reply-Text").unwrap_or("").trim_end()
     }
     /// True when `Reply-Text` starts with `+OK`.
     pub fn is_ok(&self) -> bool {
@@ -284,6 +285,14 @@ pub struct DisconnectNotice {
 }
 
 impl DisconnectNotice {
+    /// First header named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+    /// The body, or `""`.
+    pub fn body_str(&self) -> &str {
+        self.body.as_deref().unwrap_or("")
+    }
     /// `Content-Disposition` (`linger` or `disconnect`).
     pub fn disposition(&self) -> Option<&str> {
         self.headers.get("Content-Disposition")
