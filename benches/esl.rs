@@ -42,9 +42,11 @@ fn bench_decode(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("esl_decode_bytes");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_with_input(BenchmarkId::new("all_captures", data.len()), &data, |b, d| {
-        b.iter(|| decode_all(d))
-    });
+    g.bench_with_input(
+        BenchmarkId::new("all_captures", data.len()),
+        &data,
+        |b, d| b.iter(|| decode_all(d)),
+    );
     g.finish();
 
     let mut g = c.benchmark_group("esl_decode_frames");

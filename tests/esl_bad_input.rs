@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fsfax::esl::{
-    ClientConfig, ClientError, CloseReason, Command, CommandError, EslCodec, EslError,
-    FrameError, InboundClient, Limits, Message, OutboundConfig, OutboundError, OutboundSession,
-    SessionItem, parse_frame,
+    ClientConfig, ClientError, CloseReason, Command, CommandError, EslCodec, EslError, FrameError,
+    InboundClient, Limits, Message, OutboundConfig, OutboundError, OutboundSession, SessionItem,
+    parse_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +41,8 @@ fn event_plain(inner: &[u8]) -> Vec<u8> {
 #[test]
 fn content_length_2_pow_40_is_refused_before_any_body() {
     let mut codec = EslCodec::default();
-    let mut buf = BytesMut::from(&b"Content-Type: api/response\nContent-Length: 1099511627776\n\n"[..]);
+    let mut buf =
+        BytesMut::from(&b"Content-Type: api/response\nContent-Length: 1099511627776\n\n"[..]);
     match codec.decode(&mut buf) {
         Err(EslError::Frame(FrameError::BodyTooLarge { length, max })) => {
             assert_eq!(length, 1 << 40);
@@ -49,7 +50,11 @@ fn content_length_2_pow_40_is_refused_before_any_body() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(buf.capacity() < 64 * 1024, "buffer grew to {}", buf.capacity());
+    assert!(
+        buf.capacity() < 64 * 1024,
+        "buffer grew to {}",
+        buf.capacity()
+    );
     // Also beyond u64.
     let e = parse_frame(
         b"Content-Type: api/response\nContent-Length: 99999999999999999999999\n\n",
@@ -77,7 +82,10 @@ fn negative_and_garbage_content_length() {
     let f = event_plain(b"Event-Name: BACKGROUND_JOB\nContent-Length: 50\n\nabc");
     assert!(matches!(
         parse_frame(&f, &Limits::default()),
-        Err(FrameError::InnerBodyTruncated { length: 50, available: 3 })
+        Err(FrameError::InnerBodyTruncated {
+            length: 50,
+            available: 3
+        })
     ));
 }
 
@@ -123,18 +131,25 @@ fn custom_limits_apply() {
         max_body: 4,
     };
     assert!(matches!(
-        parse_frame(b"Content-Type: api/response\nContent-Length: 5\n\nhello", &limits),
+        parse_frame(
+            b"Content-Type: api/response\nContent-Length: 5\n\nhello",
+            &limits
+        ),
         Err(FrameError::BodyTooLarge { length: 5, max: 4 })
     ));
-    let (m, _) = parse_frame(b"Content-Type: api/response\nContent-Length: 4\n\nhell", &limits)
-        .unwrap()
-        .unwrap();
+    let (m, _) = parse_frame(
+        b"Content-Type: api/response\nContent-Length: 4\n\nhell",
+        &limits,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(m, Message::ApiResponse("hell".into()));
 }
 
 #[test]
 fn non_utf8_headers_and_bodies_are_lossy_not_fatal() {
-    let mut frame = b"Content-Type: api/response\nX-Bin: a\xffb\nContent-Length: 3\n\n\xfe\xfdz".to_vec();
+    let mut frame =
+        b"Content-Type: api/response\nX-Bin: a\xffb\nContent-Length: 3\n\n\xfe\xfdz".to_vec();
     let msgs = decode_all(&frame).unwrap();
     assert_eq!(msgs, [Message::ApiResponse("\u{FFFD}\u{FFFD}z".into())]);
     frame = event_plain(b"Event-Name: CUSTOM\nraw: \xc3\x28\ncoded: %FF%FE\nok: %C3%A9t%C3%A9\n\n");
@@ -149,7 +164,10 @@ fn non_utf8_headers_and_bodies_are_lossy_not_fatal() {
 #[test]
 fn body_cut_off_by_eof_is_an_error() {
     let r = decode_all(b"Content-Type: api/response\nContent-Length: 100\n\nonly a few");
-    assert!(matches!(r, Err(EslError::Truncated { bytes }) if bytes > 0), "{r:?}");
+    assert!(
+        matches!(r, Err(EslError::Truncated { bytes }) if bytes > 0),
+        "{r:?}"
+    );
     let r = decode_all(b"Content-Type: command/reply\nReply-Te");
     assert!(matches!(r, Err(EslError::Truncated { .. })), "{r:?}");
     // Trailing blank lines are not a truncated frame.
@@ -167,7 +185,10 @@ fn unknown_content_type_is_skipped_and_next_frame_decoded() {
     .unwrap();
     assert_eq!(msgs.len(), 3);
     match &msgs[0] {
-        Message::Unknown { content_type, frame } => {
+        Message::Unknown {
+            content_type,
+            frame,
+        } => {
             assert_eq!(content_type, "text/event-xml");
             assert_eq!(frame.body.as_deref(), Some("<x/>\n\n\n"));
         }
@@ -180,7 +201,10 @@ fn unknown_content_type_is_skipped_and_next_frame_decoded() {
 #[test]
 fn malformed_lines_and_bad_json() {
     assert!(matches!(
-        parse_frame(b"Content-Type: command/reply\nno colon here\n\n", &Limits::default()),
+        parse_frame(
+            b"Content-Type: command/reply\nno colon here\n\n",
+            &Limits::default()
+        ),
         Err(FrameError::MalformedHeader { .. })
     ));
     assert!(matches!(
@@ -232,7 +256,9 @@ async fn listen() -> (TcpListener, String) {
 /// Accepts, sends `auth/request`, reads `auth ...`, answers `+OK accepted`.
 async fn accept_authed(l: &TcpListener) -> (TcpStream, Vec<u8>) {
     let (mut s, _) = l.accept().await.unwrap();
-    s.write_all(b"Content-Type: auth/request\n\n").await.unwrap();
+    s.write_all(b"Content-Type: auth/request\n\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let cmd = read_command(&mut s, &mut buf).await.unwrap();
     assert!(cmd.starts_with("auth "));
@@ -332,7 +358,10 @@ async fn replies_in_order_with_events_interleaved() {
     }
     drop(client);
     drop(events);
-    assert!(peer.await.unwrap(), "dropping every handle closes the socket");
+    assert!(
+        peer.await.unwrap(),
+        "dropping every handle closes the socket"
+    );
 }
 
 #[tokio::test]
@@ -357,7 +386,10 @@ async fn command_timeout_closes_connection_and_fails_pending() {
     match first {
         Err(e @ ClientError::Timeout { .. }) => {
             let text = e.to_string();
-            assert!(text.contains(&addr) && text.contains("api status"), "{text}");
+            assert!(
+                text.contains(&addr) && text.contains("api status"),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -392,8 +424,10 @@ async fn dropped_connection_fails_pending_calls_and_jobs() {
             .unwrap()
             .to_owned();
         s.write_all(
-            format!("Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n")
-                .as_bytes(),
+            format!(
+                "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
@@ -413,7 +447,10 @@ async fn dropped_connection_fails_pending_calls_and_jobs() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(job.result().await, Err(ClientError::Closed { .. })));
+    assert!(matches!(
+        job.result().await,
+        Err(ClientError::Closed { .. })
+    ));
     assert_eq!(events.recv().await, None);
     assert_eq!(events.close_reason(), Some(CloseReason::PeerClosed));
     peer.await.unwrap();
@@ -438,7 +475,10 @@ async fn unsolicited_reply_closes_connection_without_panic() {
         Some(CloseReason::Protocol(text)) => assert!(text.contains("nobody asked"), "{text}"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(client.api("status").await, Err(ClientError::Closed { .. })));
+    assert!(matches!(
+        client.api("status").await,
+        Err(ClientError::Closed { .. })
+    ));
     assert!(peer.await.unwrap());
 }
 
@@ -449,8 +489,7 @@ async fn event_queue_overflow_closes_connection() {
         let (mut s, mut buf) = accept_authed(&l).await;
         read_command(&mut s, &mut buf).await.unwrap();
         for i in 0..20 {
-            if s
-                .write_all(&simple_event("HEARTBEAT", &format!("Seq: {i}")))
+            if s.write_all(&simple_event("HEARTBEAT", &format!("Seq: {i}")))
                 .await
                 .is_err()
             {
@@ -486,7 +525,11 @@ async fn event_queue_overflow_closes_connection() {
         events.close_reason(),
         Some(CloseReason::EventQueueOverflow { max: 5 })
     );
-    assert_eq!(peer.await.unwrap(), None, "client closed instead of sending more");
+    assert_eq!(
+        peer.await.unwrap(),
+        None,
+        "client closed instead of sending more"
+    );
 }
 
 #[tokio::test]
@@ -506,7 +549,9 @@ async fn oversized_frame_closes_only_that_connection() {
         first
     });
     let config = cfg(Duration::from_secs(5));
-    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &config).await.unwrap();
+    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &config)
+        .await
+        .unwrap();
     match client.api("status").await {
         Err(ClientError::Closed {
             reason: CloseReason::Protocol(text),
@@ -514,7 +559,9 @@ async fn oversized_frame_closes_only_that_connection() {
         }) => assert!(text.contains("1099511627776"), "{text}"),
         other => panic!("{other:?}"),
     }
-    let (other, _ev) = InboundClient::connect(&addr, "ClueCon", &config).await.unwrap();
+    let (other, _ev) = InboundClient::connect(&addr, "ClueCon", &config)
+        .await
+        .unwrap();
     assert_eq!(other.api("status").await.unwrap(), "+OK fine");
     assert!(peer.await.unwrap());
 }
@@ -530,10 +577,9 @@ async fn unsafe_commands_never_reach_the_wire() {
             .unwrap();
         first
     });
-    let (client, _events) =
-        InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
-            .await
-            .unwrap();
+    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
+        .await
+        .unwrap();
     let injected = "db insert/fallback/4711\n\napi system rm -rf /";
     assert!(matches!(
         client.api(injected).await,
@@ -611,7 +657,10 @@ async fn outbound_execute_ignores_foreign_completions() {
     let (ours, mut fs) = outbound_pair().await;
     let script = tokio::spawn(async move {
         let mut buf = Vec::new();
-        assert_eq!(read_command(&mut fs, &mut buf).await.unwrap(), "connect\n\n");
+        assert_eq!(
+            read_command(&mut fs, &mut buf).await.unwrap(),
+            "connect\n\n"
+        );
         fs.write_all(CONNECT_REPLY.as_bytes()).await.unwrap();
         let exec = read_command(&mut fs, &mut buf).await.unwrap();
         let uuid = exec
@@ -656,8 +705,14 @@ async fn outbound_execute_ignores_foreign_completions() {
     assert_eq!(done.get("Application-UUID"), Some(uuid.as_str()));
     assert_eq!(done.get("Application-Response"), Some("+OK done"));
 
-    let h2 = session.execute("playback", "silence_stream://1000").await.unwrap();
-    assert!(matches!(h2.completed().await, Err(OutboundError::HungUp { .. })));
+    let h2 = session
+        .execute("playback", "silence_stream://1000")
+        .await
+        .unwrap();
+    assert!(matches!(
+        h2.completed().await,
+        Err(OutboundError::HungUp { .. })
+    ));
     let h3 = session.execute("hangup", "").await.unwrap();
     assert!(matches!(
         h3.completed().await,
@@ -705,8 +760,12 @@ async fn outbound_unsafe_input_and_hangup_format() {
         .await
         .unwrap();
     assert!(matches!(
-        session.execute("set", "x=1\nexecute-app-name: system").await,
-        Err(OutboundError::Client(ClientError::Command(CommandError::UnsafeInput { .. })))
+        session
+            .execute("set", "x=1\nexecute-app-name: system")
+            .await,
+        Err(OutboundError::Client(ClientError::Command(
+            CommandError::UnsafeInput { .. }
+        )))
     ));
     assert!(session.api("db exists/x\r\n").await.is_err());
     assert!(session.hangup("CALL_REJECTED\n").await.is_err());

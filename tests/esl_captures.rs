@@ -35,7 +35,11 @@ fn capture_names() -> Vec<String> {
         })
         .collect();
     names.sort();
-    assert!(names.len() >= 29, "expected the vendored captures, found {}", names.len());
+    assert!(
+        names.len() >= 29,
+        "expected the vendored captures, found {}",
+        names.len()
+    );
     names
 }
 
@@ -117,7 +121,10 @@ fn events_of(msgs: &[Message]) -> impl Iterator<Item = &Event> {
 fn header_in(record: &[u8], name: &str) -> String {
     let text = String::from_utf8_lossy(record);
     let prefix = format!("\n{name}: ");
-    let start = text.find(&prefix).unwrap_or_else(|| panic!("no {name} header")) + prefix.len();
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        + prefix.len();
     let end = start + text[start..].find('\n').unwrap();
     text[start..end].to_owned()
 }
@@ -138,14 +145,29 @@ fn every_capture_decodes_whole_and_matches_its_transcript() {
             );
         }
         let recs = from_fs(&name);
-        assert_eq!(recs.concat(), bytes, "{name}: <FS records differ from .from-fs.raw");
-        assert_eq!(recs.len(), whole.len(), "{name}: one message per <FS record");
+        assert_eq!(
+            recs.concat(),
+            bytes,
+            "{name}: <FS records differ from .from-fs.raw"
+        );
+        assert_eq!(
+            recs.len(),
+            whole.len(),
+            "{name}: one message per <FS record"
+        );
         for (i, rec) in recs.iter().enumerate() {
             let (msg, used) = parse_frame(rec, &Limits::default())
                 .unwrap_or_else(|e| panic!("{name} record {i}: {e}"))
                 .unwrap_or_else(|| panic!("{name} record {i}: incomplete"));
-            assert_eq!(used, rec.len(), "{name} record {i}: not exactly one message");
-            assert_eq!(msg, whole[i], "{name} record {i}: differs from the stream decode");
+            assert_eq!(
+                used,
+                rec.len(),
+                "{name} record {i}: not exactly one message"
+            );
+            assert_eq!(
+                msg, whole[i],
+                "{name} record {i}: differs from the stream decode"
+            );
         }
     }
 }
@@ -222,7 +244,11 @@ fn json_events_and_body() {
     assert_eq!(result.get("Fax-Success"), Some("1"));
     assert_eq!(result.get("fax-local-station-id"), Some("+1 337"));
     // JSON values are not URL-encoded: a JSON event keeps its raw text.
-    let date = events_of(&msgs).next().unwrap().get("Event-Date-Local").unwrap();
+    let date = events_of(&msgs)
+        .next()
+        .unwrap()
+        .get("Event-Date-Local")
+        .unwrap();
     assert!(date.contains(' '), "{date}");
 }
 
@@ -249,13 +275,20 @@ fn api_and_reply_bodies_are_byte_exact() {
 
 #[test]
 fn outbound_connect_reply_is_channel_data() {
-    for name in capture_names().iter().filter(|n| n.starts_with("outbound-")) {
+    for name in capture_names()
+        .iter()
+        .filter(|n| n.starts_with("outbound-"))
+    {
         let recs = from_fs(name);
         let msgs = decode_chunked(&raw(name), || usize::MAX);
         let Message::CommandReply(reply) = &msgs[0] else {
             panic!("{name}: first message is not the connect reply")
         };
-        assert_eq!(reply.text(), "+OK", "{name}: Reply-Text %2BOK%0A decodes and trims");
+        assert_eq!(
+            reply.text(),
+            "+OK",
+            "{name}: Reply-Text %2BOK%0A decodes and trims"
+        );
         assert!(reply.is_ok());
         assert_eq!(reply.get("Socket-Mode"), Some("async"));
         assert_eq!(reply.get("Control"), Some("full"));
@@ -267,7 +300,10 @@ fn outbound_connect_reply_is_channel_data() {
         );
         // Values are URL-decoded: `sofia/fax/4711%40127.0.0.1`.
         let chan = reply.get("Channel-Name").unwrap();
-        assert!(chan.contains('@') && !chan.contains("%40"), "{name}: {chan}");
+        assert!(
+            chan.contains('@') && !chan.contains("%40"),
+            "{name}: {chan}"
+        );
         assert_eq!(
             reply.get("variable_sip_to_user").unwrap(),
             header_in(&recs[0], "variable_sip_to_user"),
@@ -313,7 +349,11 @@ fn encoder_matches_capture_commands() {
                 let (h, v) = rest.split_once(' ').unwrap();
                 Command::filter(h, v).unwrap()
             } else if let Some(rest) = first.strip_prefix("bgapi ") {
-                match text.lines().nth(1).and_then(|l| l.strip_prefix("Job-UUID: ")) {
+                match text
+                    .lines()
+                    .nth(1)
+                    .and_then(|l| l.strip_prefix("Job-UUID: "))
+                {
                     Some(job) => Command::bgapi(rest, job).unwrap(),
                     None => Command::raw(first).unwrap(),
                 }
@@ -376,7 +416,10 @@ async fn replay(mut stream: TcpStream, recs: Vec<(Dir, Vec<u8>)>) -> Vec<String>
                     buf.extend_from_slice(&chunk[..n]);
                 };
                 if let Some(ours) = header_value(&cmd, "Job-UUID") {
-                    let next = recs[i + 1..].iter().find(|(d, _)| *d == Dir::FromFs).unwrap();
+                    let next = recs[i + 1..]
+                        .iter()
+                        .find(|(d, _)| *d == Dir::FromFs)
+                        .unwrap();
                     let theirs = String::from_utf8_lossy(&next.1);
                     let at = theirs.find("Job-UUID: ").unwrap() + "Job-UUID: ".len();
                     rewrite.push((theirs[at..at + 36].to_owned(), ours));
@@ -422,8 +465,7 @@ fn capture_exec_uuids(recs: &[(Dir, Vec<u8>)]) -> HashMap<usize, String> {
             let Ok(Some((Message::Event(e), _))) = parse_frame(later, &Limits::default()) else {
                 continue;
             };
-            if e.name() == Some("CHANNEL_EXECUTE") && e.get("Application") == Some(app.as_str())
-            {
+            if e.name() == Some("CHANNEL_EXECUTE") && e.get("Application") == Some(app.as_str()) {
                 let uuid = e.get("Application-UUID").unwrap().to_owned();
                 if !taken.contains(&uuid) {
                     taken.push(uuid.clone());
@@ -497,7 +539,9 @@ fn quick() -> ClientConfig {
 async fn inbound_auth_and_api_db_replay() {
     let name = "inbound-api-db";
     let (addr, peer) = inbound_peer(name).await;
-    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick()).await.unwrap();
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick())
+        .await
+        .unwrap();
     let recs = records(name);
     let mut calls = 0;
     for (i, (dir, rec)) in recs.iter().enumerate().skip(2) {
@@ -555,7 +599,9 @@ async fn inbound_auth_bad_password() {
 async fn inbound_bgapi_resolves_with_its_background_job() {
     let name = "inbound-txfax-t38-ok";
     let (addr, peer) = inbound_peer(name).await;
-    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick()).await.unwrap();
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick())
+        .await
+        .unwrap();
     client.event_plain(&["ALL"]).await.unwrap();
     let recs = records(name);
     let originate = recs
@@ -583,7 +629,9 @@ async fn inbound_bgapi_resolves_with_its_background_job() {
     // Every event still arrives, in order, except the BACKGROUND_JOB the job consumed.
     let capture_events = from_fs(name)
         .iter()
-        .filter(|r| r.starts_with(b"Content-Length") && r.windows(14).any(|w| w == b"text/event-pla"))
+        .filter(|r| {
+            r.starts_with(b"Content-Length") && r.windows(14).any(|w| w == b"text/event-pla")
+        })
         .count();
     client.exit().await.unwrap();
     let mut got = Vec::new();
@@ -594,17 +642,25 @@ async fn inbound_bgapi_resolves_with_its_background_job() {
     }
     assert_eq!(got.len(), capture_events - 1);
     assert!(got.iter().all(|e| e.name() != Some("BACKGROUND_JOB")));
-    assert!(got.iter().any(|e| e.subclass() == Some("spandsp::txfaxresult")));
+    assert!(
+        got.iter()
+            .any(|e| e.subclass() == Some("spandsp::txfaxresult"))
+    );
     let sent = peer.await.unwrap();
     let bgapi = sent.iter().find(|c| c.starts_with("bgapi ")).unwrap();
-    assert!(bgapi.ends_with(&format!("\nJob-UUID: {job_uuid}\n\n")), "{bgapi}");
+    assert!(
+        bgapi.ends_with(&format!("\nJob-UUID: {job_uuid}\n\n")),
+        "{bgapi}"
+    );
 }
 
 #[tokio::test]
 async fn inbound_bgapi_error_result() {
     let name = "inbound-originate-gateway-unknown";
     let (addr, _peer) = inbound_peer(name).await;
-    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &quick()).await.unwrap();
+    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &quick())
+        .await
+        .unwrap();
     client.event_plain(&["ALL"]).await.unwrap();
     let job = client
         .bgapi("originate sofia/gateway/nosuchgw/1234 &txfax(/tmp/x.tif)")
@@ -681,7 +737,10 @@ async fn outbound_full_session_execute_completions() {
     let sent = peer.await.unwrap();
     assert_eq!(sent[0], "connect\n\n");
     assert_eq!(sent[1], "linger\n\n");
-    assert_eq!(sent[2], format!("filter Unique-ID {}\n\n", data.unique_id()));
+    assert_eq!(
+        sent[2],
+        format!("filter Unique-ID {}\n\n", data.unique_id())
+    );
     assert_eq!(sent[3], "event plain ALL\n\n");
     assert!(sent[4].contains("\nEvent-UUID: "));
 }

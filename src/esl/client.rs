@@ -78,7 +78,9 @@ pub enum ClientError {
         peer: String,
     },
     /// `text/rude-rejection`: the event socket ACL does not allow us.
-    #[error("FreeSWITCH at {peer} rejected the connection (event socket apply-inbound-acl): {text}")]
+    #[error(
+        "FreeSWITCH at {peer} rejected the connection (event socket apply-inbound-acl): {text}"
+    )]
     Rejected {
         /// Address we dialled.
         peer: String,

@@ -152,7 +152,10 @@ impl Command {
     /// `auth <password>`; the label and `Debug` never show the password.
     pub fn auth(password: &str) -> Result<Command, CommandError> {
         check_text("password", password)?;
-        Ok(Command::line(format!("auth {password}"), "auth <redacted>".into()))
+        Ok(Command::line(
+            format!("auth {password}"),
+            "auth <redacted>".into(),
+        ))
     }
 
     /// `api <cmd>`: FreeSWITCH answers with `api/response`.
@@ -231,7 +234,10 @@ impl Command {
     }
 
     /// `sendmsg [<uuid>]` with the given headers, in order.
-    pub fn sendmsg(target: Option<&str>, headers: &[(&str, &str)]) -> Result<Command, CommandError> {
+    pub fn sendmsg(
+        target: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Command, CommandError> {
         let mut wire = String::from("sendmsg");
         if let Some(uuid) = target {
             check_token("sendmsg uuid", uuid)?;
@@ -394,8 +400,14 @@ mod tests {
 
     #[test]
     fn unsafe_input_rejected() {
-        assert!(matches!(Command::api("status\nexit"), Err(CommandError::UnsafeInput { .. })));
-        assert!(matches!(Command::raw("a\rb"), Err(CommandError::UnsafeInput { .. })));
+        assert!(matches!(
+            Command::api("status\nexit"),
+            Err(CommandError::UnsafeInput { .. })
+        ));
+        assert!(matches!(
+            Command::raw("a\rb"),
+            Err(CommandError::UnsafeInput { .. })
+        ));
         assert!(matches!(
             Command::execute(None, "set", "x=1\n\nsendmsg", None),
             Err(CommandError::UnsafeInput { .. })
@@ -404,7 +416,10 @@ mod tests {
             Command::sendmsg(None, &[("a\nb", "c")]),
             Err(CommandError::UnsafeInput { .. })
         ));
-        assert!(matches!(Command::auth("pw\0"), Err(CommandError::UnsafeInput { .. })));
+        assert!(matches!(
+            Command::auth("pw\0"),
+            Err(CommandError::UnsafeInput { .. })
+        ));
         assert!(matches!(
             Command::event_plain(&["CUSTOM spandsp::x"]),
             Err(CommandError::InvalidToken { .. })
@@ -424,6 +439,9 @@ mod tests {
         let mut codec = EslCodec::default();
         let mut buf = BytesMut::from(&b"Content-Type: api/response\nContent-Length: 9\n\nabc"[..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
-        assert!(matches!(codec.decode_eof(&mut buf), Err(EslError::Truncated { .. })));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(EslError::Truncated { .. })
+        ));
     }
 }

@@ -419,8 +419,7 @@ impl FrameDecoder {
                     });
                 }
                 let block_end = i + 1;
-                let content_length =
-                    content_length(&buf[skip..block_end], self.limits.max_body)?;
+                let content_length = content_length(&buf[skip..block_end], self.limits.max_body)?;
                 return Ok(Some(Head {
                     skip,
                     block_end,
@@ -487,7 +486,7 @@ fn parse_length(value: &[u8], max: usize) -> Result<usize, FrameError> {
         n = n
             .checked_mul(10)
             .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or_else(|| FrameError::BodyTooLarge {
+            .ok_or(FrameError::BodyTooLarge {
                 length: u64::MAX,
                 max,
             })?;
@@ -785,7 +784,11 @@ mod tests {
     #[test]
     fn first_occurrence_wins() {
         let m = one(b"Content-Type: x/y\nFoo: 1\nfoo: 2\n\n");
-        let Message::Unknown { content_type, frame } = m else {
+        let Message::Unknown {
+            content_type,
+            frame,
+        } = m
+        else {
             panic!()
         };
         assert_eq!(content_type, "x/y");
@@ -800,7 +803,30 @@ mod tests {
             &Limits::default(),
         )
         .unwrap_err();
-        assert!(matches!(e, FrameError::BodyTooLarge { length: 1099511627776, .. }));
+        assert!(matches!(
+            e,
+            FrameError::BodyTooLarge {
+                length: 1099511627776,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn crlf_frames_fed_byte_by_byte() {
+        let wire = b"Content-Type: api/response\r\nContent-Length: 4\r\n\r\n+OK\n\r\nContent-Type: command/reply\r\nReply-Text: +OK\r\n\r\n";
+        let mut dec = FrameDecoder::new(Limits::default());
+        let mut start = 0;
+        let mut got = Vec::new();
+        for end in 1..=wire.len() {
+            if let Some((m, n)) = dec.decode(&wire[start..end]).unwrap() {
+                got.push(m);
+                start += n;
+            }
+        }
+        assert_eq!(start, wire.len());
+        assert_eq!(got[0], Message::ApiResponse("+OK\n".into()));
+        assert!(matches!(&got[1], Message::CommandReply(r) if r.text() == "+OK"));
     }
 
     #[test]

@@ -259,7 +259,10 @@ impl OutboundSession {
         self.command(Command::filter("Unique-ID", uuid)?).await?;
         let mut list: Vec<&str> = events.to_vec();
         for needed in ["CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP_COMPLETE"] {
-            if !list.iter().any(|e| e.eq_ignore_ascii_case(needed) || *e == "ALL") {
+            if !list
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(needed) || *e == "ALL")
+            {
                 list.push(needed);
             }
         }
