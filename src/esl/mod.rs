@@ -1,1 +1,24 @@
 //! FreeSWITCH Event Socket: frames, codec, inbound client, outbound session.
+//!
+//! Knows nothing about fax or HylaFAX. Layers, bottom up:
+//! * [`frame`]: pure parser, bytes in, [`Message`] out (no I/O);
+//! * [`codec`]: `tokio_util` Decoder/Encoder plus the validated [`Command`] type;
+//! * [`client`]: inbound connection to FreeSWITCH (`:8021`), a cloneable handle plus a task;
+//! * [`outbound`]: a session FreeSWITCH opened to us with `socket ... async full`.
+//!
+//! Both connection kinds deliver events on an [`EventStream`] of [`SessionItem`]s.
+
+pub mod client;
+pub mod codec;
+mod conn;
+pub mod frame;
+pub mod outbound;
+
+pub use client::{BackgroundJob, ClientConfig, ClientError, InboundClient, is_err_reply};
+pub use codec::{Command, CommandError, EslCodec, EslError};
+pub use conn::{CloseReason, EventStream, SessionItem};
+pub use frame::{
+    DisconnectNotice, Event, Frame, FrameDecoder, FrameError, Headers, Limits, Message, Reply,
+    parse_frame,
+};
+pub use outbound::{ChannelData, ExecHandle, OutboundConfig, OutboundError, OutboundSession};

@@ -1,0 +1,482 @@
+//! Inbound Event Socket client: we connect to FreeSWITCH (`[freeswitch] socket`, e.g. :8021).
+//!
+//! Modelled on tokio-postgres: [`InboundClient`] is a cheap cloneable handle; a spawned task
+//! owns the socket (see `conn.rs`). Events arrive on the [`EventStream`] returned by
+//! [`InboundClient::connect`].
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::codec::FramedRead;
+use uuid::Uuid;
+
+use super::codec::{Command, CommandError, EslCodec, EslError};
+use super::conn::{self, CloseReason, EventStream, Handle, JobTx, TaskOptions};
+use super::frame::{Event, Limits, Message, Reply};
+
+/// Timeouts and limits of an inbound connection.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// TCP connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for the `auth/request` greeting and the `auth` reply (default 5 s).
+    pub auth_timeout: Duration,
+    /// Default time allowed for each command's reply (default 10 s).
+    pub command_timeout: Duration,
+    /// Frame size limits.
+    pub limits: Limits,
+    /// Unread events allowed before the connection is closed (default 10 000).
+    pub event_queue_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            event_queue_max: 10_000,
+        }
+    }
+}
+
+/// Errors of Event Socket connections and commands. Every variant names the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TCP connect failed.
+    #[error("cannot connect to FreeSWITCH event socket at {peer}: {source}")]
+    Connect {
+        /// Address we dialled.
+        peer: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TCP connect did not finish in time.
+    #[error("timed out after {after:?} connecting to FreeSWITCH event socket at {peer}")]
+    ConnectTimeout {
+        /// Address we dialled.
+        peer: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// Greeting or `auth` reply did not arrive in time.
+    #[error("FreeSWITCH at {peer} did not complete authentication within {after:?}")]
+    AuthTimeout {
+        /// Address we dialled.
+        peer: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// FreeSWITCH refused the password (`-ERR invalid`).
+    #[error("FreeSWITCH at {peer} refused the event socket password (check [freeswitch] password)")]
+    AuthFailed {
+        /// Address we dialled.
+        peer: String,
+    },
+    /// `text/rude-rejection`: the event socket ACL does not allow us.
+    #[error(
+        "FreeSWITCH at {peer} rejected the connection (event socket apply-inbound-acl): {text}"
+    )]
+    Rejected {
+        /// Address we dialled.
+        peer: String,
+        /// FreeSWITCH's explanation.
+        text: String,
+    },
+    /// A message that makes no sense at this point of the handshake.
+    #[error("unexpected message from {peer} during {stage}: {got}")]
+    Unexpected {
+        /// Address of the peer.
+        peer: String,
+        /// Handshake stage.
+        stage: &'static str,
+        /// What arrived.
+        got: String,
+    },
+    /// Socket or framing error during the handshake.
+    #[error("event socket error from {peer}: {source}")]
+    Esl {
+        /// Address of the peer.
+        peer: String,
+        /// The codec error.
+        source: EslError,
+    },
+    /// A command got no reply in time. The connection was closed: a late reply would
+    /// otherwise be matched to the wrong command.
+    #[error("no reply from {peer} to {command:?} within {after:?}; connection closed")]
+    Timeout {
+        /// Address of the peer.
+        peer: String,
+        /// Label of the command.
+        command: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The connection is closed (or closed while the command was pending).
+    #[error("event socket connection to {peer} closed: {reason}")]
+    Closed {
+        /// Address of the peer.
+        peer: String,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+    /// FreeSWITCH answered the command with something other than `+OK`.
+    #[error("{command:?} failed on {peer}: {reply}")]
+    CommandFailed {
+        /// Address of the peer.
+        peer: String,
+        /// Label of the command.
+        command: String,
+        /// `Reply-Text` (or api body).
+        reply: String,
+    },
+    /// The reply had the wrong type for the command.
+    #[error("unexpected reply from {peer} to {command:?}: {got}")]
+    UnexpectedReply {
+        /// Address of the peer.
+        peer: String,
+        /// Label of the command.
+        command: String,
+        /// What arrived.
+        got: String,
+    },
+    /// The command was refused before sending (CR/LF/NUL or an invalid token).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// True when an `api` body is an error (`-ERR ...`, including mod_db's `-ERR no reply\n`).
+/// mod_db's `!err!` for bad syntax is not caught here: callers of `db` check for it.
+pub fn is_err_reply(body: &str) -> bool {
+    body.starts_with("-ERR")
+}
+
+/// Handle to an authenticated inbound connection. Clone freely; the connection closes when the
+/// last handle and the [`EventStream`] are dropped, on [`InboundClient::exit`], on any timeout,
+/// or when FreeSWITCH closes it.
+#[derive(Debug, Clone)]
+pub struct InboundClient {
+    handle: Handle,
+    command_timeout: Duration,
+}
+
+/// A `bgapi` accepted by FreeSWITCH; its result comes with the matching BACKGROUND_JOB event.
+#[derive(Debug)]
+pub struct BackgroundJob {
+    job_uuid: String,
+    rx: tokio::sync::oneshot::Receiver<Result<Event, ClientError>>,
+    peer: String,
+}
+
+impl BackgroundJob {
+    /// The Job-UUID we sent.
+    pub fn job_uuid(&self) -> &str {
+        &self.job_uuid
+    }
+
+    /// Waits for the BACKGROUND_JOB event and returns its body (e.g. `+OK <uuid>\n` or
+    /// `-ERR USER_BUSY\n`). No timeout here: an originate may ring for minutes, so wrap it in
+    /// `tokio::time::timeout` with the policy of the caller.
+    pub async fn result(self) -> Result<String, ClientError> {
+        self.event().await.map(|e| e.body.unwrap_or_default())
+    }
+
+    /// Like [`BackgroundJob::result`] but returns the whole event.
+    pub async fn event(self) -> Result<Event, ClientError> {
+        match self.rx.await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Closed {
+                peer: self.peer,
+                reason: CloseReason::Dropped,
+            }),
+        }
+    }
+}
+
+impl InboundClient {
+    /// Connects to `addr` (`host:port`), authenticates with `password` and spawns the
+    /// connection task. The password is never logged.
+    pub async fn connect(
+        addr: &str,
+        password: &str,
+        cfg: &ClientConfig,
+    ) -> Result<(InboundClient, EventStream), ClientError> {
+        let peer = addr.to_owned();
+        let auth = Command::auth(password)?;
+        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ClientError::Connect { peer, source }),
+            Err(_) => {
+                return Err(ClientError::ConnectTimeout {
+                    peer,
+                    after: cfg.connect_timeout,
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, EslCodec::new(cfg.limits));
+        let handshake = async {
+            match next_message(&mut reader, &peer, "greeting").await? {
+                Message::AuthRequest => {}
+                other => return Err(handshake_error(&peer, "greeting", other)),
+            }
+            wr.write_all(auth.as_bytes())
+                .await
+                .map_err(|e| ClientError::Esl {
+                    peer: peer.clone(),
+                    source: e.into(),
+                })?;
+            match next_message(&mut reader, &peer, "authentication").await? {
+                Message::CommandReply(r) if r.text() == "+OK accepted" => Ok(()),
+                Message::CommandReply(_) => Err(ClientError::AuthFailed { peer: peer.clone() }),
+                other => Err(handshake_error(&peer, "authentication", other)),
+            }
+        };
+        match tokio::time::timeout(cfg.auth_timeout, handshake).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ClientError::AuthTimeout {
+                    peer,
+                    after: cfg.auth_timeout,
+                });
+            }
+        }
+        tracing::debug!(%peer, "ESL authenticated");
+        let (handle, events) = conn::spawn(
+            peer,
+            reader,
+            wr,
+            TaskOptions {
+                event_queue_max: cfg.event_queue_max,
+                channel_uuid: None,
+            },
+        );
+        Ok((
+            InboundClient {
+                handle,
+                command_timeout: cfg.command_timeout,
+            },
+            events,
+        ))
+    }
+
+    /// The address this client is connected to.
+    pub fn peer(&self) -> &str {
+        self.handle.peer()
+    }
+
+    /// Sends any command and returns its reply (`CommandReply` or `ApiResponse`) as is.
+    pub async fn send(&self, cmd: Command) -> Result<Message, ClientError> {
+        self.send_with_timeout(cmd, self.command_timeout).await
+    }
+
+    /// [`InboundClient::send`] with a timeout other than the configured one.
+    pub async fn send_with_timeout(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        self.handle.request(cmd, timeout, None, None).await
+    }
+
+    /// `api <cmd>`: returns the body exactly as FreeSWITCH sent it. `-ERR ...` bodies (such as
+    /// mod_db's `-ERR no reply\n` for a missing key) are not errors here; see [`is_err_reply`].
+    pub async fn api(&self, cmd: &str) -> Result<String, ClientError> {
+        self.api_with_timeout(cmd, self.command_timeout).await
+    }
+
+    /// [`InboundClient::api`] with a timeout other than the configured one.
+    pub async fn api_with_timeout(
+        &self,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        let cmd = Command::api(cmd)?;
+        api_body(&self.handle, cmd, timeout).await
+    }
+
+    /// `bgapi <cmd>` with a fresh Job-UUID. FreeSWITCH only delivers BACKGROUND_JOB to
+    /// connections subscribed to it: include `BACKGROUND_JOB` (or `ALL`) in
+    /// [`InboundClient::event_plain`] first, and if you install filters, also
+    /// `filter Job-UUID <uuid>` (use [`InboundClient::bgapi_with_job_uuid`] to know it early).
+    /// The matching event is consumed by the job and not put on the event stream.
+    pub async fn bgapi(&self, cmd: &str) -> Result<BackgroundJob, ClientError> {
+        self.bgapi_with_job_uuid(cmd, &Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// [`InboundClient::bgapi`] with a Job-UUID chosen by the caller.
+    pub async fn bgapi_with_job_uuid(
+        &self,
+        cmd: &str,
+        job_uuid: &str,
+    ) -> Result<BackgroundJob, ClientError> {
+        let cmd = Command::bgapi(cmd, job_uuid)?;
+        bgapi(&self.handle, cmd, self.command_timeout).await
+    }
+
+    /// `event plain <events...>`.
+    pub async fn event_plain(&self, events: &[&str]) -> Result<Reply, ClientError> {
+        self.command(Command::event_plain(events)?).await
+    }
+
+    /// `filter <header> <value>`.
+    pub async fn filter(&self, header: &str, value: &str) -> Result<Reply, ClientError> {
+        self.command(Command::filter(header, value)?).await
+    }
+
+    /// `filter delete <header> <value>`.
+    pub async fn filter_delete(&self, header: &str, value: &str) -> Result<Reply, ClientError> {
+        self.command(Command::filter_delete(header, value)?).await
+    }
+
+    /// `nixevent <events...>`.
+    pub async fn nixevent(&self, events: &[&str]) -> Result<Reply, ClientError> {
+        self.command(Command::nixevent(events)?).await
+    }
+
+    /// `exit`: FreeSWITCH answers `+OK bye` and closes; the event stream then ends.
+    pub async fn exit(&self) -> Result<Reply, ClientError> {
+        self.command(Command::exit()).await
+    }
+
+    /// Sends a command that answers `command/reply`; anything but `+OK` is an error.
+    pub async fn command(&self, cmd: Command) -> Result<Reply, ClientError> {
+        ok_reply(&self.handle, cmd, self.command_timeout).await
+    }
+}
+
+/// Sends `cmd` and requires a `+OK` command/reply.
+pub(crate) async fn ok_reply(
+    handle: &Handle,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let label = cmd.label().to_owned();
+    match handle.request(cmd, timeout, None, None).await? {
+        Message::CommandReply(r) if r.is_ok() => Ok(r),
+        Message::CommandReply(r) => Err(ClientError::CommandFailed {
+            peer: handle.peer().to_owned(),
+            command: label,
+            reply: r.text().to_owned(),
+        }),
+        other => Err(unexpected_reply(handle, label, &other)),
+    }
+}
+
+/// Sends an `api` command and returns its body.
+pub(crate) async fn api_body(
+    handle: &Handle,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let label = cmd.label().to_owned();
+    match handle.request(cmd, timeout, None, None).await? {
+        Message::ApiResponse(body) => Ok(body),
+        // FreeSWITCH refuses some api calls (e.g. permissions) with a command/reply.
+        Message::CommandReply(r) => Err(ClientError::CommandFailed {
+            peer: handle.peer().to_owned(),
+            command: label,
+            reply: r.text().to_owned(),
+        }),
+        other => Err(unexpected_reply(handle, label, &other)),
+    }
+}
+
+/// Sends a `bgapi` command and returns the job handle once FreeSWITCH accepted it.
+pub(crate) async fn bgapi(
+    handle: &Handle,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<BackgroundJob, ClientError> {
+    let job_uuid = cmd.job_uuid().unwrap_or_default().to_owned();
+    let label = cmd.label().to_owned();
+    let (tx, rx): (JobTx, _) = tokio::sync::oneshot::channel();
+    match handle.request(cmd, timeout, Some(tx), None).await? {
+        Message::CommandReply(r) if r.is_ok() => Ok(BackgroundJob {
+            job_uuid,
+            rx,
+            peer: handle.peer().to_owned(),
+        }),
+        Message::CommandReply(r) => Err(ClientError::CommandFailed {
+            peer: handle.peer().to_owned(),
+            command: label,
+            reply: r.text().to_owned(),
+        }),
+        other => Err(unexpected_reply(handle, label, &other)),
+    }
+}
+
+fn unexpected_reply(handle: &Handle, command: String, got: &Message) -> ClientError {
+    ClientError::UnexpectedReply {
+        peer: handle.peer().to_owned(),
+        command,
+        got: describe(got),
+    }
+}
+
+/// Reads the next message during a handshake; EOF and decode errors become errors.
+pub(crate) async fn next_message(
+    reader: &mut FramedRead<OwnedReadHalf, EslCodec>,
+    peer: &str,
+    stage: &'static str,
+) -> Result<Message, ClientError> {
+    loop {
+        match reader.next().await {
+            Some(Ok(Message::Unknown { content_type, .. })) => {
+                tracing::warn!(%peer, %content_type, "skipping ESL message of unknown type");
+            }
+            Some(Ok(msg)) => return Ok(msg),
+            Some(Err(source)) => {
+                return Err(ClientError::Esl {
+                    peer: peer.to_owned(),
+                    source,
+                });
+            }
+            None => {
+                return Err(ClientError::Unexpected {
+                    peer: peer.to_owned(),
+                    stage,
+                    got: "end of connection".into(),
+                });
+            }
+        }
+    }
+}
+
+fn handshake_error(peer: &str, stage: &'static str, msg: Message) -> ClientError {
+    match msg {
+        Message::RudeRejection(frame) => ClientError::Rejected {
+            peer: peer.to_owned(),
+            text: frame.body_str().trim().to_owned(),
+        },
+        other => ClientError::Unexpected {
+            peer: peer.to_owned(),
+            stage,
+            got: describe(&other),
+        },
+    }
+}
+
+/// One-line description of a message for errors.
+pub(crate) fn describe(msg: &Message) -> String {
+    match msg {
+        Message::AuthRequest => "auth/request".into(),
+        Message::CommandReply(r) => format!("command/reply {:?}", r.text()),
+        Message::ApiResponse(b) => format!("api/response {:?}", b.trim_end()),
+        Message::Event(e) => format!("event {}", e.name().unwrap_or("?")),
+        Message::DisconnectNotice(n) => {
+            format!("disconnect-notice ({})", n.disposition().unwrap_or("?"))
+        }
+        Message::RudeRejection(f) => format!("rude-rejection {:?}", f.body_str().trim()),
+        Message::Log(_) => "log/data".into(),
+        Message::Unknown { content_type, .. } => format!("unknown content type {content_type:?}"),
+    }
+}

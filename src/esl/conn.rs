@@ -1,0 +1,551 @@
+//! The connection task shared by the inbound client and the outbound session.
+//!
+//! One task owns the socket. It never stops reading: replies are matched to commands strictly
+//! in order through a FIFO of oneshot senders, events go to an unbounded channel whose length
+//! is counted (too many unread events close the connection instead of blocking replies), and
+//! BACKGROUND_JOB / CHANNEL_EXECUTE_COMPLETE are matched to their waiters here, so a caller
+//! that reads no events still gets its results.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use super::client::ClientError;
+use super::codec::{Command, EslCodec};
+use super::frame::{DisconnectNotice, Event, Message};
+
+/// Why a connection ended. Available from [`EventStream::close_reason`] and inside
+/// [`ClientError::Closed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the socket (EOF).
+    PeerClosed,
+    /// A socket error.
+    Io(String),
+    /// The peer broke the protocol (bad frame, reply with no command waiting, rude rejection).
+    Protocol(String),
+    /// A command got no reply in time; the connection was closed because a late reply would
+    /// otherwise be matched to the wrong caller.
+    CommandTimeout {
+        /// Label of the command that timed out.
+        command: String,
+        /// Its timeout.
+        after: Duration,
+    },
+    /// More than `max` events were left unread.
+    EventQueueOverflow {
+        /// The configured `event_queue_max`.
+        max: usize,
+    },
+    /// Every handle and the event stream were dropped.
+    Dropped,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => write!(f, "the peer closed the connection"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::CommandTimeout { command, after } => {
+                write!(f, "no reply to {command:?} within {after:?}")
+            }
+            CloseReason::EventQueueOverflow { max } => {
+                write!(f, "more than {max} events were left unread")
+            }
+            CloseReason::Dropped => write!(f, "all handles were dropped"),
+        }
+    }
+}
+
+/// An item on an [`EventStream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionItem {
+    /// An event (plain or JSON).
+    Event(Event),
+    /// A `text/disconnect-notice` (linger or disconnect).
+    Disconnect(DisconnectNotice),
+}
+
+/// State shared between the task and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) peer: String,
+    closed: Mutex<Option<CloseReason>>,
+}
+
+impl Shared {
+    pub(crate) fn reason(&self) -> CloseReason {
+        self.closed
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or(None)
+            .unwrap_or(CloseReason::PeerClosed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
+
+    fn set_reason(&self, reason: CloseReason) {
+        if let Ok(mut g) = self.closed.lock() {
+            g.get_or_insert(reason);
+        }
+    }
+
+    pub(crate) fn closed_error(&self) -> ClientError {
+        ClientError::Closed {
+            peer: self.peer.clone(),
+            reason: self.reason(),
+        }
+    }
+}
+
+/// Events and disconnect notices of one connection. Ends (`None`) when the connection closes;
+/// [`EventStream::close_reason`] then says why.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<SessionItem>,
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl EventStream {
+    /// Next item, or `None` once the connection is closed and every item was read.
+    pub async fn recv(&mut self) -> Option<SessionItem> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        item
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        if self.shared.is_closed() {
+            Some(self.shared.reason())
+        } else {
+            None
+        }
+    }
+
+    /// The peer address, for log messages.
+    pub fn peer(&self) -> &str {
+        &self.shared.peer
+    }
+}
+
+impl Stream for EventStream {
+    type Item = SessionItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SessionItem>> {
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        polled
+    }
+}
+
+/// How a pending execute ended without its CHANNEL_EXECUTE_COMPLETE.
+#[derive(Debug)]
+pub(crate) enum ExecEnd {
+    /// CHANNEL_HANGUP_COMPLETE or a disconnect notice: no more applications will complete.
+    HungUp,
+    /// The `sendmsg` was refused.
+    Refused(String),
+    /// The connection closed.
+    Closed(ClientError),
+}
+
+pub(crate) type ReplyTx = oneshot::Sender<Result<Message, ClientError>>;
+pub(crate) type JobTx = oneshot::Sender<Result<Event, ClientError>>;
+pub(crate) type ExecTx = oneshot::Sender<Result<Event, ExecEnd>>;
+
+/// A command for the task, with everything needed to route its results.
+pub(crate) struct Request {
+    pub(crate) cmd: Command,
+    pub(crate) timeout: Duration,
+    pub(crate) reply: ReplyTx,
+    pub(crate) job: Option<JobTx>,
+    pub(crate) exec: Option<ExecTx>,
+}
+
+/// Cheap cloneable sender side used by `InboundClient` and `OutboundSession`.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::UnboundedSender<Request>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Sends `req` and waits for its reply (the task enforces the timeout).
+    pub(crate) async fn request(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+        job: Option<JobTx>,
+        exec: Option<ExecTx>,
+    ) -> Result<Message, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            cmd,
+            timeout,
+            reply,
+            job,
+            exec,
+        };
+        if self.tx.send(req).is_err() {
+            return Err(self.shared.closed_error());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.shared.closed_error()),
+        }
+    }
+
+    pub(crate) fn peer(&self) -> &str {
+        &self.shared.peer
+    }
+}
+
+/// Options of the task.
+pub(crate) struct TaskOptions {
+    pub(crate) event_queue_max: usize,
+    /// The outbound channel: its CHANNEL_HANGUP_COMPLETE ends pending executes.
+    pub(crate) channel_uuid: Option<String>,
+}
+
+/// Spawns the connection task; `reader` may already hold buffered bytes from the handshake.
+pub(crate) fn spawn(
+    peer: String,
+    reader: FramedRead<OwnedReadHalf, EslCodec>,
+    writer: OwnedWriteHalf,
+    opts: TaskOptions,
+) -> (Handle, EventStream) {
+    let shared = Arc::new(Shared {
+        peer,
+        closed: Mutex::new(None),
+    });
+    let (tx, req_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let task = Task {
+        shared: shared.clone(),
+        reader,
+        writer,
+        codec: EslCodec::default(),
+        out: BytesMut::new(),
+        req_rx,
+        events: event_tx,
+        queued: queued.clone(),
+        opts,
+        pending: VecDeque::new(),
+        jobs: HashMap::new(),
+        execs: HashMap::new(),
+        handles_gone: false,
+        events_gone: false,
+        timed_out: None,
+    };
+    tokio::spawn(task.run());
+    (
+        Handle {
+            tx,
+            shared: shared.clone(),
+        },
+        EventStream {
+            rx: event_rx,
+            queued,
+            shared,
+        },
+    )
+}
+
+struct Pending {
+    label: String,
+    deadline: Instant,
+    timeout: Duration,
+    reply: ReplyTx,
+    job: Option<String>,
+    exec: Option<String>,
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    reader: FramedRead<OwnedReadHalf, EslCodec>,
+    writer: OwnedWriteHalf,
+    codec: EslCodec,
+    out: BytesMut,
+    req_rx: mpsc::UnboundedReceiver<Request>,
+    events: mpsc::UnboundedSender<SessionItem>,
+    queued: Arc<AtomicUsize>,
+    opts: TaskOptions,
+    pending: VecDeque<Pending>,
+    jobs: HashMap<String, JobTx>,
+    execs: HashMap<String, ExecTx>,
+    handles_gone: bool,
+    events_gone: bool,
+    timed_out: Option<usize>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let reason = loop {
+            if self.handles_gone && self.events_gone && self.pending.is_empty() {
+                break CloseReason::Dropped;
+            }
+            let deadline = self.pending.iter().map(|p| p.deadline).min();
+            tokio::select! {
+                frame = self.reader.next() => match frame {
+                    Some(Ok(msg)) => {
+                        if let Err(reason) = self.on_message(msg) {
+                            break reason;
+                        }
+                    }
+                    Some(Err(e)) => break CloseReason::Protocol(e.to_string()),
+                    None => break CloseReason::PeerClosed,
+                },
+                req = self.req_rx.recv(), if !self.handles_gone => match req {
+                    Some(req) => self.on_request(req),
+                    None => self.handles_gone = true,
+                },
+                written = self.writer.write_buf(&mut self.out), if !self.out.is_empty() => {
+                    match written {
+                        Ok(0) => break CloseReason::PeerClosed,
+                        Ok(_) => {}
+                        Err(e) => break CloseReason::Io(e.to_string()),
+                    }
+                }
+                () = sleep_until_opt(deadline), if deadline.is_some() => {
+                    if let Some((index, reason)) = self.expired() {
+                        self.timed_out = Some(index);
+                        break reason;
+                    }
+                }
+                () = self.events.closed(), if !self.events_gone => self.events_gone = true,
+            }
+        };
+        self.shutdown(reason);
+    }
+
+    fn on_request(&mut self, req: Request) {
+        let label = req.cmd.label().to_owned();
+        tracing::debug!(peer = %self.shared.peer, command = %label, "ESL send");
+        if let Err(e) = self.codec.encode(&req.cmd, &mut self.out) {
+            let _ = req.reply.send(Err(ClientError::Closed {
+                peer: self.shared.peer.clone(),
+                reason: CloseReason::Io(e.to_string()),
+            }));
+            return;
+        }
+        let job = match (req.cmd.job_uuid(), req.job) {
+            (Some(id), Some(tx)) => {
+                self.jobs.insert(id.to_owned(), tx);
+                Some(id.to_owned())
+            }
+            _ => None,
+        };
+        let exec = match (req.cmd.event_uuid(), req.exec) {
+            (Some(id), Some(tx)) => {
+                self.execs.insert(id.to_owned(), tx);
+                Some(id.to_owned())
+            }
+            _ => None,
+        };
+        self.pending.push_back(Pending {
+            label,
+            deadline: Instant::now() + req.timeout,
+            timeout: req.timeout,
+            reply: req.reply,
+            job,
+            exec,
+        });
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), CloseReason> {
+        match msg {
+            Message::CommandReply(_) | Message::ApiResponse(_) => self.on_reply(msg),
+            Message::Event(event) => self.on_event(event),
+            Message::DisconnectNotice(notice) => {
+                tracing::debug!(peer = %self.shared.peer, disposition = ?notice.disposition(), "ESL disconnect notice");
+                self.end_execs(|| ExecEnd::HungUp);
+                self.deliver(SessionItem::Disconnect(notice))
+            }
+            Message::RudeRejection(frame) => Err(CloseReason::Protocol(format!(
+                "rude rejection: {}",
+                frame.body_str().trim()
+            ))),
+            Message::AuthRequest => {
+                tracing::warn!(peer = %self.shared.peer, "ignoring unexpected ESL auth/request");
+                Ok(())
+            }
+            Message::Log(frame) => {
+                tracing::debug!(peer = %self.shared.peer, log = %frame.body_str().trim_end(), "ESL log data");
+                Ok(())
+            }
+            Message::Unknown { content_type, .. } => {
+                tracing::warn!(peer = %self.shared.peer, %content_type, "skipping ESL message of unknown type");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_reply(&mut self, msg: Message) -> Result<(), CloseReason> {
+        let Some(p) = self.pending.pop_front() else {
+            return Err(CloseReason::Protocol(format!(
+                "reply with no command waiting: {}",
+                reply_summary(&msg)
+            )));
+        };
+        let refused = match &msg {
+            Message::CommandReply(r) => !r.is_ok(),
+            _ => false,
+        };
+        if refused {
+            let text = reply_summary(&msg);
+            if let Some(job) = p.job.and_then(|id| self.jobs.remove(&id)) {
+                let _ = job.send(Err(ClientError::CommandFailed {
+                    peer: self.shared.peer.clone(),
+                    command: p.label.clone(),
+                    reply: text.clone(),
+                }));
+            }
+            if let Some(exec) = p.exec.and_then(|id| self.execs.remove(&id)) {
+                let _ = exec.send(Err(ExecEnd::Refused(text)));
+            }
+        }
+        // A caller that gave up has dropped its receiver; the reply is still consumed in order.
+        let _ = p.reply.send(Ok(msg));
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), CloseReason> {
+        match event.name() {
+            Some("BACKGROUND_JOB") => {
+                if let Some(tx) = event.job_uuid().and_then(|id| self.jobs.remove(id)) {
+                    // Consumed: the waiter is the only one interested in its own job.
+                    let _ = tx.send(Ok(event));
+                    return Ok(());
+                }
+            }
+            Some("CHANNEL_EXECUTE_COMPLETE") => {
+                if let Some(tx) = event
+                    .get("Application-UUID")
+                    .and_then(|id| self.execs.remove(id))
+                {
+                    let _ = tx.send(Ok(event.clone()));
+                }
+            }
+            Some("CHANNEL_HANGUP_COMPLETE") => {
+                let ours = match &self.opts.channel_uuid {
+                    Some(uuid) => event.unique_id() == Some(uuid.as_str()),
+                    None => true,
+                };
+                if ours {
+                    self.end_execs(|| ExecEnd::HungUp);
+                }
+            }
+            _ => {}
+        }
+        self.deliver(SessionItem::Event(event))
+    }
+
+    fn deliver(&mut self, item: SessionItem) -> Result<(), CloseReason> {
+        if self.events_gone {
+            return Ok(());
+        }
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued > self.opts.event_queue_max {
+            return Err(CloseReason::EventQueueOverflow {
+                max: self.opts.event_queue_max,
+            });
+        }
+        if self.events.send(item).is_err() {
+            self.events_gone = true;
+        }
+        Ok(())
+    }
+
+    fn end_execs(&mut self, why: impl Fn() -> ExecEnd) {
+        for (_, tx) in self.execs.drain() {
+            let _ = tx.send(Err(why()));
+        }
+    }
+
+    /// The first pending command whose deadline passed closes the connection.
+    fn expired(&self) -> Option<(usize, CloseReason)> {
+        let now = Instant::now();
+        let index = self.pending.iter().position(|p| p.deadline <= now)?;
+        let p = &self.pending[index];
+        let reason = CloseReason::CommandTimeout {
+            command: p.label.clone(),
+            after: p.timeout,
+        };
+        Some((index, reason))
+    }
+
+    fn shutdown(mut self, reason: CloseReason) {
+        match &reason {
+            CloseReason::PeerClosed | CloseReason::Dropped => {
+                tracing::debug!(peer = %self.shared.peer, %reason, "ESL connection closed")
+            }
+            _ => tracing::warn!(peer = %self.shared.peer, %reason, "ESL connection closed"),
+        }
+        self.shared.set_reason(reason.clone());
+        let peer = self.shared.peer.clone();
+        let closed = || ClientError::Closed {
+            peer: peer.clone(),
+            reason: reason.clone(),
+        };
+        for (index, p) in self.pending.drain(..).enumerate() {
+            let err = if self.timed_out == Some(index) {
+                ClientError::Timeout {
+                    peer: peer.clone(),
+                    command: p.label.clone(),
+                    after: p.timeout,
+                }
+            } else {
+                closed()
+            };
+            let _ = p.reply.send(Err(err));
+        }
+        self.req_rx.close();
+        while let Ok(req) = self.req_rx.try_recv() {
+            let _ = req.reply.send(Err(closed()));
+        }
+        for (_, tx) in self.jobs.drain() {
+            let _ = tx.send(Err(closed()));
+        }
+        for (_, tx) in self.execs.drain() {
+            let _ = tx.send(Err(ExecEnd::Closed(closed())));
+        }
+        // Dropping the task drops the event sender (the stream ends) and both socket halves.
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn reply_summary(msg: &Message) -> String {
+    match msg {
+        Message::CommandReply(r) => r.text().to_owned(),
+        Message::ApiResponse(body) => body.trim_end().to_owned(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,837 @@
+//! Pure, sans-I/O parser for Event Socket messages.
+//!
+//! A message is a header block (`Name: value` lines ending in LF, CRLF tolerated) closed by an
+//! empty line, followed by exactly `Content-Length` body bytes when that header is present.
+//!
+//! Percent-decoding happens only where FreeSWITCH percent-encodes (checked against the captures
+//! in `tests/fixtures/esl/`):
+//! * the inner header block of `text/event-plain` (serialised with URL encoding);
+//! * a `command/reply` that carries an `Event-Name` header: that is the outbound `connect` reply,
+//!   a serialised CHANNEL_DATA event whose every value is encoded (`Reply-Text: %2BOK%0A`).
+//!
+//! Every other outer header block (`command/reply`, `api/response`, `text/disconnect-notice`,
+//! the outer block of events) is written raw by mod_event_socket and is kept as is, so a literal
+//! `%` in a reply text is never mangled.
+
+use std::fmt;
+
+/// Size limits that protect a connection against hostile or broken peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted header block, terminator included (default 64 KiB).
+    pub max_header_block: usize,
+    /// Largest accepted `Content-Length` (default 8 MiB).
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_block: 64 * 1024,
+            max_body: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a frame could not be parsed. Any of these ends the connection it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// No end of the header block within `max_header_block` bytes.
+    #[error("ESL header block longer than {max} bytes")]
+    HeaderBlockTooLarge { max: usize },
+    /// `Content-Length` above `max_body`.
+    #[error("ESL Content-Length {length} exceeds the limit of {max} bytes")]
+    BodyTooLarge { length: u64, max: usize },
+    /// `Content-Length` that is not a non-negative decimal number.
+    #[error("ESL Content-Length is not a valid length: {value:?}")]
+    BadContentLength { value: String },
+    /// A header line without a `:` or with an empty name.
+    #[error("malformed ESL header line: {line:?}")]
+    MalformedHeader { line: String },
+    /// A `text/event-plain` inner `Content-Length` larger than what the outer body holds.
+    #[error("ESL event body claims {length} bytes but only {available} are present")]
+    InnerBodyTruncated { length: usize, available: usize },
+    /// A `text/event-json` body that is not a JSON object.
+    #[error("bad ESL JSON event: {detail}")]
+    BadJson { detail: String },
+}
+
+/// An ordered list of headers with case-insensitive lookup.
+///
+/// Names and values live in one string buffer, so a 150-header event costs two allocations.
+#[derive(Clone, Default)]
+pub struct Headers {
+    buf: String,
+    /// (name start, name end == value start, value end) into `buf`.
+    spans: Vec<(u32, u32, u32)>,
+}
+
+impl Headers {
+    /// An empty header list.
+    pub fn new() -> Self {
+        Headers::default()
+    }
+
+    /// Appends a header (no decoding, no trimming).
+    pub fn push(&mut self, name: &str, value: &str) {
+        let a = self.buf.len();
+        self.buf.push_str(name);
+        let b = self.buf.len();
+        self.buf.push_str(value);
+        let c = self.buf.len();
+        self.spans.push((a as u32, b as u32, c as u32));
+    }
+
+    /// Value of the first header named `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of headers named `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// True when a header named `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// All headers in wire order as `(name, value)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(move |&(a, b, c)| {
+            (
+                &self.buf[a as usize..b as usize],
+                &self.buf[b as usize..c as usize],
+            )
+        })
+    }
+
+    /// Number of headers (repeated names counted each time).
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Parses a header block (without its terminating empty line).
+    fn parse_block(block: &[u8], decode: bool) -> Result<Headers, FrameError> {
+        let mut h = Headers {
+            buf: String::with_capacity(block.len()),
+            spans: Vec::with_capacity(block.len() / 24 + 1),
+        };
+        let mut pos = 0;
+        while pos < block.len() {
+            let end = find_byte(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i);
+            let mut line = &block[pos..end];
+            pos = end + 1;
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(malformed(line));
+            };
+            let name = trim(&line[..colon]);
+            if name.is_empty() {
+                return Err(malformed(line));
+            }
+            let value = trim(&line[colon + 1..]);
+            h.push_raw(name, value, decode);
+        }
+        if h.buf.len() > u32::MAX as usize {
+            // Unreachable with sane limits; refuse rather than truncate spans.
+            return Err(FrameError::HeaderBlockTooLarge {
+                max: u32::MAX as usize,
+            });
+        }
+        Ok(h)
+    }
+
+    fn push_raw(&mut self, name: &[u8], value: &[u8], decode: bool) {
+        let a = self.buf.len();
+        push_lossy(&mut self.buf, name);
+        let b = self.buf.len();
+        if decode && find_byte(b'%', value).is_some() {
+            match percent_decode(value) {
+                Some(decoded) => push_lossy(&mut self.buf, &decoded),
+                None => push_lossy(&mut self.buf, value),
+            }
+        } else {
+            push_lossy(&mut self.buf, value);
+        }
+        let c = self.buf.len();
+        self.spans.push((a as u32, b as u32, c as u32));
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+/// One FreeSWITCH event (plain or JSON), headers decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The event's headers, in wire order.
+    pub headers: Headers,
+    /// The event body (e.g. BACKGROUND_JOB's `+OK <uuid>\n`), if any.
+    pub body: Option<String>,
+}
+
+impl Event {
+    /// First header named `name`, case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+    /// `Event-Name`.
+    pub fn name(&self) -> Option<&str> {
+        self.get("Event-Name")
+    }
+    /// `Event-Subclass` (e.g. `spandsp::rxfaxresult` for CUSTOM events).
+    pub fn subclass(&self) -> Option<&str> {
+        self.get("Event-Subclass")
+    }
+    /// `Unique-ID` of the channel the event is about.
+    pub fn unique_id(&self) -> Option<&str> {
+        self.get("Unique-ID")
+    }
+    /// `Job-UUID` (BACKGROUND_JOB).
+    pub fn job_uuid(&self) -> Option<&str> {
+        self.get("Job-UUID")
+    }
+    /// The body, or `""` when there is none.
+    pub fn body_str(&self) -> &str {
+        self.body.as_deref().unwrap_or("")
+    }
+}
+
+/// A `command/reply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Headers (percent-decoded only for the outbound `connect` reply).
+    pub headers: Headers,
+    /// Body if the reply had a `Content-Length` (FreeSWITCH does not send one today).
+    pub body: Option<String>,
+}
+
+impl Reply {
+    /// `Reply-Text` without trailing whitespace (the `connect` reply's decodes to `+OK\n`),
+    /// or `""` when missing.
+    pub fn text(&self) -> &str {
+        self.headers.get("Reply-Text").unwrap_or("").trim_end()
+    }
+    /// True when `Reply-Text` starts with `+OK`.
+    pub fn is_ok(&self) -> bool {
+        self.text().starts_with("+OK")
+    }
+    /// True when `Reply-Text` starts with `-ERR` (or is missing: a reply that is not `+OK`
+    /// cannot be trusted as success either, see [`Reply::is_ok`]).
+    pub fn is_err(&self) -> bool {
+        self.text().starts_with("-ERR")
+    }
+    /// First header named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+}
+
+/// Headers plus optional body: the shape of notices, logs and unknown frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Outer headers, not decoded.
+    pub headers: Headers,
+    /// Body if `Content-Length` was present.
+    pub body: Option<String>,
+}
+
+impl Frame {
+    /// First header named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+    /// The body, or `""`.
+    pub fn body_str(&self) -> &str {
+        self.body.as_deref().unwrap_or("")
+    }
+}
+
+/// `text/disconnect-notice`: FreeSWITCH is about to close the socket (`disconnect`) or the
+/// channel hung up and the socket lingers (`linger`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisconnectNotice {
+    /// Outer headers (`Content-Disposition`, `Linger-Time`, `Controlled-Session-UUID`, ...).
+    pub headers: Headers,
+    /// Body (the "goodbye" text), if any.
+    pub body: Option<String>,
+}
+
+impl DisconnectNotice {
+    /// First header named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+    /// The body, or `""`.
+    pub fn body_str(&self) -> &str {
+        self.body.as_deref().unwrap_or("")
+    }
+    /// `Content-Disposition` (`linger` or `disconnect`).
+    pub fn disposition(&self) -> Option<&str> {
+        self.headers.get("Content-Disposition")
+    }
+    /// `Linger-Time` in seconds; `-1` means forever.
+    pub fn linger_time(&self) -> Option<i64> {
+        self.headers.get("Linger-Time")?.parse().ok()
+    }
+}
+
+/// One decoded Event Socket message, classified by `Content-Type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `auth/request`: the inbound greeting.
+    AuthRequest,
+    /// `command/reply`.
+    CommandReply(Reply),
+    /// `api/response`: the body as sent (e.g. `-ERR no reply\n` is a normal mod_db miss).
+    ApiResponse(String),
+    /// `text/event-plain` or `text/event-json`.
+    Event(Event),
+    /// `text/disconnect-notice`.
+    DisconnectNotice(DisconnectNotice),
+    /// `text/rude-rejection` (ACL refusal).
+    RudeRejection(Frame),
+    /// `log/data`.
+    Log(Frame),
+    /// Any other content type (or none): the caller logs and skips it.
+    Unknown {
+        /// The `Content-Type` value, `""` when absent.
+        content_type: String,
+        /// The frame as received.
+        frame: Frame,
+    },
+}
+
+/// Incremental frame decoder. Remembers how far it has scanned, so bytes trickling in one at a
+/// time are not rescanned from the start (quadratic) on every call.
+///
+/// The buffer passed to [`FrameDecoder::decode`] must only grow between calls until a frame is
+/// returned; the caller then drops the consumed prefix.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    limits: Limits,
+    scan_from: usize,
+    head: Option<Head>,
+}
+
+#[derive(Debug, Clone)]
+struct Head {
+    /// Leading blank lines skipped before the block.
+    skip: usize,
+    block_end: usize,
+    body_start: usize,
+    content_length: Option<usize>,
+}
+
+impl FrameDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        FrameDecoder {
+            limits,
+            scan_from: 0,
+            head: None,
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Tries to decode one message from the start of `buf`. `Ok(None)` means more bytes are
+    /// needed; `Ok(Some((msg, n)))` means `msg` used the first `n` bytes.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+        if self.head.is_none() {
+            match self.find_head(buf)? {
+                Some(head) => self.head = Some(head),
+                None => return Ok(None),
+            }
+        }
+        let Some(head) = &self.head else {
+            return Ok(None);
+        };
+        let total = head.body_start + head.content_length.unwrap_or(0);
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let block = &buf[head.skip..head.block_end];
+        let body = head.content_length.map(|_| &buf[head.body_start..total]);
+        let result = build_message(block, body);
+        self.reset();
+        result.map(|m| Some((m, total)))
+    }
+
+    /// Forgets any partial progress (after a frame was returned or an error).
+    pub fn reset(&mut self) {
+        self.scan_from = 0;
+        self.head = None;
+    }
+
+    fn find_head(&mut self, buf: &[u8]) -> Result<Option<Head>, FrameError> {
+        let skip = leading_blank_lines(buf);
+        let mut pos = self.scan_from.max(skip);
+        loop {
+            let Some(i) = find_byte(b'\n', &buf[pos..]).map(|i| pos + i) else {
+                self.scan_from = buf.len();
+                break;
+            };
+            let terminator = match (buf.get(i + 1), buf.get(i + 2)) {
+                (Some(b'\n'), _) => Some(i + 2),
+                (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+                (Some(b'\r'), None) | (None, _) => {
+                    // Cannot tell yet: look at this newline again when more bytes arrive.
+                    self.scan_from = i;
+                    break;
+                }
+                _ => None,
+            };
+            if let Some(body_start) = terminator {
+                if body_start - skip > self.limits.max_header_block {
+                    return Err(FrameError::HeaderBlockTooLarge {
+                        max: self.limits.max_header_block,
+                    });
+                }
+                let block_end = i + 1;
+                let content_length = content_length(&buf[skip..block_end], self.limits.max_body)?;
+                return Ok(Some(Head {
+                    skip,
+                    block_end,
+                    body_start,
+                    content_length,
+                }));
+            }
+            pos = i + 1;
+        }
+        let max = self.limits.max_header_block;
+        if skip > max || buf.len() - skip > max {
+            return Err(FrameError::HeaderBlockTooLarge {
+                max: self.limits.max_header_block,
+            });
+        }
+        Ok(None)
+    }
+}
+
+/// Decodes one message from the start of `buf` without keeping state between calls.
+/// `Ok(None)`: incomplete, feed more bytes.
+pub fn parse_frame(buf: &[u8], limits: &Limits) -> Result<Option<(Message, usize)>, FrameError> {
+    FrameDecoder::new(*limits).decode(buf)
+}
+
+/// Bytes of blank lines (LF or CRLF) before a frame; tolerated and skipped.
+fn leading_blank_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..i + 2) {
+            Some([b'\r', b'\n']) => i += 2,
+            _ if buf.get(i) == Some(&b'\n') => i += 1,
+            _ => return i,
+        }
+    }
+}
+
+/// Finds and validates `Content-Length` in a raw header block, before any body is buffered.
+fn content_length(block: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    const NAME: &[u8] = b"content-length";
+    let mut pos = 0;
+    while pos < block.len() {
+        let end = find_byte(b'\n', &block[pos..]).map_or(block.len(), |i| pos + i);
+        let line = &block[pos..end];
+        pos = end + 1;
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && trim(&line[..colon]).eq_ignore_ascii_case(NAME)
+        {
+            return parse_length(trim(&line[colon + 1..]), max).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn parse_length(value: &[u8], max: usize) -> Result<usize, FrameError> {
+    let bad = || FrameError::BadContentLength {
+        value: String::from_utf8_lossy(value).into_owned(),
+    };
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let mut n: u64 = 0;
+    for &d in value {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(FrameError::BodyTooLarge {
+                length: u64::MAX,
+                max,
+            })?;
+    }
+    if n > max as u64 {
+        return Err(FrameError::BodyTooLarge { length: n, max });
+    }
+    Ok(n as usize)
+}
+
+/// Turns a complete header block and body into a classified message.
+fn build_message(block: &[u8], body: Option<&[u8]>) -> Result<Message, FrameError> {
+    let headers = Headers::parse_block(block, false)?;
+    let body_string = || body.map(lossy_string);
+    let content_type = headers.get("Content-Type").unwrap_or("");
+    let msg = match content_type {
+        "auth/request" => Message::AuthRequest,
+        "command/reply" => {
+            // A serialised event (the outbound `connect` reply) is URL-encoded throughout.
+            let headers = if headers.contains("Event-Name") {
+                Headers::parse_block(block, true)?
+            } else {
+                headers
+            };
+            Message::CommandReply(Reply {
+                headers,
+                body: body_string(),
+            })
+        }
+        "api/response" => Message::ApiResponse(body.map(lossy_string).unwrap_or_default()),
+        "text/event-plain" => Message::Event(parse_plain_event(body.unwrap_or(b""))?),
+        "text/event-json" => Message::Event(parse_json_event(body.unwrap_or(b""))?),
+        "text/disconnect-notice" => Message::DisconnectNotice(DisconnectNotice {
+            body: body_string(),
+            headers,
+        }),
+        "text/rude-rejection" => Message::RudeRejection(Frame {
+            body: body_string(),
+            headers,
+        }),
+        "log/data" => Message::Log(Frame {
+            body: body_string(),
+            headers,
+        }),
+        other => Message::Unknown {
+            content_type: other.to_owned(),
+            frame: Frame {
+                body: body_string(),
+                headers,
+            },
+        },
+    };
+    Ok(msg)
+}
+
+/// The body of `text/event-plain`: a URL-encoded header block, then an optional inner body
+/// sized by its own `Content-Length`.
+fn parse_plain_event(body: &[u8]) -> Result<Event, FrameError> {
+    let (block, rest) = match find_block_end(body) {
+        Some((block_end, body_start)) => (&body[..block_end], &body[body_start..]),
+        None => (body, &body[body.len()..]),
+    };
+    let headers = Headers::parse_block(block, true)?;
+    let inner = match headers.get("Content-Length") {
+        Some(v) => {
+            let length = parse_length(v.as_bytes(), usize::MAX)?;
+            if length > rest.len() {
+                return Err(FrameError::InnerBodyTruncated {
+                    length,
+                    available: rest.len(),
+                });
+            }
+            Some(lossy_string(&rest[..length]))
+        }
+        None => None,
+    };
+    Ok(Event {
+        headers,
+        body: inner,
+    })
+}
+
+/// Locates the empty line ending a complete header block: (block end, body start).
+fn find_block_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut pos = 0;
+    while let Some(i) = find_byte(b'\n', &buf[pos..]).map(|i| pos + i) {
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => return Some((i + 1, i + 2)),
+            (Some(b'\r'), Some(b'\n')) => return Some((i + 1, i + 3)),
+            _ => pos = i + 1,
+        }
+    }
+    None
+}
+
+/// `text/event-json`: string values become headers, `_body` becomes the body.
+fn parse_json_event(body: &[u8]) -> Result<Event, FrameError> {
+    use serde_json::Value;
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| FrameError::BadJson {
+            detail: e.to_string(),
+        })?;
+    let mut headers = Headers::new();
+    let mut event_body = None;
+    for (name, value) in map {
+        if name == "_body" {
+            event_body = Some(json_text(value));
+            continue;
+        }
+        match value {
+            // FreeSWITCH sends repeated headers as an array.
+            Value::Array(items) => {
+                for item in items {
+                    headers.push(&name, &json_text(item));
+                }
+            }
+            Value::Null => {}
+            other => headers.push(&name, &json_text(other)),
+        }
+    }
+    Ok(Event {
+        headers,
+        body: event_body,
+    })
+}
+
+fn json_text(value: serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn malformed(line: &[u8]) -> FrameError {
+    let shown = &line[..line.len().min(120)];
+    FrameError::MalformedHeader {
+        line: String::from_utf8_lossy(shown).into_owned(),
+    }
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if first.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = b {
+        if last.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+fn lossy_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Percent-decodes once. `None` when any `%` is not followed by two hex digits: the caller then
+/// keeps the raw value, as FreeSWITCH never produces such a sequence itself.
+fn percent_decode(value: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b'%' {
+            let hi = hex(*value.get(i + 1)?)?;
+            let lo = hex(*value.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(value[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Position of the first `needle` in `hay`, eight bytes at a time (SWAR): the std
+/// `iter().position` does not vectorise and dominated decode time.
+#[inline]
+pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let chunks = hay.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (n, chunk) in chunks.enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // Lowest set bit marks the first zero byte; borrows only create false hits above it.
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(n * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let base = hay.len() - tail.len();
+    tail.iter().position(|&b| b == needle).map(|p| base + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(bytes: &[u8]) -> Message {
+        let (m, n) = parse_frame(bytes, &Limits::default()).unwrap().unwrap();
+        assert_eq!(n, bytes.len());
+        m
+    }
+
+    #[test]
+    fn find_byte_matches_naive() {
+        let hay: Vec<u8> = (0..200u32).map(|i| (i * 7 % 13) as u8).collect();
+        for start in 0..40 {
+            for needle in 0..14u8 {
+                let h = &hay[start..];
+                assert_eq!(
+                    find_byte(needle, h),
+                    h.iter().position(|&b| b == needle),
+                    "start {start} needle {needle}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn command_reply_plain_and_crlf() {
+        let m = one(b"Content-Type: command/reply\r\nReply-Text: +OK accepted\r\n\r\n");
+        let Message::CommandReply(r) = m else {
+            panic!("not a reply: {m:?}")
+        };
+        assert!(r.is_ok());
+        assert_eq!(r.text(), "+OK accepted");
+    }
+
+    #[test]
+    fn reply_text_with_percent_not_decoded() {
+        let m = one(b"Content-Type: command/reply\nReply-Text: -ERR 100%25 sure\n\n");
+        let Message::CommandReply(r) = m else {
+            panic!()
+        };
+        assert_eq!(r.text(), "-ERR 100%25 sure");
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn incomplete_returns_none() {
+        let full = b"Content-Type: api/response\nContent-Length: 5\n\nfalse";
+        for cut in 0..full.len() {
+            assert_eq!(parse_frame(&full[..cut], &Limits::default()).unwrap(), None);
+        }
+        assert_eq!(one(full), Message::ApiResponse("false".into()));
+    }
+
+    #[test]
+    fn percent_decoding_rules() {
+        let body = b"Event-Name: CUSTOM\nfax-local-station-id: %2B1%20337\nA: a+b\nB: 50%ZZ\nC: %C3%A9\nD: %FF\n\n";
+        let mut frame = format!(
+            "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+            body.len()
+        )
+        .into_bytes();
+        frame.extend_from_slice(body);
+        let Message::Event(e) = one(&frame) else {
+            panic!()
+        };
+        assert_eq!(e.get("Fax-Local-Station-ID"), Some("+1 337"));
+        assert_eq!(e.get("a"), Some("a+b"));
+        assert_eq!(e.get("b"), Some("50%ZZ"));
+        assert_eq!(e.get("c"), Some("é"));
+        assert_eq!(e.get("d"), Some("\u{FFFD}"));
+        assert_eq!(e.body, None);
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        let m = one(b"Content-Type: x/y\nFoo: 1\nfoo: 2\n\n");
+        let Message::Unknown {
+            content_type,
+            frame,
+        } = m
+        else {
+            panic!()
+        };
+        assert_eq!(content_type, "x/y");
+        assert_eq!(frame.get("FOO"), Some("1"));
+        assert_eq!(frame.headers.get_all("foo").collect::<Vec<_>>(), ["1", "2"]);
+    }
+
+    #[test]
+    fn huge_content_length_rejected_at_header_time() {
+        let e = parse_frame(
+            b"Content-Type: api/response\nContent-Length: 1099511627776\n\n",
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            FrameError::BodyTooLarge {
+                length: 1099511627776,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn crlf_frames_fed_byte_by_byte() {
+        let wire = b"Content-Type: api/response\r\nContent-Length: 4\r\n\r\n+OK\n\r\nContent-Type: command/reply\r\nReply-Text: +OK\r\n\r\n";
+        let mut dec = FrameDecoder::new(Limits::default());
+        let mut start = 0;
+        let mut got = Vec::new();
+        for end in 1..=wire.len() {
+            if let Some((m, n)) = dec.decode(&wire[start..end]).unwrap() {
+                got.push(m);
+                start += n;
+            }
+        }
+        assert_eq!(start, wire.len());
+        assert_eq!(got[0], Message::ApiResponse("+OK\n".into()));
+        assert!(matches!(&got[1], Message::CommandReply(r) if r.text() == "+OK"));
+    }
+
+    #[test]
+    fn leading_blank_lines_skipped() {
+        let m = one(b"\n\r\nContent-Type: auth/request\n\n");
+        assert_eq!(m, Message::AuthRequest);
+    }
+}
