@@ -136,8 +136,11 @@ impl DynSettings {
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
-                s.warnings
-                    .push(format!("line {}: missing ':' in {:?}", i + 1, truncate(line)));
+                s.warnings.push(format!(
+                    "line {}: missing ':' in {:?}",
+                    i + 1,
+                    truncate(line)
+                ));
                 continue;
             };
             let key = key.trim().to_ascii_lowercase();
@@ -356,15 +359,24 @@ mod tests {
             &format!("(sleep 2; touch {}) &\nsleep 100", marker.display()),
         );
         let started = std::time::Instant::now();
-        let e = run(&p, [] as [&str; 0], dir.path(), Duration::from_millis(300), 1024)
-            .await
-            .unwrap_err();
+        let e = run(
+            &p,
+            [] as [&str; 0],
+            dir.path(),
+            Duration::from_millis(300),
+            1024,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, DynConfigError::Timeout { .. }), "{e}");
         assert!(e.to_string().contains("hang.sh"));
         // Far below the script's 100 s: the kill worked.
         assert!(started.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(!marker.exists(), "background child of the script was not killed");
+        assert!(
+            !marker.exists(),
+            "background child of the script was not killed"
+        );
     }
 
     #[tokio::test]
@@ -376,9 +388,15 @@ mod tests {
             "echo 'RejectCall: yes'\nhead -c 10485760 /dev/zero | tr '\\0' 'x'\n\
              head -c 1000000 /dev/zero >&2",
         );
-        let out = run(&p, [] as [&str; 0], dir.path(), Duration::from_secs(30), 64 * 1024)
-            .await
-            .unwrap();
+        let out = run(
+            &p,
+            [] as [&str; 0],
+            dir.path(),
+            Duration::from_secs(30),
+            64 * 1024,
+        )
+        .await
+        .unwrap();
         assert!(out.truncated);
         assert_eq!(out.stdout.len(), 64 * 1024);
         assert!(out.stderr.len() <= 64 * 1024 * 3);
@@ -389,9 +407,15 @@ mod tests {
     async fn nonzero_missing_and_binary() {
         let dir = tempfile::tempdir().unwrap();
         let p = script(dir.path(), "fail.sh", "echo 'RejectCall: true'; exit 3");
-        let out = run(&p, [] as [&str; 0], dir.path(), Duration::from_secs(10), 1024)
-            .await
-            .unwrap();
+        let out = run(
+            &p,
+            [] as [&str; 0],
+            dir.path(),
+            Duration::from_secs(10),
+            1024,
+        )
+        .await
+        .unwrap();
         assert!(!out.success());
         assert_eq!(out.status.code(), Some(3));
         assert!(out.settings().incoming().reject_call);
@@ -413,11 +437,20 @@ mod tests {
             "bin.sh",
             "printf 'LocalIdentifier: caf\\351\\nRejectCall: \\377\\000\\n'",
         );
-        let out = run(&p, [] as [&str; 0], dir.path(), Duration::from_secs(10), 1024)
-            .await
-            .unwrap();
+        let out = run(
+            &p,
+            [] as [&str; 0],
+            dir.path(),
+            Duration::from_secs(10),
+            1024,
+        )
+        .await
+        .unwrap();
         let s = out.settings();
-        assert_eq!(s.incoming().local_identifier.as_deref(), Some("caf\u{fffd}"));
+        assert_eq!(
+            s.incoming().local_identifier.as_deref(),
+            Some("caf\u{fffd}")
+        );
         assert!(!s.incoming().reject_call);
     }
 }

@@ -337,13 +337,12 @@ mod tests {
         let j = Journal::open(spool.path()).unwrap();
         j.add(&rec("000000001")).unwrap();
         fs::write(j.dir().join("pending-000000005"), b"\xff\xfe garbage").unwrap();
-        fs::write(j.dir().join("pending-000000006"), "fsfax-pending 1\ncommid=000000006\n")
-            .unwrap();
         fs::write(
-            j.dir().join("pending-000000007"),
-            encode(&rec("000000008")),
+            j.dir().join("pending-000000006"),
+            "fsfax-pending 1\ncommid=000000006\n",
         )
         .unwrap();
+        fs::write(j.dir().join("pending-000000007"), encode(&rec("000000008"))).unwrap();
         fs::write(j.dir().join(".tmp-000000009-1"), b"half").unwrap();
         fs::write(j.dir().join("README"), b"not ours").unwrap();
         let scan = j.list().unwrap();

@@ -52,7 +52,8 @@ impl Spool {
 
     /// `log/c%09u`: the session log of a commid.
     pub fn session_log(&self, commid: u32) -> PathBuf {
-        self.root.join(format!("log/c{}", seqf::format_commid(commid)))
+        self.root
+            .join(format!("log/c{}", seqf::format_commid(commid)))
     }
 
     /// Absolute `recvq/fax%09u.tif`.
@@ -95,9 +96,18 @@ mod tests {
         let s = Spool::new("/sp");
         assert_eq!(s.session_log(7), PathBuf::from("/sp/log/c000000007"));
         assert_eq!(s.recvq_file(1), PathBuf::from("/sp/recvq/fax000000001.tif"));
-        assert_eq!(s.device_fifo("freeswitch0"), PathBuf::from("/sp/FIFO.freeswitch0"));
-        assert_eq!(s.status_file("freeswitch0"), PathBuf::from("/sp/status/freeswitch0"));
-        assert_eq!(s.modem_config("freeswitch0"), PathBuf::from("/sp/etc/config.freeswitch0"));
+        assert_eq!(
+            s.device_fifo("freeswitch0"),
+            PathBuf::from("/sp/FIFO.freeswitch0")
+        );
+        assert_eq!(
+            s.status_file("freeswitch0"),
+            PathBuf::from("/sp/status/freeswitch0")
+        );
+        assert_eq!(
+            s.modem_config("freeswitch0"),
+            PathBuf::from("/sp/etc/config.freeswitch0")
+        );
         assert_eq!(s.xferfaxlog(), PathBuf::from("/sp/log/xferfaxlog"));
     }
 }

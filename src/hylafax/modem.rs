@@ -598,18 +598,30 @@ mod tests {
     fn message_builders() {
         let d = "freeswitch0";
         let cases = [
-            (FaxqMessage::ready(d, DEFAULT_CAPS), "+freeswitch0:Rpcbffff01"),
+            (
+                FaxqMessage::ready(d, DEFAULT_CAPS),
+                "+freeswitch0:Rpcbffff01",
+            ),
             (FaxqMessage::number(d, ""), "+freeswitch0:N"),
             (FaxqMessage::number(d, "+49 30 1"), "+freeswitch0:N+49 30 1"),
             (FaxqMessage::busy(d), "+freeswitch0:B"),
             (FaxqMessage::in_use(d), "+freeswitch0:U"),
             (FaxqMessage::down(d), "+freeswitch0:D"),
-            (FaxqMessage::commid(d, Some("000000099")), "+freeswitch0:I000000099"),
+            (
+                FaxqMessage::commid(d, Some("000000099")),
+                "+freeswitch0:I000000099",
+            ),
             (FaxqMessage::commid(d, None), "+freeswitch0:I"),
             (FaxqMessage::recv(d, RecvEvent::Begin, ""), "@freeswitch0:B"),
-            (FaxqMessage::recv(d, RecvEvent::Start, "x"), "@freeswitch0:Sx"),
+            (
+                FaxqMessage::recv(d, RecvEvent::Start, "x"),
+                "@freeswitch0:Sx",
+            ),
             (FaxqMessage::recv(d, RecvEvent::Page, ""), "@freeswitch0:P"),
-            (FaxqMessage::recv(d, RecvEvent::Document, ""), "@freeswitch0:D"),
+            (
+                FaxqMessage::recv(d, RecvEvent::Document, ""),
+                "@freeswitch0:D",
+            ),
             (FaxqMessage::recv(d, RecvEvent::End, ""), "@freeswitch0:E"),
             (FaxqMessage::job(17, JobEvent::CallPlaced, ""), "*17:c"),
             (FaxqMessage::job(17, JobEvent::Connected, ""), "*17:C"),
@@ -632,7 +644,10 @@ mod tests {
             Err(ModemError::BadMessage { .. })
         ));
         for bad in ["", "a:b", "../x", "a/b", "a\nb"] {
-            assert!(matches!(FaxqMessage::busy(bad), Err(ModemError::BadDevice(_))), "{bad:?}");
+            assert!(
+                matches!(FaxqMessage::busy(bad), Err(ModemError::BadDevice(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -640,13 +655,19 @@ mod tests {
     fn device_message_splitting() {
         use DeviceMsg::*;
         assert_eq!(parse_device_messages(b"HELLO\0"), vec![Hello]);
-        assert_eq!(parse_device_messages(b"SB\0SR\0"), vec![SendBegin, SendReady]);
+        assert_eq!(
+            parse_device_messages(b"SB\0SR\0"),
+            vec![SendBegin, SendReady]
+        );
         assert_eq!(
             parse_device_messages(b"L\0SB\nSR\n\n\0 Q \0what\0"),
             vec![Lock, SendBegin, SendReady, Quit, Other("what".into())]
         );
         assert_eq!(parse_device_messages(b""), vec![]);
-        assert_eq!(parse_device_messages(b"\xff\0"), vec![Other("\u{fffd}".into())]);
+        assert_eq!(
+            parse_device_messages(b"\xff\0"),
+            vec![Other("\u{fffd}".into())]
+        );
     }
 
     #[test]
@@ -655,7 +676,10 @@ mod tests {
         let faxq = FaxqFifo::new(&s);
         let msg = FaxqMessage::ready("freeswitch0", DEFAULT_CAPS).unwrap();
         // Missing FIFO and FIFO without reader both mean "faxq down".
-        assert!(matches!(faxq.send(&msg), Err(ModemError::FaxqNotRunning { .. })));
+        assert!(matches!(
+            faxq.send(&msg),
+            Err(ModemError::FaxqNotRunning { .. })
+        ));
         mkfifo(&s.faxq_fifo());
         let e = faxq.send(&msg).unwrap_err();
         assert!(matches!(e, ModemError::FaxqNotRunning { .. }));
@@ -676,7 +700,8 @@ mod tests {
         let faxq = FaxqFifo::new(&s);
         faxq.send(&FaxqMessage::ready("freeswitch0", DEFAULT_CAPS).unwrap())
             .unwrap();
-        faxq.send(&FaxqMessage::busy("freeswitch0").unwrap()).unwrap();
+        faxq.send(&FaxqMessage::busy("freeswitch0").unwrap())
+            .unwrap();
         let mut buf = [0u8; 256];
         let n = reader.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"+freeswitch0:Rpcbffff01\0+freeswitch0:B\0");
@@ -778,8 +803,7 @@ mod tests {
         assert_eq!(reader.recv().await.unwrap(), DeviceMsg::SendBegin);
         assert_eq!(reader.recv().await.unwrap(), DeviceMsg::SendReady);
         // All writers closed: the reader must wait, not report EOF or spin.
-        let waited =
-            tokio::time::timeout(Duration::from_millis(100), reader.recv()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), reader.recv()).await;
         assert!(waited.is_err());
         std::fs::write(m.fifo_path(), b"HELLO\0").unwrap();
         assert_eq!(reader.recv().await.unwrap(), DeviceMsg::Hello);

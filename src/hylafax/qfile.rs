@@ -248,7 +248,8 @@ impl QFileContent {
 
     /// First value of `tag`; `None` if absent or not UTF-8 (see [`Self::get_lossy`]).
     pub fn get(&self, tag: &str) -> Option<&str> {
-        self.get_bytes(tag).and_then(|v| std::str::from_utf8(v).ok())
+        self.get_bytes(tag)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// First value of `tag`, invalid UTF-8 replaced by U+FFFD.
@@ -535,12 +536,15 @@ fn read_bounded(file: &File, path: &Path) -> Result<Vec<u8>, QFileError> {
         source,
     };
     let mut bytes = Vec::new();
-    (&*file)
+    file
         .take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(rerr)?;
     if bytes.len() as u64 > MAX_FILE_SIZE {
-        let size = file.metadata().map(|m| m.len()).unwrap_or(bytes.len() as u64);
+        let size = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
         return Err(QFileError::TooLarge {
             path: path.to_path_buf(),
             size,
@@ -674,17 +678,31 @@ fax:0::docq/doc1.pdf;c0\n";
         assert!(matches!(e, QFileError::BadFaxEntry { .. }), "{e}");
         let e = parse(b"fax:0::\n").documents(dir.path()).unwrap_err();
         assert!(matches!(e, QFileError::BadFaxEntry { .. }), "{e}");
-        let e = parse(b"fax:0::nope.tif\n").documents(dir.path()).unwrap_err();
+        let e = parse(b"fax:0::nope.tif\n")
+            .documents(dir.path())
+            .unwrap_err();
         assert!(matches!(e, QFileError::MissingDocument { .. }), "{e}");
         assert!(e.to_string().contains("nope.tif"));
     }
 
     #[test]
     fn jobid_errors() {
-        assert!(matches!(parse(b"x:1\n").jobid(), Err(QFileError::NoJobId { .. })));
-        assert!(matches!(parse(b"jobid:\n").jobid(), Err(QFileError::NoJobId { .. })));
-        assert!(matches!(parse(b"jobid:0\n").jobid(), Err(QFileError::BadJobId { .. })));
-        assert!(matches!(parse(b"jobid:1x\n").jobid(), Err(QFileError::BadJobId { .. })));
+        assert!(matches!(
+            parse(b"x:1\n").jobid(),
+            Err(QFileError::NoJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:\n").jobid(),
+            Err(QFileError::NoJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:0\n").jobid(),
+            Err(QFileError::BadJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:1x\n").jobid(),
+            Err(QFileError::BadJobId { .. })
+        ));
         assert_eq!(parse(b"jobid:  42 \n").jobid().unwrap(), 42);
     }
 
@@ -825,9 +843,8 @@ fax:0::docq/doc1.pdf;c0\n";
             proptest::collection::vec(1u8..=255, 0..20)
                 .prop_map(|v| v.into_iter().filter(|&b| b != b'\n' && b != b':').collect()),
             // status with continuation lines
-            proptest::collection::vec("[ -~&&[^\\\\]]{0,10}", 1..4).prop_map(|parts| {
-                format!("status:{}", parts.join("\\\n")).into_bytes()
-            }),
+            proptest::collection::vec("[ -~&&[^\\\\]]{0,10}", 1..4)
+                .prop_map(|parts| { format!("status:{}", parts.join("\\\n")).into_bytes() }),
         ]
     }
 
@@ -848,6 +865,7 @@ fax:0::docq/doc1.pdf;c0\n";
 
         #[test]
         fn set_then_parse_returns_value(tag in "[a-z]{1,8}", value in "[^\\x00]{0,40}") {
+            prop_assume!(tag != "jobid");
             let mut q = QFileContent::parse("q", b"jobid:1\nstatus:x\n").unwrap();
             q.set(&tag, &value).unwrap();
             let again = QFileContent::parse("q", &q.to_bytes()).unwrap();

@@ -250,7 +250,11 @@ mod tests {
         let children: Vec<_> = (0..4)
             .map(|_| {
                 std::process::Command::new(&exe)
-                    .args(["--exact", "hylafax::seqf::tests::seqf_child_worker", "--quiet"])
+                    .args([
+                        "--exact",
+                        "hylafax::seqf::tests::seqf_child_worker",
+                        "--quiet",
+                    ])
                     .env("FSFAX_SEQF_CHILD", &p)
                     .stdout(std::process::Stdio::null())
                     .spawn()

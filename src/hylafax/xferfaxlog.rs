@@ -389,8 +389,14 @@ mod tests {
     #[test]
     fn data_format_names() {
         assert_eq!(DataFormat::from_encoding_name("T.6"), Some(DataFormat::Mmr));
-        assert_eq!(DataFormat::from_encoding_name("T.4 2-D"), Some(DataFormat::Mr));
-        assert_eq!(DataFormat::from_encoding_name("T.85-L0"), Some(DataFormat::Jbig));
+        assert_eq!(
+            DataFormat::from_encoding_name("T.4 2-D"),
+            Some(DataFormat::Mr)
+        );
+        assert_eq!(
+            DataFormat::from_encoding_name("T.85-L0"),
+            Some(DataFormat::Jbig)
+        );
         assert_eq!(DataFormat::from_encoding_name("bogus"), None);
         assert_eq!(DataFormat::Mmr.hylafax_name(), "2-D MMR");
         assert_eq!(VerticalRes::from_lpi(196), VerticalRes::Fine);
