@@ -536,8 +536,7 @@ fn read_bounded(file: &File, path: &Path) -> Result<Vec<u8>, QFileError> {
         source,
     };
     let mut bytes = Vec::new();
-    file
-        .take(MAX_FILE_SIZE + 1)
+    file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(rerr)?;
     if bytes.len() as u64 > MAX_FILE_SIZE {
