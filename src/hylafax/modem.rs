@@ -57,6 +57,8 @@ pub enum ModemError {
     NotAFifo { path: PathBuf },
     #[error("{path}: cannot create FIFO: {source}")]
     Mkfifo { path: PathBuf, source: io::Error },
+    #[error("{path}: cannot change owner: {source}")]
+    Chown { path: PathBuf, source: io::Error },
     #[error("{path}: cannot write modem status: {source}")]
     Status { path: PathBuf, source: io::Error },
     #[error("{path}: faxq is not running (no reader on its FIFO)")]
@@ -495,6 +497,25 @@ impl VirtualModem {
     /// `status/<dev>`.
     pub fn status_path(&self) -> &Path {
         &self.status
+    }
+
+    /// Gives `FIFO.<dev>` (and the status file, if present) to `uid:gid`. faxq runs as
+    /// `uucp` and silently skips a `FIFO.<dev>` it cannot open (no `HELLO`, no `L`), so a
+    /// daemon running as root must hand the FIFO to the fax user.
+    pub fn set_owner(&self, uid: u32, gid: u32) -> Result<(), ModemError> {
+        for path in [&self.fifo, &self.status] {
+            match std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && path == &self.status => {}
+                Err(source) => {
+                    return Err(ModemError::Chown {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the status text like faxgetty: open/create 0644, `flock`, truncate, text + `\n`.

@@ -327,6 +327,32 @@ fn date(t: &DateTime<Local>) -> String {
     t.format("%m/%d/%y %H:%M").to_string()
 }
 
+/// A minimal DCS carrying only the data-format bits (T.30 bits 16 MR, 31 MMR, 78 JBIG, in the
+/// bit numbering xferfaxstats's `getDFfromDCS` uses). xferfaxstats takes the "TypData" column
+/// of 19-field records from the DCS, not from `params`; SpanDSP does not give us the real DCS,
+/// so a sender/receiver that connected can pass this to get the right column.
+pub fn synthetic_dcs(df: DataFormat) -> String {
+    let mut bytes = vec![0u8; 3];
+    let mut set = |bit: usize| {
+        let byte = (bit - 1) / 8;
+        if bytes.len() <= byte {
+            bytes.resize(byte + 1, 0);
+        }
+        bytes[byte] |= 1 << (7 - (bit - 1) % 8);
+    };
+    match df {
+        DataFormat::Mh => {}
+        DataFormat::Mr => set(16),
+        DataFormat::Mmr => set(31),
+        DataFormat::Jbig => set(78),
+    }
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// HylaFAX `fmtTime`: `H:MM:SS`, hours not padded.
 pub fn fmt_time(d: Duration) -> String {
     let s = d.as_secs();
@@ -384,6 +410,17 @@ mod tests {
         assert_eq!(Params::br_code(0), 0);
         assert_eq!(Params::br_code(1_000_000), 13);
         assert_eq!(Params::default().encode() >> 21, 1);
+    }
+
+    #[test]
+    fn synthetic_dcs_bits() {
+        assert_eq!(synthetic_dcs(DataFormat::Mh), "00 00 00");
+        assert_eq!(synthetic_dcs(DataFormat::Mr), "00 01 00");
+        assert_eq!(synthetic_dcs(DataFormat::Mmr), "00 00 00 02");
+        assert_eq!(
+            synthetic_dcs(DataFormat::Jbig),
+            "00 00 00 00 00 00 00 00 00 04"
+        );
     }
 
     #[test]
