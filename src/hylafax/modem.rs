@@ -789,6 +789,25 @@ mod tests {
     }
 
     #[test]
+    fn set_owner_applies_to_fifo_and_tolerates_missing_status() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, s) = spool();
+        let m = VirtualModem::create(&s, "own0").unwrap();
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        m.set_owner(uid, gid).unwrap();
+        let meta = std::fs::metadata(m.fifo_path()).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+        std::fs::remove_file(m.fifo_path()).unwrap();
+        assert!(matches!(
+            m.set_owner(uid, gid),
+            Err(ModemError::Chown { .. })
+        ));
+    }
+
+    #[test]
     fn set_ready_writes_status_even_without_faxq() {
         let (_d, s) = spool();
         let m = VirtualModem::create(&s, "freeswitch1").unwrap();
