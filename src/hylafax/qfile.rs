@@ -1,0 +1,875 @@
+//! The job queue file (`sendq/q<jobid>`) handed to SendFaxCmd.
+//!
+//! Parsing follows HylaFAX's `FaxRequest::readQFile`: a line is `tag:value`, split at the first
+//! `:`, the tag is taken as is, only leading spaces of the value are skipped, and a line without
+//! `:` is skipped with a warning (GOfax.IP aborted the job instead). A `status:` value ending in
+//! `\` continues on the next line. Every line is kept, in order, with its exact bytes, so a
+//! rewrite changes only what was `set`.
+//!
+//! Writing is in place (same inode), like real faxsend: build the whole file in memory, `pwrite`
+//! at offset 0, `ftruncate`, `fsync`. Not temp+rename because the `flock` that serialises
+//! senders lives on the inode (a rename would leave a waiting fsfaxsend locking a dead file),
+//! and because hfaxd created the file with its owner/group/mode (`uucp:fax 0644`), which a
+//! rename by our process would replace.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::ops::{Deref, DerefMut};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::lock;
+
+/// Largest qfile accepted (real ones are a few KiB; a longer one is not a qfile).
+pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+/// Largest single line accepted (a huge `comments:` is fine, a runaway one is not).
+pub const MAX_LINE_LEN: usize = 2 * 1024 * 1024;
+/// Default bound on waiting for another process's lock on the qfile.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Errors reading, validating or writing a qfile. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum QFileError {
+    #[error("{path}: cannot open qfile: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot lock qfile: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: qfile still locked by another process after {waited:?}")]
+    LockTimeout { path: PathBuf, waited: Duration },
+    #[error("{path}: cannot read qfile: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write qfile: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: qfile too large ({size} bytes, limit {max})")]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("{path}: line {line} too long ({len} bytes, limit {max})")]
+    LineTooLong {
+        path: PathBuf,
+        line: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("{path}: binary garbage (NUL byte at offset {offset}); not a qfile")]
+    BinaryGarbage { path: PathBuf, offset: usize },
+    #[error("{path}: invalid tag {tag:?} (empty, or contains ':' or a line break)")]
+    BadTag { path: PathBuf, tag: String },
+    #[error("{path}: no jobid")]
+    NoJobId { path: PathBuf },
+    #[error("{path}: bad jobid {value:?}")]
+    BadJobId { path: PathBuf, value: String },
+    #[error("{path}: no fax entries (no document to send)")]
+    NoFaxEntries { path: PathBuf },
+    #[error("{path}: bad fax entry {value:?}: {reason}")]
+    BadFaxEntry {
+        path: PathBuf,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("{path}: document {document} is missing: {source}")]
+    MissingDocument {
+        path: PathBuf,
+        document: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A problem HylaFAX tolerates (it skips the line); we keep the line and report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QFileWarning {
+    /// 1-based physical line number.
+    pub line: usize,
+    /// The offending line, lossily decoded.
+    pub text: String,
+}
+
+impl fmt::Display for QFileWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: missing ':' (HylaFAX skips it; kept verbatim): {:?}",
+            self.line, self.text
+        )
+    }
+}
+
+/// One document to transmit, from `fax:<dirnum>:<subaddr>:<path>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// First TIFF directory still to send (HylaFAX advances it as pages go out).
+    pub first_page_dir: u32,
+    /// T.30 subaddress for this document (usually empty).
+    pub subaddr: String,
+    /// The TIFF, resolved against the spool directory.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Line {
+    /// `tag:raw`. `raw` is exactly what follows the `:` (status continuations joined with
+    /// `\n`), `value` is the logical value (leading spaces skipped, continuations unescaped).
+    Entry {
+        tag: Vec<u8>,
+        raw: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// A line without `:`, written back unchanged.
+    Other(Vec<u8>),
+}
+
+/// The parsed text of a qfile: every line, in order. No file handle; see [`QFile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QFileContent {
+    path: PathBuf,
+    lines: Vec<Line>,
+    warnings: Vec<QFileWarning>,
+}
+
+impl QFileContent {
+    /// Parses qfile bytes; `path` is only used in messages.
+    pub fn parse(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self, QFileError> {
+        let path = path.into();
+        if bytes.len() as u64 > MAX_FILE_SIZE {
+            return Err(QFileError::TooLarge {
+                path,
+                size: bytes.len() as u64,
+                max: MAX_FILE_SIZE,
+            });
+        }
+        // A NUL-filled file is what a crash with delayed allocation leaves behind.
+        if let Some(offset) = bytes.iter().position(|&b| b == 0) {
+            return Err(QFileError::BinaryGarbage { path, offset });
+        }
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let physical: Vec<&[u8]> = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            body.split(|&b| b == b'\n').collect()
+        };
+        let mut lines = Vec::with_capacity(physical.len());
+        let mut warnings = Vec::new();
+        let mut i = 0;
+        while i < physical.len() {
+            let line = physical[i];
+            let lineno = i + 1;
+            if line.len() > MAX_LINE_LEN {
+                return Err(QFileError::LineTooLong {
+                    path,
+                    line: lineno,
+                    len: line.len(),
+                    max: MAX_LINE_LEN,
+                });
+            }
+            i += 1;
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                warnings.push(QFileWarning {
+                    line: lineno,
+                    text: String::from_utf8_lossy(line).into_owned(),
+                });
+                lines.push(Line::Other(line.to_vec()));
+                continue;
+            };
+            let tag = line[..colon].to_vec();
+            let mut raw = line[colon + 1..].to_vec();
+            if tag == b"status" {
+                // HylaFAX: a status ending in `\` swallows the following line(s).
+                while raw.last() == Some(&b'\\') && i < physical.len() {
+                    raw.push(b'\n');
+                    raw.extend_from_slice(physical[i]);
+                    i += 1;
+                }
+            }
+            let value = logical_value(&tag, &raw);
+            lines.push(Line::Entry { tag, raw, value });
+        }
+        Ok(Self {
+            path,
+            lines,
+            warnings,
+        })
+    }
+
+    /// The file this content came from (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lines HylaFAX would skip (no `:`); they are kept and written back.
+    pub fn warnings(&self) -> &[QFileWarning] {
+        &self.warnings
+    }
+
+    /// The whole file as it would be written: every line in order, each ending in `\n`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in &self.lines {
+            match line {
+                Line::Entry { tag, raw, .. } => {
+                    out.extend_from_slice(tag);
+                    out.push(b':');
+                    out.extend_from_slice(raw);
+                }
+                Line::Other(bytes) => out.extend_from_slice(bytes),
+            }
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// All `(tag, logical value)` pairs in order (lines without `:` are not included).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Entry { tag, value, .. } => Some((tag.as_slice(), value.as_slice())),
+            Line::Other(_) => None,
+        })
+    }
+
+    /// Raw bytes of the first value of `tag`.
+    pub fn get_bytes(&self, tag: &str) -> Option<&[u8]> {
+        self.entries()
+            .find(|(t, _)| *t == tag.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// First value of `tag`; `None` if absent or not UTF-8 (see [`Self::get_lossy`]).
+    pub fn get(&self, tag: &str) -> Option<&str> {
+        self.get_bytes(tag)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// First value of `tag`, invalid UTF-8 replaced by U+FFFD.
+    pub fn get_lossy(&self, tag: &str) -> Option<Cow<'_, str>> {
+        self.get_bytes(tag).map(String::from_utf8_lossy)
+    }
+
+    /// Every value of `tag`, in file order (lossy UTF-8).
+    pub fn get_all(&self, tag: &str) -> Vec<Cow<'_, str>> {
+        self.entries()
+            .filter(|(t, _)| *t == tag.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v))
+            .collect()
+    }
+
+    /// First value of `tag` as a decimal `u32` (trailing whitespace allowed); `None` if absent
+    /// or not a number.
+    pub fn get_u32(&self, tag: &str) -> Option<u32> {
+        self.get(tag).and_then(|v| v.trim_end().parse().ok())
+    }
+
+    /// First value of `tag` as a decimal `i64`; `None` if absent or not a number.
+    pub fn get_i64(&self, tag: &str) -> Option<i64> {
+        self.get(tag).and_then(|v| v.trim_end().parse().ok())
+    }
+
+    /// Replaces the first `tag` in place, or appends it. A newline in `status` becomes
+    /// HylaFAX's `\`-newline continuation; elsewhere line breaks (and NULs) become spaces.
+    pub fn set(&mut self, tag: &str, value: &str) -> Result<(), QFileError> {
+        if tag.is_empty() || tag.contains([':', '\n', '\r', '\0']) {
+            return Err(QFileError::BadTag {
+                path: self.path.clone(),
+                tag: tag.to_owned(),
+            });
+        }
+        let raw = encode_value(tag, value);
+        let value = logical_value(tag.as_bytes(), &raw);
+        let slot = self.lines.iter_mut().find_map(|l| match l {
+            Line::Entry { tag: t, raw, value } if t == tag.as_bytes() => Some((raw, value)),
+            _ => None,
+        });
+        match slot {
+            Some((r, v)) => {
+                *r = raw;
+                *v = value;
+            }
+            None => self.lines.push(Line::Entry {
+                tag: tag.as_bytes().to_vec(),
+                raw,
+                value,
+            }),
+        }
+        Ok(())
+    }
+
+    /// [`Self::set`] with a number.
+    pub fn set_u32(&mut self, tag: &str, value: u32) -> Result<(), QFileError> {
+        self.set(tag, &value.to_string())
+    }
+
+    /// `jobid`: must be a non-zero decimal number.
+    pub fn jobid(&self) -> Result<u32, QFileError> {
+        let raw = self
+            .get_lossy("jobid")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| QFileError::NoJobId {
+                path: self.path.clone(),
+            })?;
+        match raw.trim_end().parse::<u32>() {
+            Ok(n) if n != 0 => Ok(n),
+            _ => Err(QFileError::BadJobId {
+                path: self.path.clone(),
+                value: raw.into_owned(),
+            }),
+        }
+    }
+
+    /// `external`: the number to dial (non-empty).
+    pub fn external(&self) -> Option<&str> {
+        self.get("external").filter(|v| !v.is_empty())
+    }
+
+    /// `number`: the destination as the user gave it (non-empty).
+    pub fn number(&self) -> Option<&str> {
+        self.get("number").filter(|v| !v.is_empty())
+    }
+
+    /// `owner` (empty if absent).
+    pub fn owner(&self) -> Cow<'_, str> {
+        self.get_lossy("owner").unwrap_or_default()
+    }
+
+    /// `sender` (full name of the submitter; empty if absent).
+    pub fn sender(&self) -> Cow<'_, str> {
+        self.get_lossy("sender").unwrap_or_default()
+    }
+
+    /// `mailaddr` (notification address; xferfaxlog's "sender" field).
+    pub fn mailaddr(&self) -> Cow<'_, str> {
+        self.get_lossy("mailaddr").unwrap_or_default()
+    }
+
+    /// `jobtag` (empty if absent).
+    pub fn jobtag(&self) -> Cow<'_, str> {
+        self.get_lossy("jobtag").unwrap_or_default()
+    }
+
+    /// `desiredec` (0 = no ECM, other values: ECM wanted); `None` if absent or unparsable.
+    pub fn desiredec(&self) -> Option<u32> {
+        self.get_u32("desiredec")
+    }
+
+    /// `desiredbr` (HylaFAX BR_* code, 5 = 14400, 13 = 33600).
+    pub fn desiredbr(&self) -> Option<u32> {
+        self.get_u32("desiredbr")
+    }
+
+    /// `totdials` (0 if absent or unparsable, like HylaFAX's `atoi`).
+    pub fn totdials(&self) -> u32 {
+        self.get_u32("totdials").unwrap_or(0)
+    }
+
+    /// `ndials` (consecutive failed dials; 0 if absent).
+    pub fn ndials(&self) -> u32 {
+        self.get_u32("ndials").unwrap_or(0)
+    }
+
+    /// `tottries` (0 if absent).
+    pub fn tottries(&self) -> u32 {
+        self.get_u32("tottries").unwrap_or(0)
+    }
+
+    /// `maxdials`, if set.
+    pub fn maxdials(&self) -> Option<u32> {
+        self.get_u32("maxdials")
+    }
+
+    /// `maxtries`, if set.
+    pub fn maxtries(&self) -> Option<u32> {
+        self.get_u32("maxtries")
+    }
+
+    /// `npages` (pages sent so far; 0 if absent).
+    pub fn npages(&self) -> u32 {
+        self.get_u32("npages").unwrap_or(0)
+    }
+
+    /// `totpages` (0 if absent).
+    pub fn totpages(&self) -> u32 {
+        self.get_u32("totpages").unwrap_or(0)
+    }
+
+    /// The `fax:` documents in order, paths resolved against `base` (the spool; faxq's cwd),
+    /// each checked to exist. Other items (`!pdf:`, `pdf:`, `poll:` …) are not documents to
+    /// transmit and are ignored.
+    pub fn documents(&self, base: &Path) -> Result<Vec<Document>, QFileError> {
+        let mut docs = Vec::new();
+        for (tag, value) in self.entries() {
+            if tag != b"fax" {
+                continue;
+            }
+            let doc = self.parse_document(value, base)?;
+            if let Err(source) = std::fs::metadata(&doc.path) {
+                return Err(QFileError::MissingDocument {
+                    path: self.path.clone(),
+                    document: doc.path,
+                    source,
+                });
+            }
+            docs.push(doc);
+        }
+        if docs.is_empty() {
+            return Err(QFileError::NoFaxEntries {
+                path: self.path.clone(),
+            });
+        }
+        Ok(docs)
+    }
+
+    /// `<dirnum>:<subaddr>:<path>` split at the first two `:`; like HylaFAX's `addItem`, a
+    /// value with one `:` is `<dirnum>:<path>` and one with none is just a path.
+    fn parse_document(&self, value: &[u8], base: &Path) -> Result<Document, QFileError> {
+        let bad = |reason| QFileError::BadFaxEntry {
+            path: self.path.clone(),
+            value: String::from_utf8_lossy(value).into_owned(),
+            reason,
+        };
+        let mut parts = value.splitn(3, |&b| b == b':');
+        let first = parts.next().unwrap_or_default();
+        let (dir, subaddr, file) = match (parts.next(), parts.next()) {
+            (Some(sub), Some(file)) => (Some(first), sub, file),
+            (Some(file), None) => (Some(first), &b""[..], file),
+            _ => (None, &b""[..], first),
+        };
+        let first_page_dir = match dir {
+            None => 0,
+            Some(d) => std::str::from_utf8(d)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .ok_or_else(|| bad("TIFF directory number is not a number"))?,
+        };
+        if file.is_empty() {
+            return Err(bad("empty document path"));
+        }
+        let path = base.join(std::ffi::OsStr::from_bytes(file));
+        Ok(Document {
+            first_page_dir,
+            subaddr: String::from_utf8_lossy(subaddr).into_owned(),
+            path,
+        })
+    }
+}
+
+/// A qfile opened read-write and held under an exclusive `flock` until dropped.
+#[derive(Debug)]
+pub struct QFile {
+    file: File,
+    content: QFileContent,
+}
+
+impl QFile {
+    /// Opens `path` `O_RDWR` (never creates it), locks it (waiting at most
+    /// [`DEFAULT_LOCK_WAIT`]) and parses it. Warnings are logged.
+    pub fn open_locked(path: impl AsRef<Path>) -> Result<Self, QFileError> {
+        Self::open_locked_timeout(path, DEFAULT_LOCK_WAIT)
+    }
+
+    /// [`Self::open_locked`] with an explicit bound on the lock wait.
+    pub fn open_locked_timeout(path: impl AsRef<Path>, wait: Duration) -> Result<Self, QFileError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| QFileError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        // faxq does not lock the qfile, but another fsfaxsend on the same job would.
+        match lock::lock_exclusive_bounded(&file, wait) {
+            Ok(true) => {}
+            Ok(false) => return Err(QFileError::LockTimeout { path, waited: wait }),
+            Err(source) => return Err(QFileError::Lock { path, source }),
+        }
+        let bytes = read_bounded(&file, &path)?;
+        let content = QFileContent::parse(path, &bytes)?;
+        for w in content.warnings() {
+            tracing::warn!(qfile = %content.path().display(), "{w}");
+        }
+        Ok(Self { file, content })
+    }
+
+    /// Rewrites the file in place with the current content: one `pwrite` at 0, `ftruncate`,
+    /// `fsync` (see the module docs for why not rename).
+    pub fn write(&mut self) -> Result<(), QFileError> {
+        let bytes = self.content.to_bytes();
+        let werr = |source| QFileError::Write {
+            path: self.content.path.clone(),
+            source,
+        };
+        self.file.write_all_at(&bytes, 0).map_err(werr)?;
+        self.file.set_len(bytes.len() as u64).map_err(werr)?;
+        self.file.sync_all().map_err(werr)?;
+        Ok(())
+    }
+}
+
+impl Deref for QFile {
+    type Target = QFileContent;
+    fn deref(&self) -> &QFileContent {
+        &self.content
+    }
+}
+
+impl DerefMut for QFile {
+    fn deref_mut(&mut self) -> &mut QFileContent {
+        &mut self.content
+    }
+}
+
+fn read_bounded(file: &File, path: &Path) -> Result<Vec<u8>, QFileError> {
+    let rerr = |source| QFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(rerr)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        let size = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Err(QFileError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            max: MAX_FILE_SIZE,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Logical value: leading spaces skipped (HylaFAX skips only `' '`), and for `status` each
+/// `\`-newline continuation turned back into a newline.
+fn logical_value(tag: &[u8], raw: &[u8]) -> Vec<u8> {
+    let start = raw.iter().position(|&b| b != b' ').unwrap_or(raw.len());
+    let v = &raw[start..];
+    if tag != b"status" {
+        return v.to_vec();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\\' && v.get(i + 1) == Some(&b'\n') {
+            out.push(b'\n');
+            i += 2;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The bytes written after `tag:` for a logical value.
+fn encode_value(tag: &str, value: &str) -> Vec<u8> {
+    let value = value.replace('\0', " ");
+    if tag != "status" {
+        return value.replace(['\r', '\n'], " ").into_bytes();
+    }
+    // A final `\` would make HylaFAX swallow the next line (`statuscode:`) into the status.
+    let value = value.trim_end_matches(['\\', '\n', '\r']);
+    value
+        .replace("\r\n", "\n")
+        .replace('\r', " ")
+        .replace('\n', "\\\n")
+        .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// The qfile faxq handed to SendFaxCmd in the lab (reference §2).
+    const LAB_QFILE: &str = "tts:1795345299\nkilltime:1795356039\nretrytime:0\nstate:6\n\
+npages:0\ntotpages:1\nnskip:0\nskippages:0\nncover:0\ncoverpages:0\nntries:0\nndials:0\n\
+totdials:0\nmaxdials:12\ntottries:0\nmaxtries:3\npagewidth:209\nresolution:98\n\
+pagelength:296\npriority:127\nschedpri:127\nminbr:0\ndesiredbr:13\ndesiredst:0\n\
+desiredec:2\ndesireddf:3\ndesiredtl:0\nuseccover:1\nusexvres:0\nexternal:12345\n\
+number:12345\nmailaddr:root@vm\nsender:root\njobid:1\njobtag:\npagehandling:e0Z0078P\n\
+modem:any\nfaxnumber:\ntsi:\nreceiver:\ncompany:\nlocation:\nvoice:\nfromcompany:\n\
+fromlocation:\nfromvoice:\nregarding:\ncomments:\ncover:\nclient:localhost\nowner:root\n\
+groupid:1\nsignalrate:\ndataformat:\njobtype:facsimile\ntagline:\nsubaddr:\npasswd:\n\
+doneop:default\ncommid:\ncsi:\nnsf:\npagerange:\nstatus:\nstatuscode:0\nreturned:7\n\
+notify:none\npagechop:default\nchopthreshold:3\n!pdf:0::docq/doc1.pdf.1\n\
+fax:0::docq/doc1.pdf;c0\n";
+
+    fn parse(s: &[u8]) -> QFileContent {
+        QFileContent::parse("sendq/q1", s).unwrap()
+    }
+
+    #[test]
+    fn lab_qfile_fields_and_identity() {
+        let q = parse(LAB_QFILE.as_bytes());
+        assert_eq!(q.to_bytes(), LAB_QFILE.as_bytes());
+        assert!(q.warnings().is_empty());
+        assert_eq!(q.jobid().unwrap(), 1);
+        assert_eq!(q.external(), Some("12345"));
+        assert_eq!(q.number(), Some("12345"));
+        assert_eq!(q.owner(), "root");
+        assert_eq!(q.sender(), "root");
+        assert_eq!(q.mailaddr(), "root@vm");
+        assert_eq!(q.jobtag(), "");
+        assert_eq!(q.desiredec(), Some(2));
+        assert_eq!(q.desiredbr(), Some(13));
+        assert_eq!(q.maxdials(), Some(12));
+        assert_eq!(q.maxtries(), Some(3));
+        assert_eq!(q.totpages(), 1);
+        assert_eq!(q.totdials(), 0);
+        assert_eq!(q.get("returned"), Some("7"));
+        assert_eq!(q.get("status"), Some(""));
+        assert_eq!(q.get_i64("tts"), Some(1795345299));
+    }
+
+    #[test]
+    fn documents_resolve_and_skip_saved_items() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docq")).unwrap();
+        std::fs::write(dir.path().join("docq/doc1.pdf;c0"), b"x").unwrap();
+        let q = parse(LAB_QFILE.as_bytes());
+        let docs = q.documents(dir.path()).unwrap();
+        assert_eq!(
+            docs,
+            vec![Document {
+                first_page_dir: 0,
+                subaddr: String::new(),
+                path: dir.path().join("docq/doc1.pdf;c0"),
+            }]
+        );
+    }
+
+    #[test]
+    fn documents_split_at_first_two_colons_and_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a:b.tif"), b"x").unwrap();
+        std::fs::write(dir.path().join("c.tif"), b"x").unwrap();
+        let q = parse(b"jobid:3\nfax:2:sub1:a:b.tif\nfax:0::c.tif\n");
+        let docs = q.documents(dir.path()).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].first_page_dir, 2);
+        assert_eq!(docs[0].subaddr, "sub1");
+        assert_eq!(docs[0].path, dir.path().join("a:b.tif"));
+        assert_eq!(docs[1].path, dir.path().join("c.tif"));
+    }
+
+    #[test]
+    fn document_errors_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = parse(b"jobid:3\n").documents(dir.path()).unwrap_err();
+        assert!(matches!(e, QFileError::NoFaxEntries { .. }), "{e}");
+        let e = parse(b"fax:x::a.tif\n").documents(dir.path()).unwrap_err();
+        assert!(matches!(e, QFileError::BadFaxEntry { .. }), "{e}");
+        let e = parse(b"fax:0::\n").documents(dir.path()).unwrap_err();
+        assert!(matches!(e, QFileError::BadFaxEntry { .. }), "{e}");
+        let e = parse(b"fax:0::nope.tif\n")
+            .documents(dir.path())
+            .unwrap_err();
+        assert!(matches!(e, QFileError::MissingDocument { .. }), "{e}");
+        assert!(e.to_string().contains("nope.tif"));
+    }
+
+    #[test]
+    fn jobid_errors() {
+        assert!(matches!(
+            parse(b"x:1\n").jobid(),
+            Err(QFileError::NoJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:\n").jobid(),
+            Err(QFileError::NoJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:0\n").jobid(),
+            Err(QFileError::BadJobId { .. })
+        ));
+        assert!(matches!(
+            parse(b"jobid:1x\n").jobid(),
+            Err(QFileError::BadJobId { .. })
+        ));
+        assert_eq!(parse(b"jobid:  42 \n").jobid().unwrap(), 42);
+    }
+
+    #[test]
+    fn whitespace_lines_without_colon_and_repeats_are_kept() {
+        let text = b"number:   0401 23  \n\nnot a tag line\nfax:0::a\nfax:0::b\n";
+        let q = parse(text);
+        assert_eq!(q.get("number"), Some("0401 23  "));
+        assert_eq!(q.warnings().len(), 2);
+        assert_eq!(q.warnings()[0].line, 2);
+        assert_eq!(q.warnings()[1].line, 3);
+        assert_eq!(q.get_all("fax"), vec!["0::a", "0::b"]);
+        assert_eq!(q.to_bytes(), text);
+    }
+
+    #[test]
+    fn status_continuation_round_trip() {
+        let text = b"status:first\\\nsecond\\\nthird\nstatuscode:0\n";
+        let mut q = parse(text);
+        assert_eq!(q.get("status"), Some("first\nsecond\nthird"));
+        assert_eq!(q.get("statuscode"), Some("0"));
+        assert!(q.warnings().is_empty());
+        assert_eq!(q.to_bytes(), text);
+        q.set("status", "Error calling DynamicConfig: x\n").unwrap();
+        q.set("status", "a\nb:c").unwrap();
+        assert_eq!(q.to_bytes(), b"status:a\\\nb:c\nstatuscode:0\n");
+        let q2 = parse(&q.to_bytes());
+        assert_eq!(q2.get("status"), Some("a\nb:c"));
+        assert_eq!(q2.get("statuscode"), Some("0"));
+    }
+
+    #[test]
+    fn set_replaces_first_or_appends_and_escapes() {
+        let mut q = parse(b"a:1\nb:2\na:3\n");
+        q.set("a", "x").unwrap();
+        q.set("c", "line\nbreak").unwrap();
+        q.set("status", "ends in backslash\\").unwrap();
+        q.set_u32("b", 9).unwrap();
+        assert_eq!(
+            q.to_bytes(),
+            b"a:x\nb:9\na:3\nc:line break\nstatus:ends in backslash\n"
+        );
+        assert!(matches!(q.set("a:b", "1"), Err(QFileError::BadTag { .. })));
+        assert!(matches!(q.set("", "1"), Err(QFileError::BadTag { .. })));
+    }
+
+    #[test]
+    fn non_utf8_is_kept() {
+        let text = b"sender:M\xfcller\nnumber:1\n";
+        let q = parse(text);
+        assert_eq!(q.get("sender"), None);
+        assert_eq!(q.sender(), "M\u{fffd}ller");
+        assert_eq!(q.get_bytes("sender"), Some(&b"M\xfcller"[..]));
+        assert_eq!(q.to_bytes(), text);
+    }
+
+    #[test]
+    fn limits_and_garbage() {
+        let mut big = b"comments:".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 1024 * 1024));
+        big.push(b'\n');
+        assert_eq!(parse(&big).get("comments").unwrap().len(), 1024 * 1024);
+        let huge = vec![b'x'; MAX_LINE_LEN + 1];
+        assert!(matches!(
+            QFileContent::parse("q", &huge),
+            Err(QFileError::LineTooLong { line: 1, .. })
+        ));
+        let toobig = vec![b'\n'; MAX_FILE_SIZE as usize + 1];
+        assert!(matches!(
+            QFileContent::parse("q", &toobig),
+            Err(QFileError::TooLarge { .. })
+        ));
+        let e = QFileContent::parse("sendq/q9", b"jobid:1\n\0\0\0").unwrap_err();
+        assert!(matches!(e, QFileError::BinaryGarbage { offset: 8, .. }));
+        assert!(e.to_string().contains("sendq/q9"));
+    }
+
+    #[test]
+    fn missing_final_newline_is_added() {
+        let q = parse(b"a:1\nb:2");
+        assert_eq!(q.get("b"), Some("2"));
+        assert_eq!(q.to_bytes(), b"a:1\nb:2\n");
+        assert_eq!(parse(b"").to_bytes(), b"");
+    }
+
+    #[test]
+    fn file_rewrite_in_place_keeps_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q1");
+        std::fs::write(&path, LAB_QFILE).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        {
+            let mut q = QFile::open_locked(&path).unwrap();
+            q.set("returned", "0").unwrap();
+            q.set("status", "Busy signal detected").unwrap();
+            q.set("comments", "").unwrap();
+            q.write().unwrap();
+            // Shrinking must truncate the old tail.
+            q.set("status", "").unwrap();
+            q.write().unwrap();
+        }
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        let q = parse(&text);
+        assert_eq!(q.get("returned"), Some("0"));
+        assert_eq!(q.get("status"), Some(""));
+        assert_eq!(text.len(), LAB_QFILE.len());
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q2");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(b"jobid:2\n")
+            .unwrap();
+        let held = QFile::open_locked(&path).unwrap();
+        let e = QFile::open_locked_timeout(&path, Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, QFileError::LockTimeout { .. }), "{e}");
+        drop(held);
+        assert_eq!(QFile::open_locked(&path).unwrap().jobid().unwrap(), 2);
+        let e = QFile::open_locked(dir.path().join("nope")).unwrap_err();
+        assert!(matches!(e, QFileError::Open { .. }));
+    }
+
+    fn line_strategy() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            // tag:value with arbitrary non-newline, non-NUL bytes
+            ("[a-z!]{1,10}", proptest::collection::vec(1u8..=255, 0..40)).prop_map(|(t, v)| {
+                let mut l = t.into_bytes();
+                l.push(b':');
+                l.extend(v.into_iter().filter(|&b| b != b'\n'));
+                l
+            }),
+            // lines without a colon
+            proptest::collection::vec(1u8..=255, 0..20)
+                .prop_map(|v| v.into_iter().filter(|&b| b != b'\n' && b != b':').collect()),
+            // status with continuation lines
+            proptest::collection::vec("[ -~&&[^\\\\]]{0,10}", 1..4)
+                .prop_map(|parts| { format!("status:{}", parts.join("\\\n")).into_bytes() }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_write_parse_is_identity(lines in proptest::collection::vec(line_strategy(), 0..30)) {
+            let mut text = Vec::new();
+            for l in &lines {
+                text.extend_from_slice(l);
+                text.push(b'\n');
+            }
+            let q1 = QFileContent::parse("q", &text).unwrap();
+            let written = q1.to_bytes();
+            prop_assert_eq!(&written, &text);
+            let q2 = QFileContent::parse("q", &written).unwrap();
+            prop_assert_eq!(q1, q2);
+        }
+
+        #[test]
+        fn set_then_parse_returns_value(tag in "[a-z]{1,8}", value in "[^\\x00]{0,40}") {
+            prop_assume!(tag != "jobid");
+            let mut q = QFileContent::parse("q", b"jobid:1\nstatus:x\n").unwrap();
+            q.set(&tag, &value).unwrap();
+            let again = QFileContent::parse("q", &q.to_bytes()).unwrap();
+            prop_assert_eq!(again.get(&tag), q.get(&tag));
+            prop_assert_eq!(again.get("jobid"), Some("1"));
+        }
+    }
+}

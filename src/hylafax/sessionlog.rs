@@ -1,0 +1,179 @@
+//! Session logs `log/c%09u` in HylaFAX's line format:
+//! `Nov 22 11:11:25.13: [ 2533]: SESSION BEGIN 000000001 5554`.
+//!
+//! hfaxd serves these files to clients, so they follow faxsend/faxgetty's layout. A session log
+//! is a diagnostic: a failed write is logged as a warning and never aborts a fax.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local, Timelike};
+
+use super::Spool;
+use super::seqf::format_commid;
+
+/// Errors creating a session log. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionLogError {
+    #[error("{path}: cannot create session log: {source}")]
+    Create { path: PathBuf, source: io::Error },
+}
+
+/// An open session log (`LogFileMode` 0600, append-only).
+#[derive(Debug)]
+pub struct SessionLog {
+    path: PathBuf,
+    file: Option<File>,
+    commid: String,
+    pid: u32,
+}
+
+impl SessionLog {
+    /// Creates (or appends to) `log/c%09u` for `commid` in `spool`.
+    pub fn create(spool: &Spool, commid: u32) -> Result<Self, SessionLogError> {
+        Self::create_at(&spool.session_log(commid), &format_commid(commid))
+    }
+
+    /// Creates (or appends to) the session log at `path`.
+    pub fn create_at(path: &Path, commid: &str) -> Result<Self, SessionLogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| SessionLogError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Some(file),
+            commid: commid.to_owned(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// A log that writes nothing (used when the file could not be created).
+    pub fn disabled(commid: &str) -> Self {
+        Self {
+            path: PathBuf::new(),
+            file: None,
+            commid: commid.to_owned(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The file's path (empty when disabled).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// HylaFAX's header: `SESSION BEGIN <commid> <number>` and the software version line.
+    pub fn begin(&self, number: &str) {
+        self.log(&format!("SESSION BEGIN {} {number}", self.commid));
+        self.log(&format!("fsfax {}", env!("CARGO_PKG_VERSION")));
+    }
+
+    /// `SESSION END`.
+    pub fn end(&self) {
+        self.log("SESSION END");
+    }
+
+    /// Appends `text` (each of its lines gets the timestamp/pid prefix). Never fails.
+    pub fn log(&self, text: &str) {
+        tracing::debug!(commid = %self.commid, "{text}");
+        let Some(mut file) = self.file.as_ref() else {
+            return;
+        };
+        let buf = format_lines(Local::now(), self.pid, text);
+        // One write per call so concurrent writers (O_APPEND) never interleave inside a line.
+        if let Err(e) = file.write_all(buf.as_bytes()) {
+            tracing::warn!(path = %self.path.display(), "cannot write session log: {e}");
+        }
+    }
+}
+
+/// `%b %d %H:%M:%S.<centiseconds>: [%5d]: <line>\n` for every line of `text`.
+fn format_lines(now: DateTime<Local>, pid: u32, text: &str) -> String {
+    let stamp = format!(
+        "{}.{:02}: [{:5}]: ",
+        now.format("%b %d %H:%M:%S"),
+        now.nanosecond() % 1_000_000_000 / 10_000_000,
+        pid
+    );
+    let mut out = String::new();
+    for line in text.split('\n') {
+        out.push_str(&stamp);
+        out.push_str(line.trim_end_matches('\r'));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn line_format_matches_hylafax() {
+        let t = Local
+            .with_ymd_and_hms(2026, 11, 22, 11, 11, 25)
+            .unwrap()
+            .with_nanosecond(130_000_000)
+            .unwrap();
+        assert_eq!(
+            format_lines(t, 2533, "SESSION BEGIN 000000001 5554"),
+            "Nov 22 11:11:25.13: [ 2533]: SESSION BEGIN 000000001 5554\n"
+        );
+        assert_eq!(
+            format_lines(t, 7, "a\r\nb"),
+            "Nov 22 11:11:25.13: [    7]: a\nNov 22 11:11:25.13: [    7]: b\n"
+        );
+    }
+
+    #[test]
+    fn create_begin_end() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        let spool = Spool::new(dir.path());
+        let log = SessionLog::create(&spool, 12).unwrap();
+        log.begin("5554");
+        log.log("SEND FAX: JOB 22");
+        log.end();
+        let p = dir.path().join("log/c000000012");
+        assert_eq!(log.path(), p);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].ends_with("]: SESSION BEGIN 000000012 5554"));
+        assert!(lines[1].ends_with(&format!("]: fsfax {}", env!("CARGO_PKG_VERSION"))));
+        assert!(lines[3].ends_with("]: SESSION END"));
+        assert!(lines[0].contains(&format!("[{:5}]", std::process::id())));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn failures_do_not_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SessionLog::create(&Spool::new(dir.path().join("nope")), 1).unwrap_err();
+        assert!(e.to_string().contains("c000000001"));
+        let log = SessionLog::disabled("000000001");
+        log.begin("1");
+        log.log("nothing happens");
+        assert_eq!(log.path(), Path::new(""));
+        // A write error (device full) is swallowed.
+        let full = SessionLog {
+            path: "/dev/full".into(),
+            file: OpenOptions::new().append(true).open("/dev/full").ok(),
+            commid: "1".into(),
+            pid: 1,
+        };
+        assert!(full.file.is_some());
+        full.log("still fine");
+    }
+}

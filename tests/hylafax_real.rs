@@ -1,0 +1,314 @@
+//! Our HylaFAX files and FIFO messages against the real Debian HylaFAX 6.0.7.
+//!
+//! Runs only with `FSFAX_REAL_HYLAFAX=1` (set by the CI script after
+//! `tests/tools/hylafax-lab.sh install`). With the variable set, a missing HylaFAX or a
+//! non-root user is a failure, never a silent pass.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::Local;
+use fsfax::hylafax::Spool;
+use fsfax::hylafax::modem::{DEFAULT_CAPS, DeviceFifoReader, DeviceMsg, FaxqFifo, VirtualModem};
+use fsfax::hylafax::qfile::QFileContent;
+use fsfax::hylafax::xferfaxlog::{DataFormat, Params, SendRecord, XferFaxLog, synthetic_dcs};
+
+const XFERFAXSTATS: &str = "/usr/lib/hylafax/bin/xferfaxstats";
+
+/// `true` when the real-HylaFAX tests must run; panics if they must but cannot.
+fn real_hylafax() -> bool {
+    if std::env::var("FSFAX_REAL_HYLAFAX").as_deref() != Ok("1") {
+        eprintln!("FSFAX_REAL_HYLAFAX is not 1: real-HylaFAX tests not run");
+        return false;
+    }
+    for p in [
+        "/usr/sbin/faxq",
+        "/usr/sbin/hfaxd",
+        "/usr/bin/faxstat",
+        XFERFAXSTATS,
+    ] {
+        assert!(
+            Path::new(p).exists(),
+            "FSFAX_REAL_HYLAFAX=1 but HylaFAX is missing ({p} not found); \
+             run tests/tools/hylafax-lab.sh install"
+        );
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "FSFAX_REAL_HYLAFAX=1 but not running as root (faxq's FIFO and the lab need root)"
+    );
+    true
+}
+
+fn lab_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/hylafax-lab.sh")
+}
+
+fn send_record(mailaddr: &str, owner: &str, dest: &str, pages: u32, reason: &str) -> SendRecord {
+    let params = Params {
+        bit_rate: 14400,
+        ecm: true,
+        data_format: DataFormat::Mmr,
+        ..Params::default()
+    };
+    SendRecord {
+        start: Local::now(),
+        commid: "000000001".into(),
+        device: "freeswitch0".into(),
+        jobid: 7,
+        jobtag: "tag\twith \"quotes\"".into(),
+        mailaddr: mailaddr.into(),
+        external: dest.into(),
+        csi: "REMOTE\nCSI".into(),
+        params,
+        npages: pages,
+        jobtime: Duration::from_secs(90),
+        conntime: Duration::from_secs(60),
+        reason: reason.into(),
+        owner: owner.into(),
+        dcs: synthetic_dcs(params.data_format),
+    }
+}
+
+/// xferfaxstats (unmodified awk, pointed at a private spool instead of the Debian bind mount)
+/// must read our 19-field SEND records, even with tabs/quotes/newlines in free text.
+#[test]
+fn xferfaxstats_reads_our_send_records() {
+    if !real_hylafax() {
+        return;
+    }
+    let spool = tempfile::tempdir().unwrap();
+    for d in ["bin", "etc", "log"] {
+        std::fs::create_dir(spool.path().join(d)).unwrap();
+    }
+    std::fs::copy(
+        "/var/spool/hylafax/bin/common-functions",
+        spool.path().join("bin/common-functions"),
+    )
+    .unwrap();
+    std::fs::copy(
+        "/etc/hylafax/setup.cache",
+        spool.path().join("etc/setup.cache"),
+    )
+    .unwrap();
+    let script = std::fs::read_to_string(XFERFAXSTATS).unwrap().replace(
+        "SPOOL=/var/spool/hylafax",
+        &format!("SPOOL={}", spool.path().display()),
+    );
+    std::fs::write(spool.path().join("xferfaxstats"), script).unwrap();
+
+    let log = XferFaxLog::new(spool.path(), "log/xferfaxlog");
+    log.append(&send_record("alice@example.com", "alice", "5550001", 3, "").to_line())
+        .unwrap();
+    log.append(
+        &send_record(
+            "alice@example.com",
+            "alice",
+            "5550001",
+            2,
+            "Remote\tfax \"hung up\"\nearly",
+        )
+        .to_line(),
+    )
+    .unwrap();
+    let logfile = spool.path().join("log/xferfaxlog");
+    let text = std::fs::read_to_string(&logfile).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.lines().all(|l| l.split('\t').count() == 19));
+
+    let run = |key: &str| {
+        let out = Command::new("sh")
+            .arg(spool.path().join("xferfaxstats"))
+            .arg(key)
+            .arg(&logfile)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let by_sender = run("-sender");
+    let row = by_sender
+        .lines()
+        .find(|l| l.starts_with("alice@example.com (alice)"))
+        .unwrap_or_else(|| panic!("no sender row in:\n{by_sender}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // Sender, (owner), Pages, Time, Pg/min, Errs, TypRate, TypData "2-D MMR"
+    assert_eq!(cols[2], "5", "{row}");
+    assert_eq!(cols[5], "1", "{row}");
+    assert_eq!(cols[3], "2:00", "{row}");
+    assert_eq!(cols[6], "14400", "{row}");
+    assert_eq!(&cols[7..], ["2-D", "MMR"], "{row}");
+    let by_dest = run("-dest");
+    assert!(
+        by_dest.lines().any(|l| l.starts_with("5550001 ")),
+        "{by_dest}"
+    );
+}
+
+struct Lab {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Lab {
+    fn start() -> Self {
+        let pid = std::process::id();
+        let lab = Lab {
+            dir: PathBuf::from(format!("/tmp/fsfax-hylafax-real-{pid}")),
+            port: 4700 + (pid % 200) as u16,
+        };
+        lab.start_faxq(false);
+        lab
+    }
+
+    /// (Re)starts faxq and hfaxd; `keep` keeps the spool (faxq then scans our modem files).
+    fn start_faxq(&self, keep: bool) {
+        let out = Command::new("bash")
+            .arg(lab_script())
+            .args(["start", "0"])
+            .env("HFLAB_DIR", &self.dir)
+            .env("HFLAB_PORT", self.port.to_string())
+            .env("HFLAB_KEEP", if keep { "1" } else { "0" })
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hylafax-lab.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(lab_script())
+            .args(args)
+            .env("HFLAB_DIR", &self.dir)
+            .env("HFLAB_PORT", self.port.to_string())
+            .env("HFLAB_KEEP", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn spool(&self) -> Spool {
+        Spool::new(self.dir.join("spool"))
+    }
+
+    fn faxstat(&self) -> String {
+        let out = Command::new("/usr/bin/faxstat")
+            .args(["-h", &format!("localhost:{}", self.port), "-s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.script(&["stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A modem made only by modem.rs: a restarted faxq finds it and says `HELLO`, dispatches a
+/// job to it (and sends `L` on its FIFO), faxstat shows our status file text, and the qfile
+/// faxq hands over parses and round-trips.
+#[test]
+fn real_faxq_and_faxstat_see_our_virtual_modem() {
+    if !real_hylafax() {
+        return;
+    }
+    let lab = Lab::start();
+    let spool = lab.spool();
+    let dev = "fsfaxreal0";
+    let modem = VirtualModem::create(&spool, dev).unwrap();
+    // faxq runs as uucp and skips FIFOs it cannot open.
+    let uucp = nix::unistd::User::from_name("uucp")
+        .unwrap()
+        .expect("no uucp user");
+    modem
+        .set_owner(uucp.uid.as_raw(), uucp.gid.as_raw())
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut reader = rt
+        .block_on(async { DeviceFifoReader::open(modem.fifo_path()) })
+        .unwrap();
+
+    // A restarted faxq greets every modem that has FIFO.<dev> and etc/config.<dev>.
+    lab.start_faxq(true);
+    let hello =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), reader.recv()).await });
+    assert_eq!(
+        hello.expect("no HELLO from faxq").unwrap(),
+        DeviceMsg::Hello
+    );
+
+    let faxq = FaxqFifo::new(&spool);
+    modem.set_ready(&faxq, "", DEFAULT_CAPS).unwrap();
+    let status = wait_for("faxstat modem line", Duration::from_secs(10), || {
+        let s = lab.faxstat();
+        s.contains(&format!("Modem {dev} (): Running and idle"))
+            .then_some(s)
+    });
+    assert!(!status.contains("No status"), "{status}");
+
+    // Only our modem is ready, so faxq must dispatch the job to it.
+    let out = lab.script(&["submit", "5550002"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lock =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), reader.recv()).await });
+    assert_eq!(lock.expect("no L from faxq").unwrap(), DeviceMsg::Lock);
+
+    let record_dir = wait_for("SendFaxCmd record", Duration::from_secs(20), || {
+        let dir = lab.dir.join("sendfaxcmd");
+        std::fs::read_dir(&dir).ok()?.find_map(|e| {
+            let p = e.ok()?.path();
+            let info = std::fs::read_to_string(p.join("info")).ok()?;
+            info.contains("exit=").then_some(p)
+        })
+    });
+    let info = std::fs::read_to_string(record_dir.join("info")).unwrap();
+    assert!(info.contains("argv[2]=fsfaxreal0"), "{info}");
+    let qfile = std::fs::read(record_dir.join("qfile.before")).unwrap();
+    let q = QFileContent::parse("qfile.before", &qfile).unwrap();
+    assert_eq!(q.to_bytes(), qfile, "qfile must round-trip byte for byte");
+    assert!(q.jobid().unwrap() >= 1);
+    assert_eq!(q.number(), Some("5550002"));
+    assert_eq!(q.get("returned"), Some("7"));
+    assert!(!q.get_all("fax").is_empty());
+
+    modem.write_status("Receiving facsimile").unwrap();
+    wait_for("faxstat busy text", Duration::from_secs(10), || {
+        lab.faxstat()
+            .contains(&format!("Modem {dev} (): Receiving facsimile"))
+            .then_some(())
+    });
+    modem.set_down(&faxq).unwrap();
+    wait_for("faxstat down text", Duration::from_secs(10), || {
+        lab.faxstat()
+            .contains(&format!("Modem {dev} (): Down"))
+            .then_some(())
+    });
+}
