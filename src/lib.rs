@@ -4,6 +4,7 @@
 //! `hylafax` knows HylaFAX's spool files and FIFOs and nothing about sockets; `fax` is the fax
 //! domain (results, outcomes, dial strings). `receive` and `send` drive the three.
 
+mod bridge;
 pub mod config;
 pub mod esl;
 pub mod fax;

@@ -67,13 +67,13 @@ pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf
                 dial_attempted: false,
             }
             .classify(&[]);
-            return job.finish(&result, None);
+            return job.finish(&Attempt::verdict_only(result));
         }
     };
     let spool = Spool::new(&config.hylafax.spooldir);
     tell_modem(&spool, modem, "SB");
     let result = call::send(config, &spool, modem, &mut job).await;
-    let code = job.finish(&result.verdict, Some(&result));
+    let code = job.finish(&result);
     tell_modem(&spool, modem, "SR");
     tracing::info!(
         returned = code,
