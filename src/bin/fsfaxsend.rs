@@ -102,11 +102,30 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(config::default_config_path);
     let log = logging::init(c"fsfaxsend", false, logging::DEFAULT_FILTER);
-    let Some(config) = load(&log, &path) else {
-        tracing::error!("configuration unusable; job left for a later retry");
-        return ExitCode::from(EXIT_RETRY);
+    // A broken configuration still reaches the qfile: the job is requeued with the reason as
+    // its status, so the admin sees it in faxstat and the job goes out once the file is fixed.
+    let config = load(&log, &path);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}; job left for a later retry");
+            return ExitCode::from(EXIT_RETRY);
+        }
     };
-    ExitCode::from(run_job(&config, &cli.modem, &cli.qfiles))
+    let code = runtime.block_on(fsfax::send::run(
+        config.as_ref().ok_or_else(|| {
+            format!(
+                "{} has errors (run fsfaxd --check-config -c {0})",
+                path.display()
+            )
+        }),
+        &cli.modem,
+        &cli.qfiles,
+    ));
+    ExitCode::from(code)
 }
 
 /// Loads and checks the configuration for sending; `None` if it has errors.
@@ -129,15 +148,4 @@ fn load(log: &LogGuard, path: &Path) -> Option<Config> {
         }
     }
     config.filter(|_| !problems.iter().any(Problem::is_error))
-}
-
-/// PLACEHOLDER, replaced by `fsfax::send::run_job` when the send engine exists.
-/// Touches no qfile and asks faxq to retry.
-fn run_job(_config: &Config, modem: &str, qfiles: &[PathBuf]) -> u8 {
-    tracing::error!(
-        modem = %modem,
-        qfile = %qfiles.first().map(|q| q.display().to_string()).unwrap_or_default(),
-        "send not built yet; job left for a later retry"
-    );
-    EXIT_RETRY
 }

@@ -100,7 +100,9 @@ pub enum DialError {
         name: String,
     },
     /// `fax_start_page`/`fax_end_page` make no sense.
-    #[error("page range start {start:?} end {end:?} is invalid (0-based TIFF directories, end >= start)")]
+    #[error(
+        "page range start {start:?} end {end:?} is invalid (0-based TIFF directories, end >= start)"
+    )]
     InvalidPageRange {
         /// First page to send.
         start: Option<u32>,

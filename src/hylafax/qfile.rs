@@ -429,6 +429,44 @@ impl QFileContent {
         Ok(docs)
     }
 
+    /// Rewrites the first-page directory of each `fax:` entry, in order (`dirs[i]` for the
+    /// i-th entry), keeping its sub-address and path bytes as they are. fsfaxsend records page
+    /// progress this way so the next attempt resumes at the first unsent page.
+    pub fn set_fax_first_pages(&mut self, dirs: &[u32]) -> Result<(), QFileError> {
+        let count = self
+            .lines
+            .iter()
+            .filter(|l| matches!(l, Line::Entry { tag, .. } if tag == b"fax"))
+            .count();
+        if count != dirs.len() {
+            return Err(QFileError::BadFaxEntry {
+                path: self.path.clone(),
+                value: format!("{count} fax entries, {} page positions", dirs.len()),
+                reason: "page progress does not match the job's documents",
+            });
+        }
+        let mut dirs = dirs.iter();
+        for line in &mut self.lines {
+            let Line::Entry { tag, raw, value } = line else {
+                continue;
+            };
+            if tag != b"fax" {
+                continue;
+            }
+            let Some(dir) = dirs.next() else { break };
+            let rest = match raw.iter().position(|&b| b == b':') {
+                Some(i) => raw[i..].to_vec(),
+                // A bare path: HylaFAX's addItem reads it as directory 0 of that file.
+                None => [b":".as_slice(), raw.as_slice()].concat(),
+            };
+            let mut new = dir.to_string().into_bytes();
+            new.extend_from_slice(&rest);
+            *value = logical_value(b"fax", &new);
+            *raw = new;
+        }
+        Ok(())
+    }
+
     /// `<dirnum>:<subaddr>:<path>` split at the first two `:`; like HylaFAX's `addItem`, a
     /// value with one `:` is `<dirnum>:<path>` and one with none is just a path.
     fn parse_document(&self, value: &[u8], base: &Path) -> Result<Document, QFileError> {

@@ -12,8 +12,8 @@
 //! same UUID and is refused), so failover is ours, and only on causes that mean the gateway or
 //! route failed (`[gofaxsend] failovercauses`).
 
-pub mod document;
 mod call;
+pub mod document;
 mod job;
 
 use std::path::{Path, PathBuf};
