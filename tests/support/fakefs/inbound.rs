@@ -871,6 +871,7 @@ fn cause_of(script: &CallScript) -> String {
         CallScript::Busy => "USER_BUSY".into(),
         CallScript::Rejected(c) => c.clone(),
         CallScript::NoAnswer(_) => "NO_ANSWER".into(),
+        CallScript::Unreachable => "NORMAL_TEMPORARY_FAILURE".into(),
         CallScript::GatewayDown => "GATEWAY_DOWN".into(),
         CallScript::InvalidGateway => "INVALID_GATEWAY".into(),
         _ => "NORMAL_CLEARING".into(),
@@ -897,6 +898,7 @@ fn var_of(o: &Originate, leg: &Leg, name: &str) -> Option<String> {
 
 enum LegEnd {
     Finished,
+    Killed,
     Dropped,
 }
 
@@ -999,7 +1001,7 @@ async fn run_originate(
         }
         let local = var_of(&o, leg, "fax_ident").unwrap_or_else(|| "SpanDSP Fax Ident".into());
         let end = run_leg(&shared, &conn_ctl, &cv, steps, outcome, file_pages, &local, &mut slot).await;
-        if matches!(end, LegEnd::Dropped) || stop_after || last {
+        if !matches!(end, LegEnd::Finished) || stop_after || last {
             return;
         }
     }
@@ -1031,6 +1033,7 @@ async fn run_leg(
     };
     let mut queue: std::collections::VecDeque<Step> = steps.into();
     let mut in_tail = false;
+    let mut was_killed = false;
     while let Some(step) = queue.pop_front() {
         let wait = Duration::from_micros((step.delay_ms as f64 * scale * 1000.0) as u64) + step.extra;
         let wait_kill = matches!(step.kind, StepKind::WaitKill);
@@ -1060,6 +1063,7 @@ async fn run_leg(
                 slot.text = Some(format!("-ERR {cause}\n"));
             }
             in_tail = true;
+            was_killed = true;
             continue;
         }
         match step.kind {
@@ -1070,8 +1074,7 @@ async fn run_leg(
                     _ => {}
                 }
                 if ev.uuid() == Some(cv.uuid.as_str()) {
-                    let shown = if ev.subclass().ends_with("faxresult") && !outcome.success { so_far } else { so_far.max(if ev.subclass().ends_with("faxresult") { outcome.transferred } else { 0 }) };
-                    plan::apply_fax(&mut ev, &outcome, shown, total, local, &remote);
+                    plan::apply_fax(&mut ev, &outcome, so_far, total, local, &remote);
                 }
                 if ev.name() == "CHANNEL_DESTROY" {
                     unregister(shared);
@@ -1101,5 +1104,5 @@ async fn run_leg(
         }
     }
     unregister(shared);
-    LegEnd::Finished
+    if was_killed { LegEnd::Killed } else { LegEnd::Finished }
 }

@@ -711,11 +711,20 @@ async fn run(
         let mut chan = chan;
         let mut apps = app_rx;
         let mut ctl = chan_ctl_rx;
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = chan_cancel.cancelled() => break,
                 a = apps.recv() => match a {
-                    Some(a) => { if !chan.run_app(a, &mut apps, &mut ctl).await { break; } }
+                    Some(a) => {
+                        if first {
+                            // The parked channel picks up its first message ~20 ms later
+                            // (all captures), after the client has queued its sendmsgs.
+                            first = false;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if !chan.run_app(a, &mut apps, &mut ctl).await { break; }
+                    }
                     None => break,
                 },
                 c = ctl.recv() => match c {

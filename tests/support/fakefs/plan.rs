@@ -381,8 +381,13 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
     let fail = |code: u32, t38: T38| FaxOutcome { success: false, code, transferred: 0, t38, rate: 14400, ecm: true };
     match script {
         CallScript::FaxOk(p) | CallScript::Hang(p) => {
-            let cap = if p.t38 == T38::Negotiated { "inbound-txfax-t38-ok" } else { "inbound-txfax-g711-ok" };
+            let cap = match (p.t38 == T38::Negotiated, p.ring) {
+                (true, true) => "inbound-txfax-t38-ok",
+                (true, false) => "inbound-txfax-t38-ok-outbound-all-events",
+                (false, _) => "inbound-txfax-g711-ok",
+            };
             let mut steps = capture_steps(&Capture::load(cap), cv);
+            insert_api_before_result(&mut steps, cv);
             let o = ok(p);
             set_page_count(&mut steps, o.transferred);
             if matches!(script, CallScript::Hang(_)) {
@@ -421,7 +426,6 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
         CallScript::Rejected(cause) => {
             let (cap, old) = match cause.as_str() {
                 "UNALLOCATED_NUMBER" => ("inbound-txfax-rejected-by-socket-404", "UNALLOCATED_NUMBER"),
-                "NORMAL_TEMPORARY_FAILURE" => ("inbound-originate-gateway-unreachable", "NORMAL_TEMPORARY_FAILURE"),
                 _ => ("inbound-originate-rejected-603", "CALL_REJECTED"),
             };
             let mut steps = capture_steps(&Capture::load(cap), cv);
@@ -435,6 +439,9 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
                 s.extra = *after;
             }
             (steps, fail(0, T38::Off))
+        }
+        CallScript::Unreachable => {
+            (capture_steps(&Capture::load("inbound-originate-gateway-unreachable"), cv), fail(0, T38::Off))
         }
         CallScript::GatewayDown => {
             (capture_steps(&Capture::load("inbound-originate-gateway-unregistered"), cv), fail(0, T38::Off))

@@ -35,11 +35,15 @@ pub struct FaxParams {
     pub rate: u32,
     /// `fax-ecm-used` on/off.
     pub ecm: bool,
+    /// The far end rings (180, CHANNEL_PROGRESS, CALLSTATE RINGING) and answers 2 s later, as
+    /// gofaxd's `answerafter` does (captures `inbound-txfax-{t38,g711}-ok`). `false`: answered
+    /// at once, DOWN -> ACTIVE (T.38 only: capture `inbound-txfax-t38-ok-outbound-all-events`).
+    pub ring: bool,
 }
 
 impl Default for FaxParams {
     fn default() -> Self {
-        FaxParams { pages: None, t38: T38::Negotiated, rate: 14400, ecm: true }
+        FaxParams { pages: None, t38: T38::Negotiated, rate: 14400, ecm: true, ring: true }
     }
 }
 
@@ -62,10 +66,13 @@ pub enum CallScript {
     FaxOk(FaxParams),
     /// `USER_BUSY` (capture `inbound-originate-busy-486`).
     Busy,
-    /// Rejected with a hangup cause before answer: `CALL_REJECTED` (capture
+    /// Rejected by the far end with a hangup cause before answer: `CALL_REJECTED` (capture
     /// `inbound-originate-rejected-603`), `UNALLOCATED_NUMBER` (`...-rejected-by-socket-404`),
-    /// `NORMAL_TEMPORARY_FAILURE` (`...-gateway-unreachable`), or any other cause on the 603 shape.
+    /// or any other cause (e.g. `NORMAL_TEMPORARY_FAILURE` for a SIP 503) on the 603 shape.
     Rejected(String),
+    /// The gateway's host does not answer SIP: `-ERR NORMAL_TEMPORARY_FAILURE` with a channel
+    /// that never reaches CS_CONSUME_MEDIA (capture `inbound-originate-gateway-unreachable`).
+    Unreachable,
     /// `NO_ANSWER` after a delay (603 event shape with cause NO_ANSWER).
     NoAnswer(Duration),
     /// Gateway registered-down: `-ERR GATEWAY_DOWN`, no channel (only DESTROY + STATE).
