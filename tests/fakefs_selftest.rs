@@ -363,7 +363,8 @@ async fn txfax_g711_ok_matches_capture() {
 
 #[tokio::test]
 async fn txfax_t38_ok_json_matches_capture() {
-    check_inbound("inbound-txfax-t38-ok-json", FakeConfig::new(), None).await;
+    let direct = CallScript::FaxOk(FaxParams { ring: false, ..FaxParams::default() });
+    check_inbound("inbound-txfax-t38-ok-json", FakeConfig::new().number("1234", direct), None).await;
 }
 
 #[tokio::test]
@@ -457,7 +458,7 @@ async fn missing_file_matches_capture() {
 
 #[tokio::test]
 async fn non_fax_endpoint_matches_capture() {
-    check_inbound("inbound-txfax-to-non-fax-endpoint", FakeConfig::new().number("6000", CallScript::NonFaxEndpoint), None)
+    check_inbound("inbound-txfax-to-non-fax-endpoint", FakeConfig::new().number("6013", CallScript::NonFaxEndpoint), None)
         .await;
 }
 
@@ -468,7 +469,7 @@ async fn gofaxsend_t38_ok_matches_capture() {
     assert!(!o.background);
     assert_eq!(o.originate.groups.len(), 1, "the stray comma adds no leg");
     assert_eq!(o.originate.app.as_deref(), Some("txfax"));
-    assert!(fs.commands()[0].iter().all(|c| c.crlf()));
+    assert!(fs.commands()[0].iter().skip(1).all(|c| c.crlf()), "go-eventsocket framing after auth");
 }
 
 #[tokio::test]
