@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::fakefs::{
-    url_encode, CallScript, CallSetup, Capture, Event, FakeCall, FakeConfig, FakeFs, FaxParams, Message,
-    RxScript, T38,
+    CallScript, CallSetup, Capture, Event, FakeCall, FakeConfig, FakeFs, FaxParams, Message,
+    RxScript, T38, url_encode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,7 +26,10 @@ struct Raw {
 
 impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Raw {
-        Raw { s: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() }
+        Raw {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
     }
     async fn send(&mut self, b: &[u8]) {
         self.s.write_all(b).await.unwrap();
@@ -61,7 +64,10 @@ impl Raw {
 }
 
 fn is_reply(m: &Message) -> bool {
-    matches!(m.content_type(), Some("command/reply") | Some("api/response") | Some("auth/request"))
+    matches!(
+        m.content_type(),
+        Some("command/reply") | Some("api/response") | Some("auth/request")
+    )
 }
 
 fn event_of(m: &Message) -> Option<Event> {
@@ -74,7 +80,10 @@ fn event_of(m: &Message) -> Option<Event> {
                 .iter()
                 .map(|(k, v)| (k.clone(), url_encode(v.as_str().unwrap_or(""))))
                 .collect();
-            Some(Event { headers, body: None })
+            Some(Event {
+                headers,
+                body: None,
+            })
         }
         _ => None,
     }
@@ -88,7 +97,11 @@ fn mask(s: &str) -> String {
     let shape = |w: &[char]| {
         w.len() == 36
             && w.iter().enumerate().all(|(j, c)| {
-                if [8, 13, 18, 23].contains(&j) { *c == '-' } else { c.is_ascii_hexdigit() }
+                if [8, 13, 18, 23].contains(&j) {
+                    *c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
             })
     };
     while i < b.len() {
@@ -115,17 +128,25 @@ fn tokens(msgs: &[Message], uuids: &[String]) -> Vec<String> {
             };
             out.push(t);
         } else if m.content_type() == Some("text/disconnect-notice") {
-            out.push(format!("notice:{}", m.get("Content-Disposition").unwrap_or("")));
+            out.push(format!(
+                "notice:{}",
+                m.get("Content-Disposition").unwrap_or("")
+            ));
         } else if let Some(e) = event_of(m) {
             let relevant = e.uuid().is_some_and(|u| uuids.iter().any(|x| x == u))
                 || e.name() == "BACKGROUND_JOB"
-                || (e.name() == "API" && matches!(e.get("API-Command"), Some("originate") | Some("uuid_kill")));
+                || (e.name() == "API"
+                    && matches!(e.get("API-Command"), Some("originate") | Some("uuid_kill")));
             if relevant {
                 let extra = match e.name() {
                     "CHANNEL_STATE" => e.get("Channel-State").unwrap_or("").to_string(),
                     "CHANNEL_CALLSTATE" => e.get("Channel-Call-State").unwrap_or("").to_string(),
-                    "CHANNEL_EXECUTE" | "CHANNEL_EXECUTE_COMPLETE" => e.get("Application").unwrap_or("").to_string(),
-                    "BACKGROUND_JOB" => mask(&String::from_utf8_lossy(e.body.as_deref().unwrap_or(b""))),
+                    "CHANNEL_EXECUTE" | "CHANNEL_EXECUTE_COMPLETE" => {
+                        e.get("Application").unwrap_or("").to_string()
+                    }
+                    "BACKGROUND_JOB" => {
+                        mask(&String::from_utf8_lossy(e.body.as_deref().unwrap_or(b"")))
+                    }
                     "CUSTOM" => format!(
                         "{} ok={} code={} pages={}",
                         e.subclass(),
@@ -143,7 +164,7 @@ fn tokens(msgs: &[Message], uuids: &[String]) -> Vec<String> {
 }
 
 fn capture_messages(cap: &Capture) -> Vec<Message> {
-    cap.from_fs().into_iter().map(|(_, m)| m).collect()
+    cap.messages_from_fs().into_iter().map(|(_, m)| m).collect()
 }
 
 /// Header names of the spandsp events, in order. With `full == false` the `variable_*`
@@ -153,7 +174,15 @@ fn spandsp_header_names(msgs: &[Message], full: bool) -> Vec<(String, Vec<String
     msgs.iter()
         .filter_map(event_of)
         .filter(|e| e.subclass().starts_with("spandsp::"))
-        .map(|e| (e.subclass(), e.header_names().into_iter().filter(|h| full || !h.starts_with("variable_")).collect()))
+        .map(|e| {
+            (
+                e.subclass(),
+                e.header_names()
+                    .into_iter()
+                    .filter(|h| full || !h.starts_with("variable_"))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -172,7 +201,9 @@ const TEMPLATES: &[&str] = &[
 ];
 
 fn fax(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fax").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fax")
+        .join(name)
 }
 
 /// Replays the client side of an inbound capture against `fs`, rewriting the lab's fax path
@@ -183,10 +214,13 @@ async fn replay_inbound(fs: &FakeFs, cap: &Capture, on_page: Option<&str>) -> Ve
     let t = Duration::from_secs(5);
     got.push(Message::parse(&c.read(t).await.unwrap()).unwrap());
     let mut killed = false;
-    for (_, cmd) in cap.to_fs() {
+    for (_, cmd) in cap.commands_to_fs() {
         let mut text = String::from_utf8_lossy(&cmd).to_string();
         for f in ["test3.tif", "test12.tif"] {
-            text = text.replace(&format!("/data/faxlab0/faxfiles/{f}"), fax(f).to_str().unwrap());
+            text = text.replace(
+                &format!("/data/faxlab0/faxfiles/{f}"),
+                fax(f).to_str().unwrap(),
+            );
         }
         let first = text.lines().next().unwrap_or("").to_string();
         c.send(text.as_bytes()).await;
@@ -228,7 +262,9 @@ async fn replay_inbound(fs: &FakeFs, cap: &Capture, on_page: Option<&str>) -> Ve
                         got.push(msg);
                     }
                     None => {
-                        if fs.active_calls().is_empty() && fs.originates().iter().all(|o| o.result.is_some()) {
+                        if fs.active_calls().is_empty()
+                            && fs.originates().iter().all(|o| o.result.is_some())
+                        {
                             break;
                         }
                     }
@@ -246,15 +282,27 @@ async fn replay_inbound(fs: &FakeFs, cap: &Capture, on_page: Option<&str>) -> Ve
     got
 }
 
-async fn check_inbound(name: &str, cfg: FakeConfig, on_page: Option<&str>) -> (FakeFs, Vec<Message>) {
+async fn check_inbound(
+    name: &str,
+    cfg: FakeConfig,
+    on_page: Option<&str>,
+) -> (FakeFs, Vec<Message>) {
     let cap = Capture::load(name);
     let fs = FakeFs::start(cfg.time_scale(FAST)).await;
     let got = replay_inbound(&fs, &cap, on_page).await;
     let want = capture_messages(&cap);
     let uuids = vec![cap.origination_uuid().unwrap_or_default()];
-    assert_eq!(tokens(&got, &uuids), tokens(&want, &uuids), "{name}: reply/event sequence differs");
+    assert_eq!(
+        tokens(&got, &uuids),
+        tokens(&want, &uuids),
+        "{name}: reply/event sequence differs"
+    );
     let full = TEMPLATES.contains(&name);
-    assert_eq!(spandsp_header_names(&got, full), spandsp_header_names(&want, full), "{name}: spandsp headers differ");
+    assert_eq!(
+        spandsp_header_names(&got, full),
+        spandsp_header_names(&want, full),
+        "{name}: spandsp headers differ"
+    );
     (fs, got)
 }
 
@@ -272,7 +320,11 @@ fn every_captured_event_round_trips_byte_exact() {
         for r in cap.records.iter().filter(|r| !r.to_fs) {
             let m = Message::parse(&r.bytes).unwrap();
             if let Some(e) = m.event() {
-                assert_eq!(e.to_plain_message(), r.bytes, "{name}: re-serialised event differs");
+                assert_eq!(
+                    e.to_plain_message(),
+                    r.bytes,
+                    "{name}: re-serialised event differs"
+                );
                 n += 1;
             }
         }
@@ -295,8 +347,14 @@ async fn bad_password_is_byte_identical() {
         }
         got.extend(m);
     }
-    let want = std::fs::read(support::fakefs::capture::fixtures_dir().join("inbound-auth-bad-password.from-fs.raw")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    let want = std::fs::read(
+        support::fakefs::capture::fixtures_dir().join("inbound-auth-bad-password.from-fs.raw"),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
     assert!(cap.records.len() == 4);
 }
 
@@ -317,9 +375,17 @@ async fn mod_db_replies_are_byte_identical() {
             b
         })
         .collect();
-    let want = std::fs::read(support::fakefs::capture::fixtures_dir().join("inbound-api-db.from-fs.raw")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got_bytes), String::from_utf8_lossy(&want));
-    assert!(fs.db().rows().is_empty(), "the capture deletes everything it inserts");
+    let want =
+        std::fs::read(support::fakefs::capture::fixtures_dir().join("inbound-api-db.from-fs.raw"))
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got_bytes),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(
+        fs.db().rows().is_empty(),
+        "the capture deletes everything it inserts"
+    );
 }
 
 #[tokio::test]
@@ -332,7 +398,7 @@ async fn mod_db_list_truncates_like_freeswitch() {
     let l = fs.db().api("list/big");
     assert_eq!(l.len(), 4094);
     assert_eq!(l.split(',').count(), 342);
-    assert_ne!(l.split(',').last().unwrap().len(), 11, "cut mid-key");
+    assert_ne!(l.split(',').next_back().unwrap().len(), 11, "cut mid-key");
     assert_eq!(fs.db().api("list/"), "big");
     assert_eq!(fs.db().api("insert/r/k/a/b"), "+OK");
     assert_eq!(fs.db().api("select/r/k"), "a/b");
@@ -346,7 +412,11 @@ async fn txfax_t38_ok_matches_capture() {
     assert_eq!(o.var("fax_ident").as_deref(), Some("+1 337"));
     assert_eq!(o.originate.legs()[0].gateway, "b");
     // Values substituted from the call: the file and the 3 pages of test3.tif.
-    let res = got.iter().filter_map(event_of).find(|e| e.subclass() == "spandsp::txfaxresult").unwrap();
+    let res = got
+        .iter()
+        .filter_map(event_of)
+        .find(|e| e.subclass() == "spandsp::txfaxresult")
+        .unwrap();
     assert_eq!(res.get("fax-document-total-pages"), Some("3"));
     assert_eq!(res.get("fax-local-station-id"), Some("%2B1%20337"));
     let file = url_encode(fax("test3.tif").to_str().unwrap());
@@ -357,19 +427,36 @@ async fn txfax_t38_ok_matches_capture() {
 async fn txfax_g711_ok_matches_capture() {
     let cfg = FakeConfig::new().gateway("b", CallScript::fax_ok_g711());
     let (_fs, got) = check_inbound("inbound-txfax-g711-ok", cfg, None).await;
-    let res = got.iter().filter_map(event_of).find(|e| e.subclass() == "spandsp::txfaxresult").unwrap();
+    let res = got
+        .iter()
+        .filter_map(event_of)
+        .find(|e| e.subclass() == "spandsp::txfaxresult")
+        .unwrap();
     assert_eq!(res.get("fax-t38-status"), Some("off"));
 }
 
 #[tokio::test]
 async fn txfax_t38_ok_json_matches_capture() {
-    let direct = CallScript::FaxOk(FaxParams { ring: false, ..FaxParams::default() });
-    check_inbound("inbound-txfax-t38-ok-json", FakeConfig::new().number("1234", direct), None).await;
+    let direct = CallScript::FaxOk(FaxParams {
+        ring: false,
+        ..FaxParams::default()
+    });
+    check_inbound(
+        "inbound-txfax-t38-ok-json",
+        FakeConfig::new().number("1234", direct),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn busy_matches_capture() {
-    check_inbound("inbound-originate-busy-486", FakeConfig::new().number("486", CallScript::Busy), None).await;
+    check_inbound(
+        "inbound-originate-busy-486",
+        FakeConfig::new().number("486", CallScript::Busy),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -386,8 +473,12 @@ async fn rejected_404_matches_capture() {
 
 #[tokio::test]
 async fn unreachable_gateway_matches_capture() {
-    check_inbound("inbound-originate-gateway-unreachable", FakeConfig::new().gateway("dead", CallScript::Unreachable), None)
-        .await;
+    check_inbound(
+        "inbound-originate-gateway-unreachable",
+        FakeConfig::new().gateway("dead", CallScript::Unreachable),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -398,13 +489,20 @@ async fn invalid_gateway_matches_capture() {
 
 #[tokio::test]
 async fn gateway_down_matches_capture() {
-    check_inbound("inbound-originate-gateway-unregistered", FakeConfig::new().gateway("unreg", CallScript::GatewayDown), None)
-        .await;
+    check_inbound(
+        "inbound-originate-gateway-unregistered",
+        FakeConfig::new().gateway("unreg", CallScript::GatewayDown),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn failover_503_then_ok_is_destination_out_of_order() {
-    let cfg = FakeConfig::new().number("503", CallScript::Rejected("NORMAL_TEMPORARY_FAILURE".into()));
+    let cfg = FakeConfig::new().number(
+        "503",
+        CallScript::Rejected("NORMAL_TEMPORARY_FAILURE".into()),
+    );
     let (fs, _) = check_inbound("inbound-originate-failover-503-then-ok", cfg, None).await;
     let o = &fs.originates()[0];
     assert_eq!(o.result.as_deref(), Some("-ERR DESTINATION_OUT_OF_ORDER\n"));
@@ -414,9 +512,19 @@ async fn failover_503_then_ok_is_destination_out_of_order() {
 
 #[tokio::test]
 async fn failover_gwdown_then_ok_reuses_uuid_filtered() {
-    let answer_at_once = CallScript::FaxOk(FaxParams { ring: false, ..FaxParams::default() });
-    let cfg = FakeConfig::new().gateway("unreg", CallScript::GatewayDown).gateway("b", answer_at_once);
-    let (fs, _) = check_inbound("inbound-originate-failover-gwdown-then-ok-filtered", cfg, None).await;
+    let answer_at_once = CallScript::FaxOk(FaxParams {
+        ring: false,
+        ..FaxParams::default()
+    });
+    let cfg = FakeConfig::new()
+        .gateway("unreg", CallScript::GatewayDown)
+        .gateway("b", answer_at_once);
+    let (fs, _) = check_inbound(
+        "inbound-originate-failover-gwdown-then-ok-filtered",
+        cfg,
+        None,
+    )
+    .await;
     let o = &fs.originates()[0];
     assert_eq!(o.leg_uuids.len(), 2);
     assert_eq!(o.leg_uuids[0], o.leg_uuids[1]);
@@ -431,22 +539,48 @@ async fn failover_603_then_ok_filtered() {
 
 #[tokio::test]
 async fn remote_hangup_midfax_reports_zero_pages() {
-    let cfg = FakeConfig::new().gateway("b", CallScript::MidFaxHangup { after_pages: 1, t38: true });
+    let cfg = FakeConfig::new().gateway(
+        "b",
+        CallScript::MidFaxHangup {
+            after_pages: 1,
+            t38: true,
+        },
+    );
     check_inbound("inbound-txfax-t38-remote-hangup-midfax", cfg, None).await;
 }
 
 #[tokio::test]
 async fn g711_remote_hangup_midfax_matches_capture() {
-    let cfg = FakeConfig::new().gateway("b", CallScript::MidFaxHangup { after_pages: 1, t38: false });
+    let cfg = FakeConfig::new().gateway(
+        "b",
+        CallScript::MidFaxHangup {
+            after_pages: 1,
+            t38: false,
+        },
+    );
     check_inbound("inbound-txfax-g711-remote-hangup-midfax", cfg, None).await;
 }
 
 #[tokio::test]
 async fn local_uuid_kill_midfax_matches_capture() {
-    let cfg = FakeConfig::new().gateway("b", CallScript::Hang(FaxParams { pages: Some(1), ..FaxParams::default() }));
-    let (fs, got) =
-        check_inbound("inbound-txfax-t38-local-kill-midfax", cfg, Some("spandsp::txfaxpageresult")).await;
-    let res = got.iter().filter_map(event_of).find(|e| e.subclass() == "spandsp::txfaxresult").unwrap();
+    let cfg = FakeConfig::new().gateway(
+        "b",
+        CallScript::Hang(FaxParams {
+            pages: Some(1),
+            ..FaxParams::default()
+        }),
+    );
+    let (fs, got) = check_inbound(
+        "inbound-txfax-t38-local-kill-midfax",
+        cfg,
+        Some("spandsp::txfaxpageresult"),
+    )
+    .await;
+    let res = got
+        .iter()
+        .filter_map(event_of)
+        .find(|e| e.subclass() == "spandsp::txfaxresult")
+        .unwrap();
     assert_eq!(res.get("fax-document-total-pages"), Some("12"));
     assert_eq!(fs.kills().len(), 1);
 }
@@ -458,8 +592,12 @@ async fn missing_file_matches_capture() {
 
 #[tokio::test]
 async fn non_fax_endpoint_matches_capture() {
-    check_inbound("inbound-txfax-to-non-fax-endpoint", FakeConfig::new().number("6013", CallScript::NonFaxEndpoint), None)
-        .await;
+    check_inbound(
+        "inbound-txfax-to-non-fax-endpoint",
+        FakeConfig::new().number("6013", CallScript::NonFaxEndpoint),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -469,7 +607,10 @@ async fn gofaxsend_t38_ok_matches_capture() {
     assert!(!o.background);
     assert_eq!(o.originate.groups.len(), 1, "the stray comma adds no leg");
     assert_eq!(o.originate.app.as_deref(), Some("txfax"));
-    assert!(fs.commands()[0].iter().skip(1).all(|c| c.crlf()), "go-eventsocket framing after auth");
+    assert!(
+        fs.commands()[0].iter().skip(1).all(|c| c.crlf()),
+        "go-eventsocket framing after auth"
+    );
 }
 
 #[tokio::test]
@@ -486,8 +627,16 @@ async fn gofaxsend_invalid_gateway_matches_capture() {
 
 #[tokio::test]
 async fn gofaxsend_failover_503_matches_capture() {
-    let cfg = FakeConfig::new().number("503", CallScript::Rejected("NORMAL_TEMPORARY_FAILURE".into()));
-    check_inbound("inbound-gofaxsend-originate-failover-503-then-ok", cfg, None).await;
+    let cfg = FakeConfig::new().number(
+        "503",
+        CallScript::Rejected("NORMAL_TEMPORARY_FAILURE".into()),
+    );
+    check_inbound(
+        "inbound-gofaxsend-originate-failover-503-then-ok",
+        cfg,
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -498,10 +647,21 @@ async fn uuid_kill_of_unknown_channel_and_unknown_api() {
     c.read(t).await;
     c.send(b"auth ClueCon\n\n").await;
     c.read(t).await;
-    c.send(b"api uuid_kill 00000000-0000-0000-0000-000000000000\n\n").await;
-    assert_eq!(Message::parse(&c.read(t).await.unwrap()).unwrap().body_text(), "-ERR No such channel!\n");
+    c.send(b"api uuid_kill 00000000-0000-0000-0000-000000000000\n\n")
+        .await;
+    assert_eq!(
+        Message::parse(&c.read(t).await.unwrap())
+            .unwrap()
+            .body_text(),
+        "-ERR No such channel!\n"
+    );
     c.send(b"api frobnicate\n\n").await;
-    assert_eq!(Message::parse(&c.read(t).await.unwrap()).unwrap().body_text(), "-ERR frobnicate Command not found!\n");
+    assert_eq!(
+        Message::parse(&c.read(t).await.unwrap())
+            .unwrap()
+            .body_text(),
+        "-ERR frobnicate Command not found!\n"
+    );
     c.send(b"bgapi status\n\n").await;
     let r = Message::parse(&c.read(t).await.unwrap()).unwrap();
     assert!(r.get("Reply-Text").unwrap().starts_with("+OK Job-UUID: "));
@@ -515,25 +675,46 @@ async fn silent_never_answers_and_drop_after_closes() {
     c.read(t).await;
     c.send(b"auth ClueCon\n\n").await;
     c.read(t).await;
-    c.send(format!("api originate sofia/gateway/s/1 &txfax({})\n\n", fax("test3.tif").display()).as_bytes()).await;
-    assert!(c.read(Duration::from_millis(300)).await.is_none(), "silent switch replied");
+    c.send(
+        format!(
+            "api originate sofia/gateway/s/1 &txfax({})\n\n",
+            fax("test3.tif").display()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        c.read(Duration::from_millis(300)).await.is_none(),
+        "silent switch replied"
+    );
     assert_eq!(fs.originates().len(), 1);
 
-    let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::DropAfter(support::fakefs::DropPoint::AfterPage(1))))
-        .await;
+    let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::DropAfter(
+        support::fakefs::DropPoint::AfterPage(1),
+    )))
+    .await;
     let mut c = Raw::connect(fs.addr()).await;
     c.read(t).await;
     c.send(b"auth ClueCon\n\nevent plain ALL\n\n").await;
     c.read(t).await;
     c.read(t).await;
-    c.send(format!("bgapi originate sofia/gateway/x/1 &txfax({})\n\n", fax("test3.tif").display()).as_bytes()).await;
+    c.send(
+        format!(
+            "bgapi originate sofia/gateway/x/1 &txfax({})\n\n",
+            fax("test3.tif").display()
+        )
+        .as_bytes(),
+    )
+    .await;
     let mut pages = 0;
     loop {
         let m = c.read(t).await.expect("no EOF");
         if m.is_empty() {
             break;
         }
-        if event_of(&Message::parse(&m).unwrap()).is_some_and(|e| e.subclass() == "spandsp::txfaxpageresult") {
+        if event_of(&Message::parse(&m).unwrap())
+            .is_some_and(|e| e.subclass() == "spandsp::txfaxpageresult")
+        {
             pages += 1;
         }
     }
@@ -546,7 +727,8 @@ async fn dial_string_parsing_keeps_quotes_legs_and_page_range() {
     let mut c = Raw::connect(fs.addr()).await;
     let t = Duration::from_secs(5);
     c.read(t).await;
-    c.send(b"auth ClueCon\n\nevent plain CUSTOM spandsp::txfaxresult\n\n").await;
+    c.send(b"auth ClueCon\n\nevent plain CUSTOM spandsp::txfaxresult\n\n")
+        .await;
     c.read(t).await;
     c.read(t).await;
     let cmd = format!(
@@ -555,7 +737,10 @@ async fn dial_string_parsing_keeps_quotes_legs_and_page_range() {
     );
     c.send(cmd.as_bytes()).await;
     let r = Message::parse(&c.read(t).await.unwrap()).unwrap();
-    assert_eq!(r.get("Job-UUID"), Some("11111111-2222-3333-4444-555555555555"));
+    assert_eq!(
+        r.get("Job-UUID"),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
     let res = loop {
         let m = Message::parse(&c.read(t).await.unwrap()).unwrap();
         if let Some(e) = event_of(&m) {
@@ -565,40 +750,62 @@ async fn dial_string_parsing_keeps_quotes_legs_and_page_range() {
     assert_eq!(res.get("fax-document-transferred-pages"), Some("1"));
     assert_eq!(res.get("fax-document-total-pages"), Some("12"));
     assert_eq!(res.get("variable_fax_start_page"), Some("1"));
-    assert_eq!(res.get_decoded("variable_fax_ident").as_deref(), Some("+1 337, x"));
+    assert_eq!(
+        res.get_decoded("variable_fax_ident").as_deref(),
+        Some("+1 337, x")
+    );
     let o = &fs.originates()[0];
     assert_eq!(o.var("fax_enable_t38").as_deref(), Some("false"));
     assert_eq!(o.var("leg_var").as_deref(), Some("1"));
     assert_eq!(o.originate.groups.len(), 2);
     assert_eq!(o.originate.legs()[1].gateway, "g2");
-    assert_eq!(o.job_uuid.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+    assert_eq!(
+        o.job_uuid.as_deref(),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
 }
 
 // ---------------------------------------------------------------- outbound mode
 
 /// Plays fsfaxd's side of an outbound capture against a `FakeCall`.
-async fn replay_outbound(name: &str, script: RxScript, dir: &Path) -> (FakeCall, Vec<Message>, PathBuf) {
+async fn replay_outbound(
+    name: &str,
+    script: RxScript,
+    dir: &Path,
+) -> (FakeCall, Vec<Message>, PathBuf) {
     let cap = Capture::load(name);
-    let connect = capture_messages(&cap).into_iter().find(|m| m.get("Event-Name") == Some("CHANNEL_DATA")).unwrap();
+    let connect = capture_messages(&cap)
+        .into_iter()
+        .find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"))
+        .unwrap();
     let uuid = connect.get("Unique-ID").unwrap().to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let setup = CallSetup {
         uuid: uuid.clone(),
-        to_user: connect.get("Channel-Destination-Number").unwrap().to_string(),
+        to_user: connect
+            .get("Channel-Destination-Number")
+            .unwrap()
+            .to_string(),
         script,
         time_scale: FAST,
         ..CallSetup::default()
     };
-    let call = FakeCall::connect(listener.local_addr().unwrap(), setup).await.unwrap();
+    let call = FakeCall::connect(listener.local_addr().unwrap(), setup)
+        .await
+        .unwrap();
     let (s, _) = listener.accept().await.unwrap();
     let mut c = Raw { s, buf: Vec::new() };
     let rx_path = dir.join("rx.tif");
     let mut got = Vec::new();
     let t = Duration::from_secs(5);
-    for (_, cmd) in cap.to_fs() {
+    for (_, cmd) in cap.commands_to_fs() {
         let mut text = String::from_utf8_lossy(&cmd).to_string();
         if text.contains("execute-app-name: rxfax") {
-            let old = text.lines().find_map(|l| l.strip_prefix("execute-app-arg: ")).unwrap().to_string();
+            let old = text
+                .lines()
+                .find_map(|l| l.strip_prefix("execute-app-arg: "))
+                .unwrap()
+                .to_string();
             text = text.replace(&old, rx_path.to_str().unwrap());
         }
         if text.starts_with("api uuid_kill") {
@@ -640,25 +847,43 @@ async fn replay_outbound(name: &str, script: RxScript, dir: &Path) -> (FakeCall,
 fn out_tokens(msgs: &[Message], uuid: &str) -> Vec<String> {
     let mut toks = tokens(msgs, &[uuid.to_string()]);
     // The connect reply (CHANNEL_DATA) has no Content-Type of its own kind; name it.
-    if msgs.first().is_some_and(|m| m.get("Event-Name") == Some("CHANNEL_DATA")) {
+    if msgs
+        .first()
+        .is_some_and(|m| m.get("Event-Name") == Some("CHANNEL_DATA"))
+    {
         toks.insert(0, "connect".into());
     }
     toks
 }
 
-async fn check_outbound(name: &str, script: RxScript) -> (FakeCall, Vec<Message>, PathBuf, tempfile::TempDir) {
+async fn check_outbound(
+    name: &str,
+    script: RxScript,
+) -> (FakeCall, Vec<Message>, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (call, got, rx) = replay_outbound(name, script, dir.path()).await;
     let cap = Capture::load(name);
     let want = capture_messages(&cap);
-    let uuid = want.iter().find_map(|m| m.get("Unique-ID")).unwrap().to_string();
+    let uuid = want
+        .iter()
+        .find_map(|m| m.get("Unique-ID"))
+        .unwrap()
+        .to_string();
     // Replies to async sendmsgs and the channel's events interleave by timing: compare each.
-    let (gr, ge): (Vec<String>, Vec<String>) = out_tokens(&got, &uuid).into_iter().partition(|t| !t.starts_with("ev:"));
-    let (wr, we): (Vec<String>, Vec<String>) = out_tokens(&want, &uuid).into_iter().partition(|t| !t.starts_with("ev:"));
+    let (gr, ge): (Vec<String>, Vec<String>) = out_tokens(&got, &uuid)
+        .into_iter()
+        .partition(|t| !t.starts_with("ev:"));
+    let (wr, we): (Vec<String>, Vec<String>) = out_tokens(&want, &uuid)
+        .into_iter()
+        .partition(|t| !t.starts_with("ev:"));
     assert_eq!(gr, wr, "{name}: replies differ");
     assert_eq!(ge, we, "{name}: events differ");
     let full = TEMPLATES.contains(&name);
-    assert_eq!(spandsp_header_names(&got, full), spandsp_header_names(&want, full), "{name}: spandsp headers differ");
+    assert_eq!(
+        spandsp_header_names(&got, full),
+        spandsp_header_names(&want, full),
+        "{name}: spandsp headers differ"
+    );
     (call, got, rx, dir)
 }
 
@@ -668,7 +893,14 @@ fn pages(p: &Path) -> Option<usize> {
 
 #[tokio::test]
 async fn outbound_connect_reply_has_the_captured_header_set() {
-    let (call, got, rx, _d) = check_outbound("outbound-rxfax-t38-ok", RxScript::RxOk { pages: 3, t38: T38::Negotiated }).await;
+    let (call, got, rx, _d) = check_outbound(
+        "outbound-rxfax-t38-ok",
+        RxScript::RxOk {
+            pages: 3,
+            t38: T38::Negotiated,
+        },
+    )
+    .await;
     let want = capture_messages(&Capture::load("outbound-rxfax-t38-ok"));
     let names = |m: &Message| m.headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     assert_eq!(names(&got[0]), names(&want[0]));
@@ -676,65 +908,135 @@ async fn outbound_connect_reply_has_the_captured_header_set() {
     assert_eq!(pages(&rx), Some(3));
     let log = call.log();
     assert!(log.linger);
-    assert_eq!(log.executed.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["ring_ready", "sleep", "answer", "playback", "set", "set", "set", "rxfax", "hangup"]);
+    assert_eq!(
+        log.executed
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "ring_ready",
+            "sleep",
+            "answer",
+            "playback",
+            "set",
+            "set",
+            "set",
+            "rxfax",
+            "hangup"
+        ]
+    );
     assert!(log.vars.contains(&("fax_ident".into(), "+1 337".into())));
 }
 
 #[tokio::test]
 async fn outbound_all_events_ok_matches_capture() {
-    let (_c, _g, rx, _d) = check_outbound("outbound-rxfax-t38-ok-all-events", RxScript::RxOk { pages: 3, t38: T38::Negotiated }).await;
+    let (_c, _g, rx, _d) = check_outbound(
+        "outbound-rxfax-t38-ok-all-events",
+        RxScript::RxOk {
+            pages: 3,
+            t38: T38::Negotiated,
+        },
+    )
+    .await;
     assert_eq!(pages(&rx), Some(3));
 }
 
 #[tokio::test]
 async fn outbound_myevents_gets_no_custom_events() {
-    check_outbound("outbound-rxfax-t38-ok-myevents", RxScript::RxOk { pages: 3, t38: T38::Negotiated }).await;
+    check_outbound(
+        "outbound-rxfax-t38-ok-myevents",
+        RxScript::RxOk {
+            pages: 3,
+            t38: T38::Negotiated,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn outbound_sender_hangup_with_linger() {
-    let (_c, _g, rx, _d) =
-        check_outbound("outbound-rxfax-t38-sender-hangup-linger-all-events", RxScript::SenderHangsUpMidFax { after_pages: 1 }).await;
+    let (_c, _g, rx, _d) = check_outbound(
+        "outbound-rxfax-t38-sender-hangup-linger-all-events",
+        RxScript::SenderHangsUpMidFax { after_pages: 1 },
+    )
+    .await;
     assert_eq!(pages(&rx), Some(1));
 }
 
 #[tokio::test]
 async fn outbound_sender_hangup_without_linger_only_disconnects() {
-    let (call, got, _rx, _d) =
-        check_outbound("outbound-rxfax-t38-sender-hangup-nolinger-all-events", RxScript::SenderHangsUpMidFax { after_pages: 1 }).await;
-    assert_eq!(got.last().and_then(|m| m.get("Content-Disposition")), Some("disconnect"));
+    let (call, got, _rx, _d) = check_outbound(
+        "outbound-rxfax-t38-sender-hangup-nolinger-all-events",
+        RxScript::SenderHangsUpMidFax { after_pages: 1 },
+    )
+    .await;
+    assert_eq!(
+        got.last().and_then(|m| m.get("Content-Disposition")),
+        Some("disconnect")
+    );
     assert!(call.wait_finished(Duration::from_secs(5)).await);
     assert!(!call.log().client_closed);
 }
 
 #[tokio::test]
 async fn outbound_respond_404_with_linger() {
-    check_outbound("outbound-reject-respond-404-linger-all-events", RxScript::RxOk { pages: 3, t38: T38::Negotiated }).await;
+    check_outbound(
+        "outbound-reject-respond-404-linger-all-events",
+        RxScript::RxOk {
+            pages: 3,
+            t38: T38::Negotiated,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn outbound_respond_404_then_exit() {
-    check_outbound("outbound-reject-respond-404", RxScript::RxOk { pages: 3, t38: T38::Negotiated }).await;
+    check_outbound(
+        "outbound-reject-respond-404",
+        RxScript::RxOk {
+            pages: 3,
+            t38: T38::Negotiated,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn outbound_no_fax_sender_leaves_no_tiff() {
-    let (_c, _g, rx, _d) = check_outbound("outbound-rxfax-no-fax-sender", RxScript::NoFaxSender).await;
+    let (_c, _g, rx, _d) =
+        check_outbound("outbound-rxfax-no-fax-sender", RxScript::NoFaxSender).await;
     assert!(!rx.exists());
 }
 
 #[tokio::test]
 async fn outbound_sender_hangs_up_after_answer() {
-    let (_c, _g, rx, _d) = check_outbound("outbound-rxfax-sender-hangup-after-answer", RxScript::SenderHangsUpAfterAnswer).await;
+    let (_c, _g, rx, _d) = check_outbound(
+        "outbound-rxfax-sender-hangup-after-answer",
+        RxScript::SenderHangsUpAfterAnswer,
+    )
+    .await;
     assert!(!rx.exists());
 }
 
 #[tokio::test]
 async fn outbound_vanish_closes_without_notice() {
     let dir = tempfile::tempdir().unwrap();
-    let (call, got, _) = replay_outbound("outbound-rxfax-t38-ok", RxScript::Vanish { after_pages: 2 }, dir.path()).await;
-    assert!(got.iter().all(|m| m.content_type() != Some("text/disconnect-notice")));
-    let n = got.iter().filter_map(event_of).filter(|e| e.subclass() == "spandsp::rxfaxpageresult").count();
+    let (call, got, _) = replay_outbound(
+        "outbound-rxfax-t38-ok",
+        RxScript::Vanish { after_pages: 2 },
+        dir.path(),
+    )
+    .await;
+    assert!(
+        got.iter()
+            .all(|m| m.content_type() != Some("text/disconnect-notice"))
+    );
+    let n = got
+        .iter()
+        .filter_map(event_of)
+        .filter(|e| e.subclass() == "spandsp::rxfaxpageresult")
+        .count();
     assert_eq!(n, 2);
     assert!(call.wait_finished(Duration::from_secs(5)).await);
 }

@@ -89,7 +89,10 @@ impl Capture {
             if parts.len() != 5 || parts[0] != "@@" {
                 return Err(format!("bad record line {line:?}"));
             }
-            let ms: u64 = parts[2].trim_start_matches('+').parse().map_err(|_| "bad ms")?;
+            let ms: u64 = parts[2]
+                .trim_start_matches('+')
+                .parse()
+                .map_err(|_| "bad ms")?;
             let to_fs = match parts[3] {
                 ">FS" => true,
                 "<FS" => false,
@@ -101,19 +104,30 @@ impl Capture {
             if end > data.len() {
                 return Err("record overruns file".into());
             }
-            records.push(Record { ms, to_fs, bytes: data[start..end].to_vec() });
+            records.push(Record {
+                ms,
+                to_fs,
+                bytes: data[start..end].to_vec(),
+            });
             i = end + 1;
         }
-        Ok(Capture { name: name.to_string(), meta, records })
+        Ok(Capture {
+            name: name.to_string(),
+            meta,
+            records,
+        })
     }
 
     /// Value of a `# key: value` header line.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.meta
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Messages FreeSWITCH sent, in order, with their capture time.
-    pub fn from_fs(&self) -> Vec<(u64, Message)> {
+    pub fn messages_from_fs(&self) -> Vec<(u64, Message)> {
         self.records
             .iter()
             .filter(|r| !r.to_fs)
@@ -122,13 +136,20 @@ impl Capture {
     }
 
     /// Commands the client wrote, in order (raw bytes).
-    pub fn to_fs(&self) -> Vec<(u64, Vec<u8>)> {
-        self.records.iter().filter(|r| r.to_fs).map(|r| (r.ms, r.bytes.clone())).collect()
+    pub fn commands_to_fs(&self) -> Vec<(u64, Vec<u8>)> {
+        self.records
+            .iter()
+            .filter(|r| r.to_fs)
+            .map(|r| (r.ms, r.bytes.clone()))
+            .collect()
     }
 
     /// The events (text/event-plain only) FreeSWITCH sent, in order, with their time.
     pub fn events(&self) -> Vec<(u64, Event)> {
-        self.from_fs().into_iter().filter_map(|(ms, m)| m.event().map(|e| (ms, e))).collect()
+        self.messages_from_fs()
+            .into_iter()
+            .filter_map(|(ms, m)| m.event().map(|e| (ms, e)))
+            .collect()
     }
 
     /// The origination UUID the capture announces in its header.
@@ -141,7 +162,7 @@ impl Capture {
         if let Some(j) = self.meta("job_uuid") {
             return Some(j.to_string());
         }
-        self.from_fs().into_iter().find_map(|(_, m)| {
+        self.messages_from_fs().into_iter().find_map(|(_, m)| {
             m.get("Reply-Text")
                 .and_then(|t| t.strip_prefix("+OK Job-UUID: "))
                 .map(str::to_string)
@@ -150,9 +171,14 @@ impl Capture {
 
     /// The first `originate` argument the client sent (after `api originate ` / `bgapi originate `).
     pub fn originate_arg(&self) -> Option<String> {
-        self.to_fs().into_iter().find_map(|(_, b)| {
+        self.commands_to_fs().into_iter().find_map(|(_, b)| {
             let s = String::from_utf8_lossy(&b).to_string();
-            let first = s.lines().next().unwrap_or("").trim_end_matches('\r').to_string();
+            let first = s
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('\r')
+                .to_string();
             first
                 .strip_prefix("bgapi originate ")
                 .or_else(|| first.strip_prefix("api originate "))
@@ -185,7 +211,10 @@ impl Message {
 
     /// First value of an outer header (exact name).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `Content-Type`.
@@ -212,9 +241,12 @@ fn parse_header_lines(block: &[u8]) -> Vec<(String, String)> {
         .split('\n')
         .filter_map(|l| {
             let l = l.trim_end_matches('\r');
-            l.split_once(": ").map(|(k, v)| (k.to_string(), v.to_string())).or_else(|| {
-                l.split_once(':').map(|(k, v)| (k.to_string(), v.trim_start().to_string()))
-            })
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .or_else(|| {
+                    l.split_once(':')
+                        .map(|(k, v)| (k.to_string(), v.trim_start().to_string()))
+                })
         })
         .collect()
 }
@@ -243,17 +275,26 @@ impl Event {
             let start = end + 2;
             inner = Some(body.get(start..start + n)?.to_vec());
         }
-        Some(Event { headers, body: inner })
+        Some(Event {
+            headers,
+            body: inner,
+        })
     }
 
     /// First raw value of a header (exact name).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// First raw value of a header, name compared case-insensitively.
     pub fn get_ci(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// First value of a header, URL-decoded.
@@ -268,7 +309,9 @@ impl Event {
 
     /// `Event-Subclass`, decoded (`spandsp::txfaxresult`), or "".
     pub fn subclass(&self) -> String {
-        self.get("Event-Subclass").map(url_decode).unwrap_or_default()
+        self.get("Event-Subclass")
+            .map(url_decode)
+            .unwrap_or_default()
     }
 
     /// `Unique-ID`.
@@ -298,9 +341,14 @@ impl Event {
 
     /// Inserts a header after the first header called `anchor` (or at the end).
     pub fn insert_after(&mut self, anchor: &str, name: &str, raw: &str) {
-        let pos = self.headers.iter().position(|(k, _)| k == anchor).map(|p| p + 1);
+        let pos = self
+            .headers
+            .iter()
+            .position(|(k, _)| k == anchor)
+            .map(|p| p + 1);
         let pos = pos.unwrap_or(self.headers.len());
-        self.headers.insert(pos, (name.to_string(), raw.to_string()));
+        self.headers
+            .insert(pos, (name.to_string(), raw.to_string()));
     }
 
     /// Removes every header called `name`.
@@ -335,8 +383,11 @@ impl Event {
     /// The complete `text/event-plain` message, `Content-Length` before `Content-Type` as on the wire.
     pub fn to_plain_message(&self) -> Vec<u8> {
         let body = self.plain_body();
-        let mut out = format!("Content-Length: {}\nContent-Type: text/event-plain\n\n", body.len())
-            .into_bytes();
+        let mut out = format!(
+            "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+            body.len()
+        )
+        .into_bytes();
         out.extend_from_slice(&body);
         out
     }
@@ -362,8 +413,11 @@ impl Event {
             push("_body", &String::from_utf8_lossy(b), &mut s);
         }
         s.push('}');
-        let mut out =
-            format!("Content-Length: {}\nContent-Type: text/event-json\n\n", s.len()).into_bytes();
+        let mut out = format!(
+            "Content-Length: {}\nContent-Type: text/event-json\n\n",
+            s.len()
+        )
+        .into_bytes();
         out.extend_from_slice(s.as_bytes());
         out
     }
@@ -383,7 +437,7 @@ pub fn url_encode(s: &str) -> String {
         let valid_pct = c == b'%'
             && b.get(i + 1).is_some_and(|x| x.is_ascii_hexdigit())
             && b.get(i + 2).is_some_and(|x| x.is_ascii_hexdigit());
-        if !valid_pct && (c < b' ' || c > b'~' || URL_UNSAFE.contains(&c)) {
+        if !valid_pct && (!(b' '..=b'~').contains(&c) || URL_UNSAFE.contains(&c)) {
             out.push_str(&format!("%{c:02X}"));
         } else {
             out.push(c as char);
@@ -395,5 +449,7 @@ pub fn url_encode(s: &str) -> String {
 
 /// Percent-decodes (lossy UTF-8). `+` stays `+`.
 pub fn url_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .to_string()
 }

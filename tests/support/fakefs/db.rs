@@ -22,12 +22,19 @@ impl FakeDb {
 
     /// Value of `realm/key`.
     pub fn get(&self, realm: &str, key: &str) -> Option<String> {
-        self.lock().iter().find(|(r, k, _)| r == realm && k == key).map(|(_, _, v)| v.clone())
+        self.lock()
+            .iter()
+            .find(|(r, k, _)| r == realm && k == key)
+            .map(|(_, _, v)| v.clone())
     }
 
     /// Keys of a realm in row order.
     pub fn keys(&self, realm: &str) -> Vec<String> {
-        self.lock().iter().filter(|(r, _, _)| r == realm).map(|(_, k, _)| k.clone()).collect()
+        self.lock()
+            .iter()
+            .filter(|(r, _, _)| r == realm)
+            .map(|(_, k, _)| k.clone())
+            .collect()
     }
 
     /// All rows `(realm, key, value)` in row order.
@@ -81,12 +88,21 @@ impl FakeDb {
                 if argv.len() < 3 {
                     return err;
                 }
-                if self.get(argv[1], argv[2]).is_some() { "true" } else { "false" }.into()
+                if self.get(argv[1], argv[2]).is_some() {
+                    "true"
+                } else {
+                    "false"
+                }
+                .into()
             }
             "count" => {
                 let rows = self.lock();
                 match argv.get(1).filter(|r| !r.is_empty()) {
-                    Some(realm) => rows.iter().filter(|(r, _, _)| r == realm).count().to_string(),
+                    Some(realm) => rows
+                        .iter()
+                        .filter(|(r, _, _)| r == realm)
+                        .count()
+                        .to_string(),
                     None => rows.len().to_string(),
                 }
             }

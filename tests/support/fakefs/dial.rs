@@ -33,7 +33,10 @@ pub struct Originate {
 impl Originate {
     /// Global variable by name.
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All legs in dial order (sequential groups flattened).
@@ -70,9 +73,17 @@ impl Originate {
                         Some((g, n)) => (g.to_string(), n.to_string()),
                         None => (r.to_string(), String::new()),
                     },
-                    None => (String::new(), ep.rsplit('/').next().unwrap_or("").to_string()),
+                    None => (
+                        String::new(),
+                        ep.rsplit('/').next().unwrap_or("").to_string(),
+                    ),
                 };
-                legs.push(Leg { endpoint: ep.to_string(), gateway, number, vars: lvars });
+                legs.push(Leg {
+                    endpoint: ep.to_string(),
+                    gateway,
+                    number,
+                    vars: lvars,
+                });
             }
             if !legs.is_empty() {
                 groups.push(legs);
@@ -85,9 +96,10 @@ impl Originate {
             Some(a) => {
                 let a = a.trim().trim_start_matches('&');
                 match a.find('(') {
-                    Some(p) if a.ends_with(')') => {
-                        (Some(a[..p].to_string()), Some(a[p + 1..a.len() - 1].to_string()))
-                    }
+                    Some(p) if a.ends_with(')') => (
+                        Some(a[..p].to_string()),
+                        Some(a[p + 1..a.len() - 1].to_string()),
+                    ),
                     _ => match a.split_once(' ') {
                         Some((n, r)) => (Some(n.to_string()), Some(r.trim().to_string())),
                         None => (Some(a.to_string()), None),
@@ -96,7 +108,14 @@ impl Originate {
             }
             None => (None, None),
         };
-        Ok(Originate { raw: raw.to_string(), dialstring: dial.to_string(), vars, groups, app, app_arg })
+        Ok(Originate {
+            raw: raw.to_string(),
+            dialstring: dial.to_string(),
+            vars,
+            groups,
+            app,
+            app_arg,
+        })
     }
 }
 
@@ -193,7 +212,8 @@ fn parse_vars(s: &str) -> Vec<(String, String)> {
             let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
             let v = v.trim();
             let v = if v.len() >= 2
-                && ((v.starts_with('\'') && v.ends_with('\'')) || (v.starts_with('"') && v.ends_with('"')))
+                && ((v.starts_with('\'') && v.ends_with('\''))
+                    || (v.starts_with('"') && v.ends_with('"')))
             {
                 &v[1..v.len() - 1]
             } else {

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::capture::{url_encode, Capture, Event};
+use super::capture::{Capture, Event, url_encode};
 use super::db::FakeDb;
 use super::dial::{Leg, Originate};
 use super::plan::{self, CallValues, FaxOutcome, Step, StepKind};
@@ -36,16 +36,23 @@ impl Injection {
     pub fn malformed(after_command: usize) -> Injection {
         Injection {
             after_command,
-            frame: b"Content-Length: abc\nContent-Type: text/event-plain\n\nEvent-Name: HEARTBEAT\n\n".to_vec(),
+            frame:
+                b"Content-Length: abc\nContent-Type: text/event-plain\n\nEvent-Name: HEARTBEAT\n\n"
+                    .to_vec(),
             close: false,
         }
     }
 
     /// An event-plain frame announcing (and sending) `len` bytes of body.
     pub fn huge(after_command: usize, len: usize) -> Injection {
-        let mut frame = format!("Content-Length: {len}\nContent-Type: text/event-plain\n\n").into_bytes();
+        let mut frame =
+            format!("Content-Length: {len}\nContent-Type: text/event-plain\n\n").into_bytes();
         frame.extend(std::iter::repeat_n(b'x', len));
-        Injection { after_command, frame, close: false }
+        Injection {
+            after_command,
+            frame,
+            close: false,
+        }
     }
 
     /// A header block with an unknown Content-Type (gofaxip's library exits on these).
@@ -169,9 +176,20 @@ impl OriginateRecord {
     /// A channel variable as the first leg sees it (`[leg]` vars win over `{global}` ones).
     pub fn var(&self, name: &str) -> Option<String> {
         let leg = self.originate.legs().first().and_then(|l| {
-            l.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            l.vars
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         });
-        leg.or_else(|| self.originate.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        leg.or_else(|| {
+            self.originate
+                .vars
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
     }
 }
 
@@ -199,7 +217,10 @@ struct Bus {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Sets `Event-Sequence` and the `Event-Date-*` headers to now.
@@ -208,9 +229,16 @@ pub(crate) fn stamp(ev: &mut Event, seq: u64) {
     ev.set("Event-Date-Timestamp", &now.timestamp_micros().to_string());
     ev.set(
         "Event-Date-Local",
-        &url_encode(&now.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()),
+        &url_encode(
+            &now.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string(),
+        ),
     );
-    ev.set("Event-Date-GMT", &url_encode(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()));
+    ev.set(
+        "Event-Date-GMT",
+        &url_encode(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+    );
     ev.set("Event-Sequence", &seq.to_string());
 }
 
@@ -224,8 +252,14 @@ impl Bus {
         let seq = 1000 + self.seq.fetch_add(1, Ordering::SeqCst);
         stamp(&mut ev, seq);
         let ev = Arc::new(ev);
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(ev.clone());
-        self.subs.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s.send(ev.clone()).is_ok());
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ev.clone());
+        self.subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(ev.clone()).is_ok());
     }
 }
 
@@ -284,7 +318,9 @@ impl Drop for FakeFs {
 impl FakeFs {
     /// Binds `127.0.0.1:0` and starts accepting. Must be called inside a tokio runtime.
     pub async fn start(cfg: FakeConfig) -> FakeFs {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("fakefs: bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fakefs: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("fakefs: local_addr");
         let shared = Arc::new(Shared {
             cfg,
@@ -332,37 +368,71 @@ impl FakeFs {
 
     /// Commands received, per connection (accept order), in order.
     pub fn commands(&self) -> Vec<Vec<ClientCommand>> {
-        self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|c| c.commands.clone()).collect()
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| c.commands.clone())
+            .collect()
     }
 
     /// First lines of the commands of connection `conn` (`auth ClueCon`, `api db ...`).
     pub fn command_lines(&self, conn: usize) -> Vec<String> {
-        self.commands().get(conn).map(|c| c.iter().map(|c| c.line.clone()).collect()).unwrap_or_default()
+        self.commands()
+            .get(conn)
+            .map(|c| c.iter().map(|c| c.line.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// All command first lines of all connections, in connection then command order.
     pub fn all_command_lines(&self) -> Vec<String> {
-        self.commands().into_iter().flatten().map(|c| c.line).collect()
+        self.commands()
+            .into_iter()
+            .flatten()
+            .map(|c| c.line)
+            .collect()
     }
 
     /// Every byte received on connection `conn`.
     pub fn raw_received(&self, conn: usize) -> Vec<u8> {
-        self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()).get(conn).map(|c| c.raw_in.clone()).unwrap_or_default()
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(conn)
+            .map(|c| c.raw_in.clone())
+            .unwrap_or_default()
     }
 
     /// Every byte sent on connection `conn`.
     pub fn raw_sent(&self, conn: usize) -> Vec<u8> {
-        self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()).get(conn).map(|c| c.raw_out.clone()).unwrap_or_default()
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(conn)
+            .map(|c| c.raw_out.clone())
+            .unwrap_or_default()
     }
 
     /// Whether connection `conn` has ended.
     pub fn is_closed(&self, conn: usize) -> bool {
-        self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()).get(conn).is_some_and(|c| c.closed)
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(conn)
+            .is_some_and(|c| c.closed)
     }
 
     /// The originates received so far (with their results once known).
     pub fn originates(&self) -> Vec<OriginateRecord> {
-        self.shared.originates.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .originates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The fake's mod_db (seed it before the test, read it after).
@@ -372,17 +442,34 @@ impl FakeFs {
 
     /// Every event published on the fake's bus (whatever the subscriptions), in order.
     pub fn published(&self) -> Vec<Event> {
-        self.shared.bus.log.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|e| (**e).clone()).collect()
+        self.shared
+            .bus
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|e| (**e).clone())
+            .collect()
     }
 
     /// UUIDs named in `uuid_kill` commands, in order (known or not).
     pub fn kills(&self) -> Vec<String> {
-        self.shared.kills.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .kills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// UUIDs of channels that currently exist.
     pub fn active_calls(&self) -> Vec<String> {
-        self.shared.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Closes connection `conn` abruptly (no notice).
@@ -434,11 +521,28 @@ pub(crate) struct Subs {
 /// Event names `myevents` subscribes (mod_event_socket's hard-coded list; no CUSTOM, no
 /// CHANNEL_CALLSTATE, no PLAYBACK_*).
 pub(crate) const MYEVENTS: &[&str] = &[
-    "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
-    "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
-    "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING",
-    "CHANNEL_PARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_STATE",
-    "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH", "DTMF", "MEDIA_BUG_START",
+    "CHANNEL_ANSWER",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_CREATE",
+    "CHANNEL_DATA",
+    "CHANNEL_DESTROY",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "CHANNEL_OUTGOING",
+    "CHANNEL_PARK",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_STATE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_UNPARK",
+    "DETECTED_SPEECH",
+    "DTMF",
+    "MEDIA_BUG_START",
     "MEDIA_BUG_STOP",
 ];
 
@@ -542,7 +646,8 @@ impl Session {
         if self.muted {
             return true;
         }
-        self.shared.conn(self.id, |c| c.raw_out.extend_from_slice(bytes));
+        self.shared
+            .conn(self.id, |c| c.raw_out.extend_from_slice(bytes));
         self.wr.write_all(bytes).await.is_ok()
     }
 
@@ -550,7 +655,11 @@ impl Session {
         if !self.subs.wants(ev) {
             return true;
         }
-        let bytes = if self.subs.json { ev.to_json_message() } else { ev.to_plain_message() };
+        let bytes = if self.subs.json {
+            ev.to_json_message()
+        } else {
+            ev.to_plain_message()
+        };
         self.send(&bytes).await
     }
 }
@@ -563,7 +672,14 @@ async fn session(shared: Arc<Shared>, id: usize, stream: TcpStream) {
     shared.conn(id, |c| c.ctl = Some(ctl_tx));
     let mut ev_rx = shared.bus.subscribe();
     let cancel = shared.cancel.clone();
-    let mut s = Session { shared: shared.clone(), id, wr, authed: false, subs: Subs::default(), muted: false };
+    let mut s = Session {
+        shared: shared.clone(),
+        id,
+        wr,
+        authed: false,
+        subs: Subs::default(),
+        muted: false,
+    };
     let mut n_cmds = 0usize;
     if s.send(b"Content-Type: auth/request\n\n").await {
         loop {
@@ -600,17 +716,29 @@ async fn session(shared: Arc<Shared>, id: usize, stream: TcpStream) {
     });
 }
 
-async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedReceiver<SessionCtl>) -> Flow {
+async fn handle(
+    s: &mut Session,
+    cmd: ClientCommand,
+    ctl: &mut mpsc::UnboundedReceiver<SessionCtl>,
+) -> Flow {
     let verb = cmd.verb();
     let arg = cmd.arg().to_string();
     if !s.authed {
         if verb != "auth" {
-            return if s.send(&wire::command_reply("-ERR command not found")).await { Flow::Continue } else { Flow::Close };
+            return if s.send(&wire::command_reply("-ERR command not found")).await {
+                Flow::Continue
+            } else {
+                Flow::Close
+            };
         }
         if arg == s.shared.cfg.password {
             s.authed = true;
             s.send(&wire::command_reply("+OK accepted")).await;
-            return if s.shared.cfg.drop_after_auth { Flow::Close } else { Flow::Continue };
+            return if s.shared.cfg.drop_after_auth {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
         }
         s.send(&wire::command_reply("-ERR invalid")).await;
         s.send(&wire::inbound_disconnect_notice()).await;
@@ -621,7 +749,11 @@ async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedRe
     let out: Vec<u8> = match verb.as_str() {
         "auth" => reply("+OK accepted"),
         "event" => {
-            let fmt = tokens.first().copied().unwrap_or("plain").to_ascii_lowercase();
+            let fmt = tokens
+                .first()
+                .copied()
+                .unwrap_or("plain")
+                .to_ascii_lowercase();
             if !matches!(fmt.as_str(), "plain" | "json" | "xml") {
                 reply("-ERR invalid format")
             } else {
@@ -635,7 +767,10 @@ async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedRe
             reply("+OK events nixed")
         }
         "noevents" => {
-            s.subs = Subs { filters: std::mem::take(&mut s.subs.filters), ..Subs::default() };
+            s.subs = Subs {
+                filters: std::mem::take(&mut s.subs.filters),
+                ..Subs::default()
+            };
             reply("+OK no longer listening for events")
         }
         "myevents" => {
@@ -658,9 +793,14 @@ async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedRe
                 if h.eq_ignore_ascii_case("all") {
                     s.subs.filters.clear();
                 } else {
-                    s.subs.filters.retain(|(k, fv)| !(k.eq_ignore_ascii_case(&h) && hv.as_ref().is_none_or(|x| x == fv)));
+                    s.subs.filters.retain(|(k, fv)| {
+                        !(k.eq_ignore_ascii_case(&h) && hv.as_ref().is_none_or(|x| x == fv))
+                    });
                 }
-                reply(&format!("+OK filter deleted. [{h}]=[{}]", hv.unwrap_or_default()))
+                reply(&format!(
+                    "+OK filter deleted. [{h}]=[{}]",
+                    hv.unwrap_or_default()
+                ))
             } else if let Some(v) = val.filter(|v| !v.is_empty()) {
                 s.subs.filters.push((name.clone(), v.clone()));
                 reply(&format!("+OK filter added. [{name}]=[{v}]"))
@@ -676,10 +816,19 @@ async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedRe
             return Flow::Close;
         }
         "sendmsg" => {
-            let uuid = tokens.first().map(|u| u.to_string()).or_else(|| cmd.header("Unique-ID").map(str::to_string));
-            if cmd.header("call-command").is_some_and(|c| c.eq_ignore_ascii_case("hangup")) {
+            let uuid = tokens
+                .first()
+                .map(|u| u.to_string())
+                .or_else(|| cmd.header("Unique-ID").map(str::to_string));
+            if cmd
+                .header("call-command")
+                .is_some_and(|c| c.eq_ignore_ascii_case("hangup"))
+            {
                 if let Some(u) = uuid {
-                    let cause = cmd.header("hangup-cause").unwrap_or("NORMAL_CLEARING").to_string();
+                    let cause = cmd
+                        .header("hangup-cause")
+                        .unwrap_or("NORMAL_CLEARING")
+                        .to_string();
                     kill_call(&s.shared, &u, &cause);
                 }
             }
@@ -705,13 +854,18 @@ async fn handle(s: &mut Session, cmd: ClientCommand, ctl: &mut mpsc::UnboundedRe
             }
         },
         "bgapi" => {
-            let job = cmd.header("Job-UUID").map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let job = cmd
+                .header("Job-UUID")
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             if is_silent_originate(&s.shared, &arg) {
                 s.muted = true;
                 record_originate(&s.shared, s.id, &arg, Some(job));
                 return Flow::Continue;
             }
-            let r = format!("Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n");
+            let r = format!(
+                "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
+            );
             if !s.send(r.as_bytes()).await {
                 return Flow::Close;
             }
@@ -738,14 +892,21 @@ enum ApiOut {
 }
 
 fn is_silent_originate(shared: &Shared, arg: &str) -> bool {
-    let Some(rest) = arg.strip_prefix("originate ") else { return false };
+    let Some(rest) = arg.strip_prefix("originate ") else {
+        return false;
+    };
     Originate::parse(rest)
         .ok()
         .and_then(|o| o.legs().first().map(|l| shared.cfg.script_for(l)))
         .is_some_and(|s| s == CallScript::Silent)
 }
 
-fn record_originate(shared: &Shared, conn: usize, arg: &str, job: Option<String>) -> Option<(usize, Originate)> {
+fn record_originate(
+    shared: &Shared,
+    conn: usize,
+    arg: &str,
+    job: Option<String>,
+) -> Option<(usize, Originate)> {
     let rest = arg.strip_prefix("originate")?.trim_start();
     let o = Originate::parse(rest).ok()?;
     let mut g = shared.originates.lock().unwrap_or_else(|e| e.into_inner());
@@ -830,7 +991,11 @@ async fn api(s: &mut Session, cmdline: &str, job: Option<String>) -> ApiOut {
             let mut it = arg.split_whitespace();
             let uuid = it.next().unwrap_or("").to_string();
             let cause = it.next().unwrap_or("NORMAL_CLEARING").to_string();
-            shared.kills.lock().unwrap_or_else(|e| e.into_inner()).push(uuid.clone());
+            shared
+                .kills
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(uuid.clone());
             if kill_call(&shared, &uuid, &cause) {
                 "+OK\n".into()
             } else {
@@ -839,7 +1004,11 @@ async fn api(s: &mut Session, cmdline: &str, job: Option<String>) -> ApiOut {
             }
         }
         "uuid_exists" => {
-            let known = shared.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(arg);
+            let known = shared
+                .calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(arg);
             publish_api_event(&shared, cmd, arg);
             if known { "true" } else { "false" }.into()
         }
@@ -857,7 +1026,11 @@ async fn api(s: &mut Session, cmdline: &str, job: Option<String>) -> ApiOut {
         _ => format!("-ERR {cmd} Command not found!\n"),
     };
     // mod_event_socket turns an empty api output into this.
-    let body = if body.is_empty() { "-ERR no reply\n".to_string() } else { body };
+    let body = if body.is_empty() {
+        "-ERR no reply\n".to_string()
+    } else {
+        body
+    };
     ApiOut::Now(body.into_bytes())
 }
 
@@ -923,7 +1096,12 @@ impl ResultSlot {
                     ev.body = Some(text.into_bytes());
                     shared.bus.publish(ev);
                 }
-                None => publish_bg_job(shared, &job, &format!("originate {}", self.arg), text.as_bytes()),
+                None => publish_bg_job(
+                    shared,
+                    &job,
+                    &format!("originate {}", self.arg),
+                    text.as_bytes(),
+                ),
             },
             None => {}
         }
@@ -938,14 +1116,23 @@ async fn run_originate(
     rec: usize,
 ) {
     let legs: Vec<Leg> = o.legs().into_iter().cloned().collect();
-    let mut slot = ResultSlot { sink: Some(sink), text: None, arg: o.raw.clone(), rec };
+    let mut slot = ResultSlot {
+        sink: Some(sink),
+        text: None,
+        arg: o.raw.clone(),
+        rec,
+    };
     for (i, leg) in legs.iter().enumerate() {
         let last = i + 1 == legs.len();
         let uuid = leg_uuid(&o, leg).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         shared.update_orig(rec, |r| r.leg_uuids.push(uuid.clone()));
         let mut script = shared.cfg.script_for(leg);
         let is_fax_app = o.app.as_deref() == Some("txfax");
-        let file = if is_fax_app { o.app_arg.clone().unwrap_or_default() } else { String::new() };
+        let file = if is_fax_app {
+            o.app_arg.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
         let file_pages = tiff::count_pages(std::path::Path::new(&file));
         if script.answers()
             && !matches!(script, CallScript::Silent | CallScript::FileMissing)
@@ -954,14 +1141,21 @@ async fn run_originate(
             script = CallScript::FileMissing;
         }
         let file_pages = file_pages.unwrap_or(0) as u32;
-        let start = var_of(&o, leg, "fax_start_page").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u32;
+        let start = var_of(&o, leg, "fax_start_page")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(0) as u32;
         let end = var_of(&o, leg, "fax_end_page")
             .and_then(|v| v.parse::<i64>().ok())
             .filter(|v| *v >= 0)
             .map(|v| v as u32)
             .unwrap_or(u32::MAX)
             .min(file_pages.saturating_sub(1));
-        let send_pages = if file_pages == 0 || start > end { 0 } else { end - start + 1 };
+        let send_pages = if file_pages == 0 || start > end {
+            0
+        } else {
+            end - start + 1
+        };
         let mut vars = o.vars.clone();
         vars.extend(leg.vars.iter().cloned());
         let cv = CallValues {
@@ -980,7 +1174,9 @@ async fn run_originate(
             now_us: now_us(),
         };
         let (mut steps, outcome) = plan::leg_steps(&script, &cv, send_pages);
-        let next_same_uuid = legs.get(i + 1).is_some_and(|n| leg_uuid(&o, n).as_deref() == Some(uuid.as_str()));
+        let next_same_uuid = legs
+            .get(i + 1)
+            .is_some_and(|n| leg_uuid(&o, n).as_deref() == Some(uuid.as_str()));
         let mut stop_after = script.answers();
         slot.text = if script.answers() {
             Some(format!("+OK {uuid}\n"))
@@ -996,11 +1192,16 @@ async fn run_originate(
         if slot.text.is_none() {
             steps.retain(|s| {
                 !matches!(s.kind, StepKind::Result(_))
-                    && !s.event().is_some_and(|e| e.name() == "API" && e.get("API-Command") == Some("originate"))
+                    && !s.event().is_some_and(|e| {
+                        e.name() == "API" && e.get("API-Command") == Some("originate")
+                    })
             });
         }
         let local = var_of(&o, leg, "fax_ident").unwrap_or_else(|| "SpanDSP Fax Ident".into());
-        let end = run_leg(&shared, &conn_ctl, &cv, steps, outcome, file_pages, &local, &mut slot).await;
+        let end = run_leg(
+            &shared, &conn_ctl, &cv, steps, outcome, file_pages, &local, &mut slot,
+        )
+        .await;
         if !matches!(end, LegEnd::Finished) || stop_after || last {
             return;
         }
@@ -1019,9 +1220,16 @@ async fn run_leg(
     slot: &mut ResultSlot,
 ) -> LegEnd {
     let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<String>();
-    let registered = steps.iter().any(|s| s.event().is_some_and(|e| e.uuid() == Some(cv.uuid.as_str())));
+    let registered = steps.iter().any(|s| {
+        s.event()
+            .is_some_and(|e| e.uuid() == Some(cv.uuid.as_str()))
+    });
     if registered {
-        shared.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(cv.uuid.clone(), CallCtl { kill: kill_tx });
+        shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cv.uuid.clone(), CallCtl { kill: kill_tx });
     }
     let remote = shared.cfg.remote_station_id.clone();
     let mut answered = false;
@@ -1029,13 +1237,18 @@ async fn run_leg(
     let mut killed: Option<String> = None;
     let scale = shared.cfg.time_scale.max(0.0);
     let unregister = |shared: &Shared| {
-        shared.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&cv.uuid);
+        shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cv.uuid);
     };
     let mut queue: std::collections::VecDeque<Step> = steps.into();
     let mut in_tail = false;
     let mut was_killed = false;
     while let Some(step) = queue.pop_front() {
-        let wait = Duration::from_micros((step.delay_ms as f64 * scale * 1000.0) as u64) + step.extra;
+        let wait =
+            Duration::from_micros((step.delay_ms as f64 * scale * 1000.0) as u64) + step.extra;
         let wait_kill = matches!(step.kind, StepKind::WaitKill);
         if !in_tail {
             let cause = tokio::select! {
@@ -1089,7 +1302,14 @@ async fn run_leg(
                 };
                 if let Some(c) = cause {
                     killed = Some(c);
-                    queue.push_front(Step { delay_ms: 0, extra: Duration::ZERO, kind: StepKind::Ev(Event { headers: vec![], body: None }) });
+                    queue.push_front(Step {
+                        delay_ms: 0,
+                        extra: Duration::ZERO,
+                        kind: StepKind::Ev(Event {
+                            headers: vec![],
+                            body: None,
+                        }),
+                    });
                     // The next loop turn sees `killed` and switches to the kill ending.
                     in_tail = false;
                 }
@@ -1104,5 +1324,9 @@ async fn run_leg(
         }
     }
     unregister(shared);
-    if was_killed { LegEnd::Killed } else { LegEnd::Finished }
+    if was_killed {
+        LegEnd::Killed
+    } else {
+        LegEnd::Finished
+    }
 }

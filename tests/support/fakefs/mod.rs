@@ -25,7 +25,7 @@ pub mod scripts;
 pub mod tiff;
 pub mod wire;
 
-pub use capture::{url_decode, url_encode, Capture, Event, Message};
+pub use capture::{Capture, Event, Message, url_decode, url_encode};
 pub use db::FakeDb;
 pub use dial::{Leg, Originate};
 pub use inbound::{FakeConfig, FakeFs, Injection, OriginateRecord};

@@ -10,10 +10,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::capture::{url_decode, url_encode, Capture, Event, Message};
+use super::capture::{Capture, Event, Message, url_decode, url_encode};
 use super::db::FakeDb;
-use super::inbound::{stamp, Subs, MYEVENTS};
-use super::plan::{apply_fax, render, CallValues, FaxOutcome, SourceInfo};
+use super::inbound::{MYEVENTS, Subs, stamp};
+use super::plan::{CallValues, FaxOutcome, SourceInfo, apply_fax, render};
 use super::scripts::T38;
 use super::tiff;
 use super::wire::{self, ClientCommand, CommandReader};
@@ -94,7 +94,10 @@ impl Default for CallSetup {
             uuid: uuid::Uuid::new_v4().to_string(),
             socket_mode: "async".into(),
             control_full: true,
-            script: RxScript::RxOk { pages: 3, t38: T38::Negotiated },
+            script: RxScript::RxOk {
+                pages: 3,
+                t38: T38::Negotiated,
+            },
             time_scale: 0.001,
             db: FakeDb::default(),
             remote_station_id: "+1 337".into(),
@@ -169,7 +172,12 @@ impl FakeCall {
         let cancel = CancellationToken::new();
         let uuid = setup.uuid.clone();
         tokio::spawn(run(stream, setup, log.clone(), ctl_rx, cancel.clone()));
-        Ok(FakeCall { log, ctl: ctl_tx, cancel, uuid })
+        Ok(FakeCall {
+            log,
+            ctl: ctl_tx,
+            cancel,
+            uuid,
+        })
     }
 
     /// The channel UUID.
@@ -235,15 +243,26 @@ const NOFAX: &str = "outbound-rxfax-no-fax-sender";
 const HUP_ANS: &str = "outbound-rxfax-sender-hangup-after-answer";
 
 fn outbound_source(cap: &Capture) -> SourceInfo {
-    let connect = cap.from_fs().into_iter().map(|(_, m)| m).find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"));
-    let g = |k: &str| connect.as_ref().and_then(|m| m.get(k)).map(url_decode).unwrap_or_default();
+    let connect = cap
+        .messages_from_fs()
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"));
+    let g = |k: &str| {
+        connect
+            .as_ref()
+            .and_then(|m| m.get(k))
+            .map(url_decode)
+            .unwrap_or_default()
+    };
     let file = cap
-        .to_fs()
+        .commands_to_fs()
         .into_iter()
         .find_map(|(_, b)| {
             let s = String::from_utf8_lossy(&b).to_string();
             if s.contains("execute-app-name: rxfax") {
-                s.lines().find_map(|l| l.strip_prefix("execute-app-arg: ").map(str::to_string))
+                s.lines()
+                    .find_map(|l| l.strip_prefix("execute-app-arg: ").map(str::to_string))
             } else {
                 None
             }
@@ -278,16 +297,22 @@ impl Tpl {
         self.nth(cap, 0, |e| e.name() == name)
     }
     fn app(&self, cap: &str, name: &str, app: &str) -> Event {
-        self.nth(cap, 0, |e| e.name() == name && e.get("Application") == Some(app))
+        self.nth(cap, 0, |e| {
+            e.name() == name && e.get("Application") == Some(app)
+        })
     }
     fn custom(&self, cap: &str, sub: &str, n: usize) -> Event {
         self.nth(cap, n, |e| e.name() == "CUSTOM" && e.subclass() == sub)
     }
     fn state(&self, cap: &str, state: &str) -> Event {
-        self.nth(cap, 0, |e| e.name() == "CHANNEL_STATE" && e.get("Channel-State") == Some(state))
+        self.nth(cap, 0, |e| {
+            e.name() == "CHANNEL_STATE" && e.get("Channel-State") == Some(state)
+        })
     }
     fn callstate(&self, cap: &str, to: &str) -> Event {
-        self.nth(cap, 0, |e| e.name() == "CHANNEL_CALLSTATE" && e.get("Channel-Call-State") == Some(to))
+        self.nth(cap, 0, |e| {
+            e.name() == "CHANNEL_CALLSTATE" && e.get("Channel-Call-State") == Some(to)
+        })
     }
 }
 
@@ -296,19 +321,38 @@ fn connect_reply(setup: &CallSetup, cv: &CallValues) -> Vec<u8> {
     let cap = Capture::load("outbound-rxfax-t38-ok");
     let src = outbound_source(&cap);
     let msg: Message = cap
-        .from_fs()
+        .messages_from_fs()
         .into_iter()
         .map(|(_, m)| m)
         .find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"))
         .expect("fakefs: connect reply in outbound-rxfax-t38-ok");
-    let mut ev = render(&src, &Event { headers: msg.headers.clone(), body: None }, cv);
+    let mut ev = render(
+        &src,
+        &Event {
+            headers: msg.headers.clone(),
+            body: None,
+        },
+        cv,
+    );
     stamp(&mut ev, 560);
     if let Some(gw) = &setup.gateway {
-        ev.insert_after("variable_recovery_profile_name", "variable_sip_gateway_name", &url_encode(gw));
-        ev.insert_after("variable_recovery_profile_name", "variable_sip_gateway", &url_encode(gw));
+        ev.insert_after(
+            "variable_recovery_profile_name",
+            "variable_sip_gateway_name",
+            &url_encode(gw),
+        );
+        ev.insert_after(
+            "variable_recovery_profile_name",
+            "variable_sip_gateway",
+            &url_encode(gw),
+        );
     }
     if let Some(d) = &setup.diversion {
-        ev.insert_after("variable_sip_req_host", "variable_sip_h_Diversion", &url_encode(d));
+        ev.insert_after(
+            "variable_sip_req_host",
+            "variable_sip_h_Diversion",
+            &url_encode(d),
+        );
     }
     ev.set("Socket-Mode", &setup.socket_mode);
     if !setup.control_full {
@@ -349,7 +393,10 @@ struct App {
 impl Chan {
     fn fire(&mut self, mut ev: Event) {
         let remote = self.setup.remote_station_id.clone();
-        if ev.name() == "CUSTOM" || ev.get("variable_fax_result_code").is_some() || ev.get("variable_fax_t38_status").is_some() {
+        if ev.name() == "CUSTOM"
+            || ev.get("variable_fax_result_code").is_some()
+            || ev.get("variable_fax_t38_status").is_some()
+        {
             let local = self
                 .log
                 .lock()
@@ -360,9 +407,20 @@ impl Chan {
                 .find(|(k, _)| k == "fax_ident")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_else(|| "SpanDSP Fax Ident".into());
-            apply_fax(&mut ev, &self.outcome, self.so_far, self.so_far.max(self.outcome.transferred), &local, &remote);
+            apply_fax(
+                &mut ev,
+                &self.outcome,
+                self.so_far,
+                self.so_far.max(self.outcome.transferred),
+                &local,
+                &remote,
+            );
         }
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).fired.push(ev.clone());
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fired
+            .push(ev.clone());
         let _ = self.out.send(Out::Ev(ev));
     }
 
@@ -394,9 +452,16 @@ impl Chan {
 
     fn private_command(&self, app: &App) -> Event {
         let mut ev = self.tpl.ev(ALL_OK, "PRIVATE_COMMAND");
-        let start = ev.headers.iter().position(|(k, _)| k == "Event-Name").unwrap_or(0);
+        let start = ev
+            .headers
+            .iter()
+            .position(|(k, _)| k == "Event-Name")
+            .unwrap_or(0);
         ev.headers.drain(..start);
-        let mut pre = vec![("Command".to_string(), url_encode(&String::from_utf8_lossy(&app.cmd.raw)))];
+        let mut pre = vec![(
+            "Command".to_string(),
+            url_encode(&String::from_utf8_lossy(&app.cmd.raw)),
+        )];
         for (k, v) in &app.cmd.headers {
             pre.push((k.clone(), url_encode(v)));
         }
@@ -410,33 +475,53 @@ impl Chan {
     }
 
     /// Runs one app; returns false once the channel is gone.
-    async fn run_app(&mut self, app: App, queue: &mut mpsc::UnboundedReceiver<App>, ctl: &mut mpsc::UnboundedReceiver<Ctl>) -> bool {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).executed.push((app.name.clone(), app.arg.clone()));
+    async fn run_app(
+        &mut self,
+        app: App,
+        queue: &mut mpsc::UnboundedReceiver<App>,
+        ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    ) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .executed
+            .push((app.name.clone(), app.arg.clone()));
         self.fire(self.exec_event("CHANNEL_EXECUTE", &app, None));
         let mut response = "_none_".to_string();
         match app.name.as_str() {
-            "answer" | "pre_answer" => {
-                if !self.answered {
-                    self.answered = true;
-                    self.fire(self.tpl.ev(ALL_OK, "CHANNEL_ANSWER"));
-                    self.fire(self.tpl.callstate(ALL_OK, "ACTIVE"));
-                }
+            "answer" | "pre_answer" if !self.answered => {
+                self.answered = true;
+                self.fire(self.tpl.ev(ALL_OK, "CHANNEL_ANSWER"));
+                self.fire(self.tpl.callstate(ALL_OK, "ACTIVE"));
             }
             "ring_ready" => self.fire(self.tpl.ev(MYEV, "CHANNEL_PROGRESS")),
             "sleep" => self.sleep(app.arg.trim().parse().unwrap_or(0)).await,
             "playback" => {
                 self.fire(self.tpl.ev(ALL_OK, "PLAYBACK_START"));
-                let ms = app.arg.strip_prefix("silence_stream://").and_then(|n| n.parse().ok()).unwrap_or(1000);
+                let ms = app
+                    .arg
+                    .strip_prefix("silence_stream://")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1000);
                 self.sleep(ms).await;
                 self.fire(self.tpl.ev(ALL_OK, "PLAYBACK_STOP"));
                 response = "FILE PLAYED".into();
             }
             "set" => {
                 let (k, v) = app.arg.split_once('=').unwrap_or((&app.arg, ""));
-                self.log.lock().unwrap_or_else(|e| e.into_inner()).vars.push((k.to_string(), v.to_string()));
+                self.log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .vars
+                    .push((k.to_string(), v.to_string()));
             }
             "respond" => {
-                let code: u32 = app.arg.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                let code: u32 = app
+                    .arg
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
                 if code >= 300 {
                     let cause = match code {
                         404 => "UNALLOCATED_NUMBER",
@@ -452,7 +537,11 @@ impl Chan {
                 }
             }
             "hangup" => {
-                let cause = if app.arg.trim().is_empty() { "NORMAL_CLEARING".to_string() } else { app.arg.trim().to_string() };
+                let cause = if app.arg.trim().is_empty() {
+                    "NORMAL_CLEARING".to_string()
+                } else {
+                    app.arg.trim().to_string()
+                };
                 self.hangup_event(&cause);
                 self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
                 self.private_after(&app);
@@ -482,7 +571,9 @@ impl Chan {
     fn hangup_event(&mut self, cause: &str) -> bool {
         self.hung_up = true;
         if !self.linger() {
-            let _ = self.out.send(Out::Raw(wire::outbound_disconnect_notice(&self.setup.uuid)));
+            let _ = self
+                .out
+                .send(Out::Raw(wire::outbound_disconnect_notice(&self.setup.uuid)));
             let _ = self.out.send(Out::Close);
             return false;
         }
@@ -492,7 +583,12 @@ impl Chan {
         true
     }
 
-    async fn teardown(&mut self, cause: &str, queue: &mut mpsc::UnboundedReceiver<App>, extra_private: bool) {
+    async fn teardown(
+        &mut self,
+        cause: &str,
+        queue: &mut mpsc::UnboundedReceiver<App>,
+        extra_private: bool,
+    ) {
         if !self.linger() {
             return;
         }
@@ -507,13 +603,20 @@ impl Chan {
         for a in &pending {
             self.fire(self.private_command(a));
             if a.name == "set" {
-                self.log.lock().unwrap_or_else(|e| e.into_inner()).executed.push((a.name.clone(), a.arg.clone()));
+                self.log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .executed
+                    .push((a.name.clone(), a.arg.clone()));
                 self.fire(self.exec_event("CHANNEL_EXECUTE", a, None));
                 self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", a, Some("_none_")));
             }
         }
         let from = if self.answered { "ACTIVE" } else { "RINGING" };
-        let mut evs = vec![self.tpl.ev(ALL_OK, "CHANNEL_UNPARK"), self.tpl.app(ALL_OK, "CHANNEL_EXECUTE_COMPLETE", "socket")];
+        let mut evs = vec![
+            self.tpl.ev(ALL_OK, "CHANNEL_UNPARK"),
+            self.tpl.app(ALL_OK, "CHANNEL_EXECUTE_COMPLETE", "socket"),
+        ];
         evs.push(self.tpl.state(ALL_OK, "CS_HANGUP"));
         let mut cs = self.tpl.callstate(ALL_OK, "HANGUP");
         cs.set("Original-Channel-Call-State", from);
@@ -521,24 +624,42 @@ impl Chan {
         evs.push(self.tpl.state(ALL_OK, "CS_REPORTING"));
         evs.push(self.tpl.ev(ALL_OK, "CHANNEL_HANGUP_COMPLETE"));
         let myevents = *self.myevents.lock().unwrap_or_else(|e| e.into_inner());
-        let chan_name = self.tpl.ev(ALL_OK, "CHANNEL_UNPARK").get("Channel-Name").map(url_decode).unwrap_or_default();
+        let chan_name = self
+            .tpl
+            .ev(ALL_OK, "CHANNEL_UNPARK")
+            .get("Channel-Name")
+            .map(url_decode)
+            .unwrap_or_default();
         for mut ev in evs {
             replace_cause(&mut ev, cause);
-            let is_cs_hangup = ev.name() == "CHANNEL_STATE" && ev.get("Channel-State") == Some("CS_HANGUP");
+            let is_cs_hangup =
+                ev.name() == "CHANNEL_STATE" && ev.get("Channel-State") == Some("CS_HANGUP");
             let is_complete = ev.name() == "CHANNEL_HANGUP_COMPLETE";
             self.fire(ev);
             // With myevents the linger notice came right after CS_HANGUP; otherwise after
             // CHANNEL_HANGUP_COMPLETE (captures outbound-rxfax-t38-ok-myevents / -all-events).
             if (myevents && is_cs_hangup) || (!myevents && is_complete) {
-                let _ = self.out.send(Out::Raw(wire::linger_notice(&self.setup.uuid, &chan_name, "-1")));
+                let _ = self.out.send(Out::Raw(wire::linger_notice(
+                    &self.setup.uuid,
+                    &chan_name,
+                    "-1",
+                )));
             }
             tokio::task::yield_now().await;
         }
     }
 
-    async fn rxfax(&mut self, app: App, queue: &mut mpsc::UnboundedReceiver<App>, ctl: &mut mpsc::UnboundedReceiver<Ctl>) -> bool {
+    async fn rxfax(
+        &mut self,
+        app: App,
+        queue: &mut mpsc::UnboundedReceiver<App>,
+        ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    ) -> bool {
         let path = PathBuf::from(&app.arg);
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).rxfax_path = Some(path.clone());
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rxfax_path = Some(path.clone());
         self.fire(self.tpl.ev(ALL_OK, "CODEC"));
         let script = self.setup.script.clone();
         let t38 = match &script {
@@ -546,7 +667,14 @@ impl Chan {
             RxScript::NoFaxSender | RxScript::SenderHangsUpAfterAnswer => T38::Refused,
             _ => T38::Negotiated,
         };
-        self.outcome = FaxOutcome { success: false, code: 49, transferred: 0, t38, rate: 14400, ecm: true };
+        self.outcome = FaxOutcome {
+            success: false,
+            code: 49,
+            transferred: 0,
+            t38,
+            rate: 14400,
+            ecm: true,
+        };
         // Interruptible wait: a client hangup/kill or a forced vanish ends the fax early.
         macro_rules! wait {
             ($ms:expr) => {{
@@ -577,7 +705,11 @@ impl Chan {
                         break;
                     }
                     self.so_far = p;
-                    let mut ev = self.tpl.custom(ALL_OK, "spandsp::rxfaxpageresult", ((p - 1) as usize).min(2));
+                    let mut ev = self.tpl.custom(
+                        ALL_OK,
+                        "spandsp::rxfaxpageresult",
+                        ((p - 1) as usize).min(2),
+                    );
                     ev.set("fax-document-transferred-pages", &p.to_string());
                     self.fire(ev);
                 }
@@ -604,7 +736,11 @@ impl Chan {
             if !self.hangup_event("NORMAL_CLEARING") {
                 return false;
             }
-            let res = if mode == 5 { self.tpl.custom(HUP_ANS, "spandsp::rxfaxresult", 0) } else { self.tpl.custom(HUP_MID, "spandsp::rxfaxresult", 0) };
+            let res = if mode == 5 {
+                self.tpl.custom(HUP_ANS, "spandsp::rxfaxresult", 0)
+            } else {
+                self.tpl.custom(HUP_MID, "spandsp::rxfaxresult", 0)
+            };
             self.fire(res);
             self.fire(self.tpl.ev(ALL_OK, "CODEC"));
             self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
@@ -617,7 +753,14 @@ impl Chan {
             self.outcome.code = 3;
             self.fire(self.tpl.custom(NOFAX, "spandsp::rxfaxresult", 0));
         } else {
-            self.outcome = FaxOutcome { success: true, code: 0, transferred: pages, t38, rate: 14400, ecm: true };
+            self.outcome = FaxOutcome {
+                success: true,
+                code: 0,
+                transferred: pages,
+                t38,
+                rate: 14400,
+                ecm: true,
+            };
             if pages > 0 {
                 let _ = tiff::write_received(&path, pages as usize);
             }
@@ -653,8 +796,15 @@ impl Chan {
     }
 }
 
-async fn send(wr: &mut tokio::net::tcp::OwnedWriteHalf, log: &Arc<Mutex<CallLog>>, b: Vec<u8>) -> bool {
-    log.lock().unwrap_or_else(|e| e.into_inner()).raw_out.extend_from_slice(&b);
+async fn send(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    log: &Arc<Mutex<CallLog>>,
+    b: Vec<u8>,
+) -> bool {
+    log.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .raw_out
+        .extend_from_slice(&b);
     wr.write_all(&b).await.is_ok()
 }
 
@@ -692,7 +842,9 @@ async fn run(
     let myevents = Arc::new(Mutex::new(false));
     let mut subs = Subs::default();
     let mut seq = 600u64;
-    let rec = |log: &Arc<Mutex<CallLog>>, f: &dyn Fn(&mut CallLog)| f(&mut log.lock().unwrap_or_else(|e| e.into_inner()));
+    let rec = |log: &Arc<Mutex<CallLog>>, f: &dyn Fn(&mut CallLog)| {
+        f(&mut log.lock().unwrap_or_else(|e| e.into_inner()))
+    };
     // The channel's application thread.
     let chan = Chan {
         tpl: Tpl { cv: cv.clone() },
@@ -704,7 +856,14 @@ async fn run(
         hung_up: false,
         myevents: myevents.clone(),
         so_far: 0,
-        outcome: FaxOutcome { success: false, code: 0, transferred: 0, t38: T38::Negotiated, rate: 14400, ecm: true },
+        outcome: FaxOutcome {
+            success: false,
+            code: 0,
+            transferred: 0,
+            t38: T38::Negotiated,
+            rate: 14400,
+            ecm: true,
+        },
     };
     let chan_cancel = cancel.clone();
     let chan_task = tokio::spawn(async move {

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::capture::{url_encode, Capture, Event};
+use super::capture::{Capture, Event, url_encode};
 use super::dial::Originate;
-use super::scripts::{cause_codes, CallScript, DropPoint, FaxParams, T38};
+use super::scripts::{CallScript, DropPoint, FaxParams, T38, cause_codes};
 
 /// Values of one capture that must be replaced by the new call's values.
 #[derive(Clone, Debug, Default)]
@@ -37,7 +37,12 @@ impl SourceInfo {
             }
             None => Default::default(),
         };
-        let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let var = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
         let first_ts_us = cap
             .events()
             .first()
@@ -75,10 +80,26 @@ pub(crate) struct CallValues {
 
 fn is_party_header(name: &str) -> bool {
     const YES: [&str; 20] = [
-        "Caller-", "Channel-Name", "channel_name", "sip_to", "sip_req", "sip_contact",
-        "sip_destination", "recover_contact", "caller_id", "allee", "sip_full", "sip_from",
-        "Destination", "pre_transfer", "origination_caller", "Channel-Caller", "ANI",
-        "Username", "Remote-Party", "Channel-Orig",
+        "Caller-",
+        "Channel-Name",
+        "channel_name",
+        "sip_to",
+        "sip_req",
+        "sip_contact",
+        "sip_destination",
+        "recover_contact",
+        "caller_id",
+        "allee",
+        "sip_full",
+        "sip_from",
+        "Destination",
+        "pre_transfer",
+        "origination_caller",
+        "Channel-Caller",
+        "ANI",
+        "Username",
+        "Remote-Party",
+        "Channel-Orig",
     ];
     const NO: [&str; 7] = ["Time", "port", "cseq", "tag", "call_id", "Index", "Hold"];
     YES.iter().any(|y| name.contains(y)) && !NO.iter().any(|n| name.contains(n))
@@ -120,7 +141,9 @@ fn shift_time(name: &str, v: &str, off_us: i64) -> Option<String> {
         return None;
     }
     let n: i64 = v.parse().ok()?;
-    if (name.ends_with("-Time") || name.contains("uepoch") || name.ends_with("_stamp")) && v.len() == 16 {
+    if (name.ends_with("-Time") || name.contains("uepoch") || name.ends_with("_stamp"))
+        && v.len() == 16
+    {
         return Some((n + off_us).to_string());
     }
     if name.contains("epoch") && v.len() == 10 {
@@ -132,7 +155,11 @@ fn shift_time(name: &str, v: &str, off_us: i64) -> Option<String> {
 /// Renders a capture event for the new call: per-call values substituted, wire order kept.
 pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
     let mut out = ev.clone();
-    let off = if src.first_ts_us > 0 { cv.now_us - src.first_ts_us } else { 0 };
+    let off = if src.first_ts_us > 0 {
+        cv.now_us - src.first_ts_us
+    } else {
+        0
+    };
     let enc_file_old = url_encode(&src.file);
     let enc_file_new = url_encode(&cv.file);
     let gw_pairs: Vec<(String, String)> = if src.gateway.is_empty() || src.gateway == cv.gateway {
@@ -176,7 +203,10 @@ pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
         *v = nv;
     }
     // Dial-string variables: follow the new call's set, in the captured position.
-    let has_dial_vars = src.vars.iter().any(|(k, _)| out.get(&format!("variable_{k}")).is_some());
+    let has_dial_vars = src
+        .vars
+        .iter()
+        .any(|(k, _)| out.get(&format!("variable_{k}")).is_some());
     if has_dial_vars {
         let mut anchor = None;
         for (k, _) in &src.vars {
@@ -192,7 +222,10 @@ pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
             }
         }
         let mut anchor = anchor.filter(|a| out.get(a).is_some()).or_else(|| {
-            src.vars.iter().map(|(k, _)| format!("variable_{k}")).rfind(|n| out.get(n).is_some())
+            src.vars
+                .iter()
+                .map(|(k, _)| format!("variable_{k}"))
+                .rfind(|n| out.get(n).is_some())
         });
         for (k, v) in &cv.vars {
             if src.vars.iter().any(|(n, _)| n == k) {
@@ -262,8 +295,16 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
         let delay_ms = prev.map(|p| ms.saturating_sub(p)).unwrap_or(0);
         prev = Some(ms);
         let r = render(&src, &ev, cv);
-        let kind = if r.name() == "BACKGROUND_JOB" { StepKind::Result(r) } else { StepKind::Ev(r) };
-        out.push(Step { delay_ms, extra: Default::default(), kind });
+        let kind = if r.name() == "BACKGROUND_JOB" {
+            StepKind::Result(r)
+        } else {
+            StepKind::Ev(r)
+        };
+        out.push(Step {
+            delay_ms,
+            extra: Default::default(),
+            kind,
+        });
     }
     out
 }
@@ -279,7 +320,9 @@ fn replace_cause(steps: &mut [Step], old: &str, new: &str) {
             for (k, v) in e.headers.iter_mut() {
                 *v = v.replace(old, new);
                 match k.as_str() {
-                    "variable_hangup_cause_q850" | "variable_sip_term_cause" if *v == oq.to_string() => {
+                    "variable_hangup_cause_q850" | "variable_sip_term_cause"
+                        if *v == oq.to_string() =>
+                    {
                         *v = nq.to_string()
                     }
                     "variable_sip_term_status" if *v == os.to_string() => *v = ns.to_string(),
@@ -314,7 +357,10 @@ fn insert_api_before_result(steps: &mut Vec<Step>, cv: &CallValues) {
     if steps.iter().any(|s| s.is("API", "")) {
         return;
     }
-    if let Some(p) = steps.iter().position(|s| matches!(s.kind, StepKind::Result(_))) {
+    if let Some(p) = steps
+        .iter()
+        .position(|s| matches!(s.kind, StepKind::Result(_)))
+    {
         steps.insert(p, api_originate_step(cv));
     }
 }
@@ -330,7 +376,11 @@ fn set_page_count(steps: &mut Vec<Step>, n: u32) {
     let Some(&first) = idx.first() else { return };
     let templates: Vec<Step> = idx.iter().map(|&i| steps[i].clone()).collect();
     let after_last = idx.last().map(|&i| i + 1).unwrap_or(first);
-    let tail_delay_fix = if after_last < steps.len() { Some(steps[after_last].delay_ms) } else { None };
+    let tail_delay_fix = if after_last < steps.len() {
+        Some(steps[after_last].delay_ms)
+    } else {
+        None
+    };
     for &i in idx.iter().rev() {
         steps.remove(i);
     }
@@ -369,7 +419,11 @@ pub(crate) struct FaxOutcome {
 }
 
 /// Steps and fax outcome for one leg running `script`. `pages`/`total` come from the TIFF.
-pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Vec<Step>, FaxOutcome) {
+pub(crate) fn leg_steps(
+    script: &CallScript,
+    cv: &CallValues,
+    pages: u32,
+) -> (Vec<Step>, FaxOutcome) {
     let ok = |p: &FaxParams| FaxOutcome {
         success: true,
         code: 0,
@@ -378,7 +432,14 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
         rate: p.rate,
         ecm: p.ecm,
     };
-    let fail = |code: u32, t38: T38| FaxOutcome { success: false, code, transferred: 0, t38, rate: 14400, ecm: true };
+    let fail = |code: u32, t38: T38| FaxOutcome {
+        success: false,
+        code,
+        transferred: 0,
+        t38,
+        rate: 14400,
+        ecm: true,
+    };
     match script {
         CallScript::FaxOk(p) | CallScript::Hang(p) => {
             let cap = match (p.t38 == T38::Negotiated, p.ring) {
@@ -394,11 +455,19 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
                 let cut = steps
                     .iter()
                     .rposition(|s| s.is("CUSTOM", "spandsp::txfaxpageresult"))
-                    .or_else(|| steps.iter().position(|s| s.is("CUSTOM", "spandsp::txfaxnegociateresult")))
+                    .or_else(|| {
+                        steps
+                            .iter()
+                            .position(|s| s.is("CUSTOM", "spandsp::txfaxnegociateresult"))
+                    })
                     .map(|i| i + 1)
                     .unwrap_or(steps.len());
                 steps.truncate(cut);
-                steps.push(Step { delay_ms: 0, extra: Default::default(), kind: StepKind::WaitKill });
+                steps.push(Step {
+                    delay_ms: 0,
+                    extra: Default::default(),
+                    kind: StepKind::WaitKill,
+                });
                 let mut o = o;
                 o.success = false;
                 o.code = 49;
@@ -408,10 +477,17 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
         }
         CallScript::DropAfter(pt) => {
             let (mut steps, o) = leg_steps(&CallScript::fax_ok(), cv, pages);
-            let drop = Step { delay_ms: 0, extra: Default::default(), kind: StepKind::Drop };
+            let drop = Step {
+                delay_ms: 0,
+                extra: Default::default(),
+                kind: StepKind::Drop,
+            };
             let at = match pt {
                 DropPoint::OnOriginate => Some(0),
-                DropPoint::AfterAnswer => steps.iter().position(|s| s.is("CHANNEL_ANSWER", "")).map(|i| i + 1),
+                DropPoint::AfterAnswer => steps
+                    .iter()
+                    .position(|s| s.is("CHANNEL_ANSWER", ""))
+                    .map(|i| i + 1),
                 DropPoint::AfterPage(n) => steps
                     .iter()
                     .enumerate()
@@ -422,10 +498,15 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
             steps.insert(at.unwrap_or(steps.len()), drop);
             (steps, o)
         }
-        CallScript::Busy => (capture_steps(&Capture::load("inbound-originate-busy-486"), cv), fail(0, T38::Off)),
+        CallScript::Busy => (
+            capture_steps(&Capture::load("inbound-originate-busy-486"), cv),
+            fail(0, T38::Off),
+        ),
         CallScript::Rejected(cause) => {
             let (cap, old) = match cause.as_str() {
-                "UNALLOCATED_NUMBER" => ("inbound-txfax-rejected-by-socket-404", "UNALLOCATED_NUMBER"),
+                "UNALLOCATED_NUMBER" => {
+                    ("inbound-txfax-rejected-by-socket-404", "UNALLOCATED_NUMBER")
+                }
                 _ => ("inbound-originate-rejected-603", "CALL_REJECTED"),
             };
             let mut steps = capture_steps(&Capture::load(cap), cv);
@@ -440,15 +521,18 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
             }
             (steps, fail(0, T38::Off))
         }
-        CallScript::Unreachable => {
-            (capture_steps(&Capture::load("inbound-originate-gateway-unreachable"), cv), fail(0, T38::Off))
-        }
-        CallScript::GatewayDown => {
-            (capture_steps(&Capture::load("inbound-originate-gateway-unregistered"), cv), fail(0, T38::Off))
-        }
-        CallScript::InvalidGateway => {
-            (capture_steps(&Capture::load("inbound-originate-gateway-unknown"), cv), fail(0, T38::Off))
-        }
+        CallScript::Unreachable => (
+            capture_steps(&Capture::load("inbound-originate-gateway-unreachable"), cv),
+            fail(0, T38::Off),
+        ),
+        CallScript::GatewayDown => (
+            capture_steps(&Capture::load("inbound-originate-gateway-unregistered"), cv),
+            fail(0, T38::Off),
+        ),
+        CallScript::InvalidGateway => (
+            capture_steps(&Capture::load("inbound-originate-gateway-unknown"), cv),
+            fail(0, T38::Off),
+        ),
         CallScript::MidFaxHangup { after_pages, t38 } => {
             let cap = if *t38 {
                 "inbound-txfax-t38-remote-hangup-midfax"
@@ -459,7 +543,10 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
             if let Some(s) = steps.iter_mut().find(|s| s.is("CHANNEL_HANGUP", "")) {
                 s.delay_ms = s.delay_ms.saturating_mul((*after_pages).max(1) as u64);
             }
-            (steps, fail(49, if *t38 { T38::Negotiated } else { T38::Off }))
+            (
+                steps,
+                fail(49, if *t38 { T38::Negotiated } else { T38::Off }),
+            )
         }
         CallScript::FileMissing => {
             let mut steps = capture_steps(&Capture::load("inbound-txfax-file-missing"), cv);
@@ -478,7 +565,10 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
                 .into_iter()
                 .find(|s| s.is("CUSTOM", "spandsp::txfaxnegociateresult"))
                 .expect("fakefs: negotiation template");
-            let exec = steps.iter().position(|s| s.is("CHANNEL_EXECUTE", "")).unwrap_or(0);
+            let exec = steps
+                .iter()
+                .position(|s| s.is("CHANNEL_EXECUTE", ""))
+                .unwrap_or(0);
             let at = steps
                 .iter()
                 .enumerate()
@@ -502,14 +592,20 @@ pub(crate) fn leg_steps(script: &CallScript, cv: &CallValues, pages: u32) -> (Ve
 pub(crate) fn kill_steps(answered: bool, cause: &str, cv: &CallValues) -> Vec<Step> {
     if answered {
         let mut steps = capture_steps(&Capture::load("inbound-txfax-t38-local-kill-midfax"), cv);
-        let from = steps.iter().position(|s| s.is("CHANNEL_HANGUP", "")).unwrap_or(0);
+        let from = steps
+            .iter()
+            .position(|s| s.is("CHANNEL_HANGUP", ""))
+            .unwrap_or(0);
         steps.drain(..from);
         replace_cause(&mut steps, "NORMAL_CLEARING", cause);
         steps.retain(|s| !matches!(s.kind, StepKind::Result(_)));
         steps
     } else {
         let mut steps = capture_steps(&Capture::load("inbound-originate-rejected-603"), cv);
-        let from = steps.iter().position(|s| s.is("CHANNEL_HANGUP", "")).unwrap_or(0);
+        let from = steps
+            .iter()
+            .position(|s| s.is("CHANNEL_HANGUP", ""))
+            .unwrap_or(0);
         steps.drain(..from);
         replace_cause(&mut steps, "CALL_REJECTED", cause);
         steps
@@ -518,7 +614,14 @@ pub(crate) fn kill_steps(answered: bool, cause: &str, cv: &CallValues) -> Vec<St
 
 /// Applies the fax state to a call event at publish time: spandsp `fax-*` headers and the
 /// mirrored `variable_fax_*` channel variables.
-pub(crate) fn apply_fax(ev: &mut Event, o: &FaxOutcome, so_far: u32, total: u32, local: &str, remote: &str) {
+pub(crate) fn apply_fax(
+    ev: &mut Event,
+    o: &FaxOutcome,
+    so_far: u32,
+    total: u32,
+    local: &str,
+    remote: &str,
+) {
     let sub = ev.subclass();
     let is_result = sub.ends_with("faxresult");
     let is_page = sub.ends_with("faxpageresult");
@@ -546,8 +649,15 @@ pub(crate) fn apply_fax(ev: &mut Event, o: &FaxOutcome, so_far: u32, total: u32,
             set_if(ev, k, remote);
         }
     }
-    set_if(ev, "variable_fax_document_transferred_pages", &so_far.to_string());
-    for k in ["fax-document-total-pages", "variable_fax_document_total_pages"] {
+    set_if(
+        ev,
+        "variable_fax_document_transferred_pages",
+        &so_far.to_string(),
+    );
+    for k in [
+        "fax-document-total-pages",
+        "variable_fax_document_total_pages",
+    ] {
         if ev.get(k).is_some_and(|v| v != "0") {
             set_if(ev, k, &total.to_string());
         }
@@ -566,7 +676,11 @@ pub(crate) fn apply_fax(ev: &mut Event, o: &FaxOutcome, so_far: u32, total: u32,
     }
     if ev.get("variable_fax_result_code").is_some() {
         let text = super::scripts::result_text(o.code);
-        set_if(ev, "variable_fax_success", if o.success { "1" } else { "0" });
+        set_if(
+            ev,
+            "variable_fax_success",
+            if o.success { "1" } else { "0" },
+        );
         set_if(ev, "variable_fax_result_code", &o.code.to_string());
         set_if(ev, "variable_fax_result_text", text);
     }

@@ -43,7 +43,13 @@ pub struct FaxParams {
 
 impl Default for FaxParams {
     fn default() -> Self {
-        FaxParams { pages: None, t38: T38::Negotiated, rate: 14400, ecm: true, ring: true }
+        FaxParams {
+            pages: None,
+            t38: T38::Negotiated,
+            rate: 14400,
+            ecm: true,
+            ring: true,
+        }
     }
 }
 
@@ -115,7 +121,10 @@ impl CallScript {
 
     /// A successful G.711 fax (T.38 off).
     pub fn fax_ok_g711() -> CallScript {
-        CallScript::FaxOk(FaxParams { t38: T38::Off, ..FaxParams::default() })
+        CallScript::FaxOk(FaxParams {
+            t38: T38::Off,
+            ..FaxParams::default()
+        })
     }
 
     /// Whether this leg makes a channel (all but GatewayDown / InvalidGateway).

@@ -6,13 +6,21 @@ use super::capture::fax_fixtures_dir;
 
 fn rd16(b: &[u8], off: usize, le: bool) -> Option<u16> {
     let s = b.get(off..off + 2)?;
-    Some(if le { u16::from_le_bytes([s[0], s[1]]) } else { u16::from_be_bytes([s[0], s[1]]) })
+    Some(if le {
+        u16::from_le_bytes([s[0], s[1]])
+    } else {
+        u16::from_be_bytes([s[0], s[1]])
+    })
 }
 
 fn rd32(b: &[u8], off: usize, le: bool) -> Option<u32> {
     let s = b.get(off..off + 4)?;
     let a = [s[0], s[1], s[2], s[3]];
-    Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+    Some(if le {
+        u32::from_le_bytes(a)
+    } else {
+        u32::from_be_bytes(a)
+    })
 }
 
 /// Offsets of the IFDs of a classic TIFF, in chain order. `None` if the bytes are not a TIFF.

@@ -22,12 +22,19 @@ pub struct ClientCommand {
 impl ClientCommand {
     /// First value of a header, name compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The command word (`auth`, `api`, `sendmsg`, ...), lower case.
     pub fn verb(&self) -> String {
-        self.line.split_whitespace().next().unwrap_or("").to_ascii_lowercase()
+        self.line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
     }
 
     /// Everything after the command word (trimmed at the start).
@@ -62,7 +69,10 @@ pub enum ReadError {
 
 impl<R: AsyncRead + Unpin> CommandReader<R> {
     pub fn new(inner: R) -> Self {
-        CommandReader { inner, buf: Vec::new() }
+        CommandReader {
+            inner,
+            buf: Vec::new(),
+        }
     }
 
     /// Reads the next complete command.
@@ -93,7 +103,11 @@ impl<R: AsyncRead + Unpin> CommandReader<R> {
 
     fn try_parse(&mut self) -> Result<Option<ClientCommand>, ReadError> {
         // FreeSWITCH skips blank lines between commands.
-        let lead = self.buf.iter().take_while(|b| **b == b'\n' || **b == b'\r').count();
+        let lead = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\n' || **b == b'\r')
+            .count();
         if lead > 0 {
             self.buf.drain(..lead);
         }
@@ -116,7 +130,10 @@ impl<R: AsyncRead + Unpin> CommandReader<R> {
         let headers: Vec<(String, String)> = lines
             .iter()
             .skip(1)
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            })
             .collect();
         let clen = headers
             .iter()
@@ -133,7 +150,12 @@ impl<R: AsyncRead + Unpin> CommandReader<R> {
         }
         let raw: Vec<u8> = self.buf.drain(..end + clen).collect();
         let body = raw[end..].to_vec();
-        Ok(Some(ClientCommand { raw, line: first, headers, body }))
+        Ok(Some(ClientCommand {
+            raw,
+            line: first,
+            headers,
+            body,
+        }))
     }
 }
 
@@ -144,7 +166,11 @@ pub fn command_reply(text: &str) -> Vec<u8> {
 
 /// `Content-Type: api/response` with a body (byte-exact, no newline added).
 pub fn api_response(body: &[u8]) -> Vec<u8> {
-    let mut out = format!("Content-Type: api/response\nContent-Length: {}\n\n", body.len()).into_bytes();
+    let mut out = format!(
+        "Content-Type: api/response\nContent-Length: {}\n\n",
+        body.len()
+    )
+    .into_bytes();
     out.extend_from_slice(body);
     out
 }
@@ -154,8 +180,11 @@ pub const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://ww
 
 /// Inbound-connection disconnect notice (after `exit` or a bad password).
 pub fn inbound_disconnect_notice() -> Vec<u8> {
-    format!("Content-Type: text/disconnect-notice\nContent-Length: {}\n\n{GOODBYE}", GOODBYE.len())
-        .into_bytes()
+    format!(
+        "Content-Type: text/disconnect-notice\nContent-Length: {}\n\n{GOODBYE}",
+        GOODBYE.len()
+    )
+    .into_bytes()
 }
 
 /// Outbound-socket disconnect notice without linger (`Content-Disposition: disconnect`).
