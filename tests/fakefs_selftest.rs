@@ -1040,3 +1040,231 @@ async fn outbound_vanish_closes_without_notice() {
     assert_eq!(n, 2);
     assert!(call.wait_finished(Duration::from_secs(5)).await);
 }
+
+// ---------------------------------------------------------------- further behaviours
+
+/// Authenticates, subscribes to everything and bgapi-originates `dial`; returns the client.
+async fn start_call(fs: &FakeFs, dial: &str) -> Raw {
+    let mut c = Raw::connect(fs.addr()).await;
+    let t = Duration::from_secs(5);
+    c.read(t).await;
+    c.send(b"auth ClueCon\n\nevent plain ALL\n\n").await;
+    c.read(t).await;
+    c.read(t).await;
+    c.send(
+        format!(
+            "bgapi originate {dial} &txfax({})\n\n",
+            fax("test3.tif").display()
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.read(t).await;
+    c
+}
+
+/// Reads events until `pred` matches one (which is returned).
+async fn read_until(c: &mut Raw, pred: impl Fn(&Event) -> bool) -> Event {
+    loop {
+        let m = c
+            .read(Duration::from_secs(5))
+            .await
+            .expect("timeout waiting for event");
+        assert!(!m.is_empty(), "EOF while waiting for an event");
+        if let Some(e) = event_of(&Message::parse(&m).unwrap()) {
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn training_failure_reports_code_6_after_negotiation() {
+    let fs = FakeFs::start(
+        FakeConfig::new()
+            .time_scale(FAST)
+            .default_script(CallScript::TrainingFailure),
+    )
+    .await;
+    let mut c = start_call(
+        &fs,
+        "{origination_uuid=aaaaaaaa-0000-4000-8000-000000000001}sofia/gateway/b/1",
+    )
+    .await;
+    read_until(&mut c, |e| e.subclass() == "spandsp::txfaxnegociateresult").await;
+    let r = read_until(&mut c, |e| e.subclass() == "spandsp::txfaxresult").await;
+    assert_eq!(r.get("fax-result-code"), Some("6"));
+    assert_eq!(r.get("fax-success"), Some("0"));
+    assert_eq!(r.get("fax-t38-status"), Some("negotiated"));
+    assert_eq!(r.uuid(), Some("aaaaaaaa-0000-4000-8000-000000000001"));
+}
+
+#[tokio::test]
+async fn no_answer_fails_after_the_delay() {
+    let cfg = FakeConfig::new()
+        .time_scale(FAST)
+        .default_script(CallScript::NoAnswer(Duration::from_millis(50)));
+    let fs = FakeFs::start(cfg).await;
+    let mut c = start_call(&fs, "sofia/gateway/b/1").await;
+    let j = read_until(&mut c, |e| e.name() == "BACKGROUND_JOB").await;
+    assert_eq!(j.body.as_deref(), Some(&b"-ERR NO_ANSWER\n"[..]));
+    assert_eq!(
+        fs.originates()[0].leg_uuids.len(),
+        1,
+        "a fresh UUID when none is given"
+    );
+}
+
+#[tokio::test]
+async fn hang_waits_for_uuid_kill_then_reports_pages_so_far() {
+    let cfg = FakeConfig::new()
+        .time_scale(FAST)
+        .default_script(CallScript::Hang(FaxParams::default()));
+    let fs = FakeFs::start(cfg).await;
+    let uuid = "aaaaaaaa-0000-4000-8000-000000000002";
+    let mut c = start_call(
+        &fs,
+        &format!("{{origination_uuid={uuid}}}sofia/gateway/b/1"),
+    )
+    .await;
+    read_until(&mut c, |e| {
+        e.subclass() == "spandsp::txfaxpageresult"
+            && e.get("fax-document-transferred-pages") == Some("3")
+    })
+    .await;
+    assert!(
+        c.read(Duration::from_millis(200)).await.is_none(),
+        "a hung call must stay silent"
+    );
+    assert_eq!(fs.active_calls(), vec![uuid.to_string()]);
+    c.send(format!("api uuid_kill {uuid}\n\n").as_bytes()).await;
+    let r = read_until(&mut c, |e| e.subclass() == "spandsp::txfaxresult").await;
+    assert_eq!(r.get("fax-result-code"), Some("49"));
+    assert_eq!(r.get("fax-document-transferred-pages"), Some("3"));
+    read_until(&mut c, |e| e.name() == "CHANNEL_DESTROY").await;
+    assert!(
+        fs.wait_for(Duration::from_secs(2), |f| f.active_calls().is_empty())
+            .await
+    );
+}
+
+#[tokio::test]
+async fn injected_malformed_frame_follows_the_reply() {
+    let inj = support::fakefs::Injection::malformed(1);
+    let fs = FakeFs::start(FakeConfig::new().inject(inj.clone())).await;
+    let mut c = Raw::connect(fs.addr()).await;
+    c.read(Duration::from_secs(5)).await;
+    c.send(b"auth ClueCon\n\n").await;
+    assert!(
+        fs.wait_for(Duration::from_secs(2), |f| f
+            .raw_sent(0)
+            .ends_with(&inj.frame))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn outbound_connect_carries_diversion_gateway_and_socket_mode() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let setup = CallSetup {
+        caller_number: "+49301234".into(),
+        caller_name: "Alice Example".into(),
+        to_user: "777".into(),
+        diversion: Some("<sip:1234@example.com>;reason=unconditional".into()),
+        gateway: Some("carrier".into()),
+        socket_mode: "static".into(),
+        control_full: false,
+        ..CallSetup::default()
+    };
+    let call = FakeCall::connect(listener.local_addr().unwrap(), setup)
+        .await
+        .unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    let mut c = Raw { s, buf: Vec::new() };
+    c.send(b"connect\r\n\r\n").await;
+    let m = Message::parse(&c.read(Duration::from_secs(5)).await.unwrap()).unwrap();
+    let get = |k: &str| m.get(k).map(support::fakefs::url_decode);
+    assert_eq!(
+        get("variable_sip_h_Diversion").as_deref(),
+        Some("<sip:1234@example.com>;reason=unconditional")
+    );
+    assert_eq!(get("variable_sip_gateway").as_deref(), Some("carrier"));
+    assert_eq!(
+        get("Channel-Caller-ID-Number").as_deref(),
+        Some("+49301234")
+    );
+    assert_eq!(
+        get("Channel-Caller-ID-Name").as_deref(),
+        Some("Alice Example")
+    );
+    assert_eq!(get("variable_sip_to_user").as_deref(), Some("777"));
+    assert_eq!(get("Unique-ID").as_deref(), Some(call.uuid()));
+    assert_eq!(m.get("Socket-Mode"), Some("static"));
+    assert_eq!(m.get("Control"), None);
+    assert_eq!(m.get("Content-Type"), Some("command/reply"));
+}
+
+#[tokio::test]
+async fn outbound_t38_hang_until_client_kills_and_app_uuid_is_echoed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = CallSetup {
+        script: RxScript::T38Hang { pages: 2 },
+        time_scale: FAST,
+        ..CallSetup::default()
+    };
+    let call = FakeCall::connect(listener.local_addr().unwrap(), setup)
+        .await
+        .unwrap();
+    let uuid = call.uuid().to_string();
+    let (s, _) = listener.accept().await.unwrap();
+    let mut c = Raw { s, buf: Vec::new() };
+    let t = Duration::from_secs(5);
+    c.send(b"connect\r\n\r\n").await;
+    c.read(t).await;
+    c.send(b"linger\r\n\r\n").await;
+    c.read(t).await;
+    c.send(format!("filter Unique-ID {uuid}\r\n\r\n").as_bytes())
+        .await;
+    c.read(t).await;
+    c.send(b"event plain ALL\r\n\r\n").await;
+    c.read(t).await;
+    let rx = dir.path().join("r.tif");
+    for (app, arg) in [
+        ("answer", String::new()),
+        ("rxfax", rx.display().to_string()),
+        ("hangup", String::new()),
+    ] {
+        let mut m = format!("sendmsg\ncall-command: execute\nexecute-app-name: {app}\n");
+        if !arg.is_empty() {
+            m.push_str(&format!("execute-app-arg: {arg}\n"));
+        }
+        m.push_str(&format!(
+            "event-lock: true\nEvent-UUID: 00000000-0000-4000-8000-00000000000{}\n\n",
+            app.len()
+        ));
+        c.send(m.as_bytes()).await;
+    }
+    let ex = read_until(&mut c, |e| {
+        e.name() == "CHANNEL_EXECUTE" && e.get("Application") == Some("rxfax")
+    })
+    .await;
+    assert_eq!(
+        ex.get("Application-UUID"),
+        Some("00000000-0000-4000-8000-000000000005")
+    );
+    read_until(&mut c, |e| e.subclass() == "spandsp::rxfaxresult").await;
+    assert!(
+        c.read(Duration::from_millis(200)).await.is_none(),
+        "rxfax must hang after its result"
+    );
+    c.send(format!("api uuid_kill {uuid}\r\n\r\n").as_bytes())
+        .await;
+    read_until(&mut c, |e| e.name() == "CHANNEL_HANGUP_COMPLETE").await;
+    assert_eq!(pages(&rx), Some(2));
+    assert!(
+        !call.executed().iter().any(|(a, _)| a == "hangup"),
+        "the queued hangup never runs"
+    );
+}

@@ -532,7 +532,7 @@ impl Chan {
                     };
                     self.hangup_event(cause);
                     self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
-                    self.teardown(cause, queue, false).await;
+                    self.teardown(cause, queue).await;
                     return false;
                 }
             }
@@ -545,7 +545,7 @@ impl Chan {
                 self.hangup_event(&cause);
                 self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
                 self.private_after(&app);
-                self.teardown(&cause, queue, false).await;
+                self.teardown(&cause, queue).await;
                 return false;
             }
             "rxfax" => return self.rxfax(app, queue, ctl).await,
@@ -599,7 +599,6 @@ impl Chan {
         while let Ok(a) = queue.try_recv() {
             pending.push(a);
         }
-        let _ = extra_private;
         for a in &pending {
             self.fire(self.private_command(a));
             if a.name == "set" {
@@ -745,7 +744,7 @@ impl Chan {
             self.fire(self.tpl.ev(ALL_OK, "CODEC"));
             self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
             self.private_after(&app);
-            self.teardown("NORMAL_CLEARING", queue, false).await;
+            self.teardown("NORMAL_CLEARING", queue).await;
             return false;
         }
         // The fax ended on its own.
@@ -785,7 +784,7 @@ impl Chan {
                 self.fire(self.tpl.ev(ALL_OK, "CODEC"));
                 self.fire(self.exec_event("CHANNEL_EXECUTE_COMPLETE", &app, Some("_none_")));
                 self.private_after(&app);
-                self.teardown("NORMAL_CLEARING", queue, false).await;
+                self.teardown("NORMAL_CLEARING", queue).await;
                 return false;
             }
         }
@@ -888,7 +887,7 @@ async fn run(
                 },
                 c = ctl.recv() => match c {
                     Some(Ctl::Hangup(cause)) => {
-                        if chan.hangup_event(&cause) { chan.teardown(&cause, &mut apps, false).await; }
+                        if chan.hangup_event(&cause) { chan.teardown(&cause, &mut apps).await; }
                         break;
                     }
                     Some(Ctl::Vanish) => { let _ = chan.out.send(Out::Close); break; }

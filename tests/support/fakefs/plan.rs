@@ -1,7 +1,5 @@
 //! Turning capture events into per-call event plans: value substitution and step lists.
 
-use std::sync::Arc;
-
 use super::capture::{Capture, Event, url_encode};
 use super::dial::Originate;
 use super::scripts::{CallScript, DropPoint, FaxParams, T38, cause_codes};
@@ -685,6 +683,3 @@ pub(crate) fn apply_fax(
         set_if(ev, "variable_fax_result_text", text);
     }
 }
-
-/// Cached `Arc<Capture>` handle type used by callers.
-pub(crate) type Cap = Arc<Capture>;
