@@ -583,12 +583,7 @@ impl Chan {
         true
     }
 
-    async fn teardown(
-        &mut self,
-        cause: &str,
-        queue: &mut mpsc::UnboundedReceiver<App>,
-        extra_private: bool,
-    ) {
+    async fn teardown(&mut self, cause: &str, queue: &mut mpsc::UnboundedReceiver<App>) {
         if !self.linger() {
             return;
         }
