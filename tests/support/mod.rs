@@ -4,3 +4,4 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fakefs;
+pub mod hylafax;
