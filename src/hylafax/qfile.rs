@@ -89,6 +89,19 @@ pub enum QFileError {
     },
 }
 
+impl QFileError {
+    /// The file's content cannot be understood (as opposed to an I/O or locking problem that
+    /// a later attempt may not have). Such a file is never rewritten.
+    pub fn is_unreadable_content(&self) -> bool {
+        matches!(
+            self,
+            QFileError::TooLarge { .. }
+                | QFileError::LineTooLong { .. }
+                | QFileError::BinaryGarbage { .. }
+        )
+    }
+}
+
 /// A problem HylaFAX tolerates (it skips the line); we keep the line and report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QFileWarning {

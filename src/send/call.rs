@@ -394,7 +394,9 @@ async fn place_call(cfg: &Config, ctx: &mut Context, job: &mut Job, stop: &mut S
         {
             Ok(b) => b,
             Err(e) => {
+                // The originate may be running in FreeSWITCH even though its reply never came.
                 ctx.log.log(&format!("{e}"));
+                kill_after_drop(&mut session, &uuid).await;
                 return CallEnd::LocalAfterDial(LocalError::EslDropped, e.to_string());
             }
         };
@@ -652,15 +654,9 @@ async fn conclude(
         ),
         CallEnd::OriginateFailed { cause, attempts } => {
             let mut verdict = FaxOutcome::OriginateFailed { cause }.classify(failed_causes);
-            if attempts.len() > 1 {
+            // Name the gateway and cause of every attempt: "Busy signal detected [gw1: USER_BUSY]".
+            if !attempts.is_empty() {
                 verdict.status = format!("{} [{}]", verdict.status, attempts.join("; "));
-            } else if let Some(only) = attempts.first() {
-                if !verdict
-                    .status
-                    .contains(only.split(": ").next().unwrap_or_default())
-                {
-                    verdict.status = format!("{} [{only}]", verdict.status);
-                }
             }
             Attempt::verdict_only(verdict)
         }

@@ -51,6 +51,12 @@ pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf
     // The qfile lock comes first: nothing below may run for a job another fsfaxsend holds.
     let mut job = match Job::open(qfile) {
         Ok(job) => job,
+        Err(e) if e.is_unreadable_content() => {
+            // Rewriting a file we cannot parse could only make it worse: it is left byte for
+            // byte as it is, and with `returned:7` still in it faxq takes our exit status.
+            tracing::error!("{e}; the job cannot be sent and is left for the admin (failed)");
+            return Disposition::Failed.returned();
+        }
         Err(e) => {
             // Without the qfile there is nothing to write; faxq falls back to our exit
             // status with `returned:7`, and 0 asks for a later retry.

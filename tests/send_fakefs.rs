@@ -1,0 +1,719 @@
+//! fsfaxsend, the real binary, on real qfiles against the fake FreeSWITCH: every test asserts
+//! the qfile fields faxq reads, the exit status, the xferfaxlog line and what went on the wire.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::fakefs::{CallScript, DropPoint, FakeConfig, FakeFs, FaxParams};
+
+const MODEM: &str = "freeswitch0";
+
+/// A spool, a configuration and a qfile for one fsfaxsend run.
+struct SendEnv {
+    _dir: tempfile::TempDir,
+    spool: PathBuf,
+    conf: PathBuf,
+    /// Extra lines for the config sections, appended in order.
+    fs_socket: String,
+}
+
+impl SendEnv {
+    fn new(fs_socket: &str) -> SendEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        for d in [
+            "log", "sendq", "docq", "tmp", "status", "recvq", "etc", "bin",
+        ] {
+            fs::create_dir_all(spool.join(d)).unwrap();
+        }
+        let env = SendEnv {
+            conf: dir.path().join("fsfax.conf"),
+            _dir: dir,
+            spool,
+            fs_socket: fs_socket.to_string(),
+        };
+        env.write_config(&[], &[], &[]);
+        env
+    }
+
+    /// Writes the configuration with extra `key = value` lines per section.
+    fn write_config(&self, freeswitch: &[&str], gofaxsend: &[&str], gateways: &[&str]) {
+        let gateways = if gateways.is_empty() {
+            vec!["gw1"]
+        } else {
+            gateways.to_vec()
+        };
+        let mut text = format!(
+            "[freeswitch]\nsocket = {}\npassword = ClueCon\nident = +1 555 0100\nheader = \"ACME Fax\"\n",
+            self.fs_socket
+        );
+        for g in gateways {
+            text.push_str(&format!("gateway = {g}\n"));
+        }
+        for l in freeswitch {
+            text.push_str(l);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[hylafax]\nspooldir = {}\nmodems = 1\nxferfaxlog = log/xferfaxlog\n",
+            self.spool.display()
+        ));
+        text.push_str(
+            "[gofaxsend]\nenablet38 = true\nrequestt38 = true\nfaxnumber = 4711\ncidname = sender\nfailedresponse = CALL_REJECTED\n\
+             originatetimeout = 3s\nmaxcallduration = 30s\nhangupafterresult = 1s\n",
+        );
+        for l in gofaxsend {
+            text.push_str(l);
+            text.push('\n');
+        }
+        fs::write(&self.conf, text).unwrap();
+    }
+
+    /// Copies a fixture TIFF into docq and writes `sendq/q<job>` referencing it.
+    fn qfile(&self, job: u32, number: &str, docs: &[(&str, u32)], extra: &[&str]) -> PathBuf {
+        let mut faxes = String::new();
+        for (i, (fixture, first)) in docs.iter().enumerate() {
+            let name = format!("doc{job}-{i}.tif");
+            fs::copy(fixture_tif(fixture), self.spool.join("docq").join(&name)).unwrap();
+            faxes.push_str(&format!("fax:{first}::docq/{name}\n"));
+        }
+        let mut text = format!(
+            "tts:0\nkilltime:1795356039\nretrytime:0\nstate:6\nnpages:0\ntotpages:3\nntries:0\n\
+             ndials:0\ntotdials:0\nmaxdials:12\ntottries:0\nmaxtries:3\nresolution:98\n\
+             desiredbr:13\ndesiredec:2\nexternal:{number}\nnumber:{number}\nmailaddr:root@vm\n\
+             sender:Alice Sender\njobid:{job}\njobtag:tag {job}\nowner:root\nsignalrate:\n\
+             dataformat:\ncommid:\ncsi:\nstatus:\nstatuscode:0\nreturned:7\nnotify:none\n"
+        );
+        for e in extra {
+            text.push_str(e);
+            text.push('\n');
+        }
+        text.push_str(&faxes);
+        let path = self.spool.join("sendq").join(format!("q{job}"));
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs fsfaxsend as faxq does (cwd = spool, `-m modem sendq/q<job>`), with a deadline.
+    async fn run(&self, job: u32) -> i32 {
+        let child = self.spawn(job);
+        wait_exit(child, Duration::from_secs(60)).await
+    }
+
+    fn spawn(&self, job: u32) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-m", MODEM, &format!("sendq/q{job}")])
+            .current_dir(&self.spool)
+            .env("FSFAX_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fsfaxsend")
+    }
+
+    fn field(&self, job: u32, tag: &str) -> String {
+        let text = fs::read(self.spool.join("sendq").join(format!("q{job}"))).unwrap();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{tag}:")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {tag}: in q{job}"))
+    }
+
+    fn fields(&self, job: u32, tag: &str) -> Vec<String> {
+        let text = fs::read(self.spool.join("sendq").join(format!("q{job}"))).unwrap();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{tag}:")).map(str::to_string))
+            .collect()
+    }
+
+    fn xferfaxlog(&self) -> Vec<Vec<String>> {
+        fs::read_to_string(self.spool.join("log/xferfaxlog"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    fn temp_files(&self) -> usize {
+        fs::read_dir(self.spool.join("tmp")).unwrap().count()
+    }
+}
+
+fn fixture_tif(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fax")
+        .join(name)
+}
+
+async fn wait_exit(mut child: tokio::process::Child, limit: Duration) -> i32 {
+    let stderr = child.stderr.take();
+    let log = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(s) => s.unwrap(),
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!("fsfaxsend did not finish within {limit:?}");
+        }
+    };
+    let log = log.await.unwrap();
+    eprintln!("--- fsfaxsend log ---\n{log}");
+    status
+        .code()
+        .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
+}
+
+async fn fake(cfg: FakeConfig) -> FakeFs {
+    FakeFs::start(cfg).await
+}
+
+#[tokio::test]
+async fn t38_fax_is_done_with_every_field_faxq_reads() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(1).await, 2);
+    assert_eq!(env.field(1, "returned"), "2");
+    assert_eq!(env.field(1, "status"), "");
+    assert_eq!(env.field(1, "npages"), "3");
+    assert_eq!(env.field(1, "totdials"), "1");
+    assert_eq!(env.field(1, "ndials"), "0");
+    assert_eq!(env.field(1, "tottries"), "1");
+    assert_eq!(env.field(1, "signalrate"), "14400 bit/s");
+    assert_eq!(env.field(1, "csi"), "+1 337");
+    let commid = env.field(1, "commid");
+    assert_eq!(commid.len(), 9, "9-digit HylaFAX commid: {commid}");
+    assert!(env.spool.join(format!("log/c{commid}")).exists());
+    assert_eq!(fs::read_to_string(env.spool.join("log/seqf")).unwrap(), "2");
+
+    let o = fs.originates();
+    assert_eq!(o.len(), 1);
+    assert!(o[0].background, "bgapi originate, never a blocking api");
+    assert_eq!(o[0].originate.legs().len(), 1);
+    assert_eq!(o[0].var("fax_enable_t38").as_deref(), Some("true"));
+    assert_eq!(
+        o[0].var("origination_caller_id_number").as_deref(),
+        Some("4711")
+    );
+    assert_eq!(o[0].var("fax_start_page"), None);
+    assert_eq!(o[0].originate.legs()[0].gateway, "gw1");
+
+    let log = env.xferfaxlog();
+    assert_eq!(log.len(), 1);
+    let rec = &log[0];
+    assert_eq!(rec.len(), 19, "{rec:?}");
+    assert_eq!(rec[1], "SEND");
+    assert_eq!(rec[2], commid);
+    assert_eq!(rec[3], MODEM);
+    assert_eq!(rec[4], "1");
+    assert_eq!(rec[7], "\"0401234\"");
+    assert_eq!(rec[8], "\"+1 337\"");
+    assert_eq!(rec[10], "3");
+    assert_eq!(rec[13], "\"\"");
+    assert_eq!(env.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn g711_fax_is_done() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::fax_ok_g711())).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["enablet38 = false", "requestt38 = false"], &[]);
+    env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(2).await, 2);
+    assert_eq!(env.field(2, "returned"), "2");
+    assert_eq!(
+        fs.originates()[0].var("fax_enable_t38").as_deref(),
+        Some("false")
+    );
+}
+
+#[tokio::test]
+async fn several_documents_are_merged_and_sent_from_their_first_unsent_page() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(3, "0403333", &[("test3.tif", 2), ("test12.tif", 10)], &[]);
+    assert_eq!(env.run(3).await, 2);
+    let o = fs.originates();
+    let path = o[0].originate.app_arg.clone().unwrap_or_default();
+    assert!(
+        path.contains("/tmp/fsfaxsend-"),
+        "a merged temp file: {path}"
+    );
+    assert_eq!(env.field(3, "npages"), "3", "1 + 2 pages left to send");
+    assert_eq!(
+        env.temp_files(),
+        0,
+        "the merged file is removed after the call"
+    );
+}
+
+#[tokio::test]
+async fn busy_is_a_retry_that_counts_a_dial() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::Busy)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(4, "0404444", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(4).await, 0);
+    assert_eq!(env.field(4, "returned"), "0");
+    assert_eq!(
+        env.field(4, "status"),
+        "Busy signal detected [gw1: USER_BUSY]"
+    );
+    assert_eq!(env.field(4, "statuscode"), "1");
+    assert_eq!(env.field(4, "totdials"), "1");
+    assert_eq!(env.field(4, "ndials"), "1");
+    assert_eq!(env.field(4, "tottries"), "0");
+    let log = env.xferfaxlog();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0][13], "\"Busy signal detected [gw1: USER_BUSY]\"");
+}
+
+#[tokio::test]
+async fn failedresponse_cause_fails_the_job() {
+    let fs =
+        fake(FakeConfig::new().default_script(CallScript::Rejected("CALL_REJECTED".into()))).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(5, "0405555", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(5).await, 1);
+    assert_eq!(env.field(5, "returned"), "1");
+    assert!(
+        env.field(5, "status")
+            .starts_with("CALL_REJECTED (retry disabled)")
+    );
+}
+
+#[tokio::test]
+async fn first_gateway_down_fails_over_to_the_second_with_a_fresh_uuid() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway("gw1", CallScript::GatewayDown)
+            .gateway("gw2", CallScript::fax_ok()),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &[], &["gw1", "gw2"]);
+    env.qfile(6, "0406666", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(6).await, 2);
+    let o = fs.originates();
+    assert_eq!(o.len(), 2, "one originate per gateway");
+    assert_eq!(o[0].originate.legs()[0].gateway, "gw1");
+    assert_eq!(o[1].originate.legs()[0].gateway, "gw2");
+    assert_ne!(o[0].var("origination_uuid"), o[1].var("origination_uuid"));
+    assert!(o.iter().all(|r| r.originate.legs().len() == 1));
+    assert_eq!(env.field(6, "totdials"), "2");
+}
+
+#[tokio::test]
+async fn first_gateway_503_fails_over() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway(
+                "gw1",
+                CallScript::Rejected("NORMAL_TEMPORARY_FAILURE".into()),
+            )
+            .gateway("gw2", CallScript::fax_ok()),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &[], &["gw1", "gw2"]);
+    env.qfile(7, "0407777", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(7).await, 2);
+    assert_eq!(fs.originates().len(), 2);
+}
+
+#[tokio::test]
+async fn both_gateways_failing_names_each_attempt() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway("gw1", CallScript::Unreachable)
+            .gateway("gw2", CallScript::GatewayDown),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &[], &["gw1", "gw2"]);
+    env.qfile(8, "0408888", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(8).await, 0);
+    let status = env.field(8, "status");
+    assert!(
+        status.contains("gw1: NORMAL_TEMPORARY_FAILURE") && status.contains("gw2: GATEWAY_DOWN"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn busy_destination_does_not_fail_over() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway("gw1", CallScript::Busy)
+            .gateway("gw2", CallScript::fax_ok()),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &[], &["gw1", "gw2"]);
+    env.qfile(9, "0409999", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(9).await, 0);
+    assert_eq!(
+        fs.originates().len(),
+        1,
+        "an answer from the destination is final"
+    );
+}
+
+#[tokio::test]
+async fn unknown_gateway_is_a_retry_naming_it() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::InvalidGateway)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(10, "0401010", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(10).await, 0);
+    assert!(env.field(10, "status").contains("INVALID_GATEWAY"));
+}
+
+#[tokio::test]
+async fn freeswitch_down_is_a_retry_that_burns_no_dial() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = SendEnv::new(&format!("127.0.0.1:{port}"));
+    env.qfile(11, "0401111", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(11).await, 0);
+    assert_eq!(env.field(11, "returned"), "0");
+    assert!(env.field(11, "status").contains("Cannot reach FreeSWITCH"));
+    assert_eq!(env.field(11, "totdials"), "0");
+    assert!(env.xferfaxlog().is_empty());
+}
+
+#[tokio::test]
+async fn freeswitch_answering_nothing_times_out_and_kills_the_call() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::Silent)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(12, "0401212", &[("test3.tif", 0)], &[]);
+    env.write_config(&["commandtimeout = 2s"], &[], &[]);
+    assert_eq!(env.run(12).await, 0);
+    let status = env.field(12, "status");
+    assert!(status.contains("no reply"), "{status}");
+    let uuid = fs.originates()[0].var("origination_uuid").unwrap();
+    assert!(
+        fs.kills().contains(&uuid),
+        "the call FreeSWITCH may be placing is killed"
+    );
+}
+
+#[tokio::test]
+async fn connection_dropped_mid_fax_is_never_reported_done() {
+    let fs = fake(
+        FakeConfig::new()
+            .default_script(CallScript::DropAfter(DropPoint::AfterPage(1)))
+            .time_scale(0.01),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(13, "0401313", &[("test12.tif", 0)], &[]);
+    let code = env.run(13).await;
+    assert_eq!(code, 0);
+    assert_eq!(env.field(13, "returned"), "0");
+    assert!(
+        env.field(13, "status").contains("FreeSWITCH"),
+        "{}",
+        env.field(13, "status")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_mid_fax_kills_the_call_and_records_progress_for_the_retry() {
+    let fs = fake(
+        FakeConfig::new()
+            .default_script(CallScript::fax_ok())
+            .time_scale(0.05),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(14, "0401414", &[("test12.tif", 0)], &[]);
+    let child = env.spawn(14);
+    let pid = child.id().unwrap() as i32;
+    let paged = fs
+        .wait_for(Duration::from_secs(30), |fs| {
+            fs.published().iter().any(|e| {
+                e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxpageresult")
+            })
+        })
+        .await;
+    assert!(paged, "no page was sent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let code = wait_exit(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "a signal is a retry, never done or failed");
+    assert_eq!(env.field(14, "returned"), "0");
+    assert!(!fs.kills().is_empty(), "the call was killed");
+    let first = env.fields(14, "fax")[0].clone();
+    let dir: u32 = first.split(':').next().unwrap().parse().unwrap();
+    assert!((1..12).contains(&dir), "progress recorded: fax:{first}");
+    let npages: u32 = env.field(14, "npages").parse().unwrap();
+    assert_eq!(npages, dir);
+
+    // The retry resumes at the first unsent page.
+    let code = env.run(14).await;
+    assert_eq!(code, 2);
+    let o = fs.originates();
+    assert_eq!(
+        o.last().unwrap().var("fax_start_page"),
+        Some(dir.to_string())
+    );
+    assert_eq!(env.field(14, "npages"), "12");
+}
+
+#[tokio::test]
+async fn mid_fax_hangup_by_the_receiver_is_a_retry() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::MidFaxHangup {
+        after_pages: 1,
+        t38: true,
+    }))
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(15, "0401515", &[("test12.tif", 0)], &[]);
+    assert_eq!(env.run(15).await, 0);
+    assert!(
+        env.field(15, "status")
+            .contains("The call dropped prematurely")
+    );
+    assert_eq!(env.field(15, "tottries"), "1");
+}
+
+#[tokio::test]
+async fn missing_document_on_the_switch_side_is_not_done() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::FileMissing)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(16, "0401616", &[("test3.tif", 0)], &[]);
+    let code = env.run(16).await;
+    assert_ne!(code, 2);
+    assert_ne!(env.field(16, "returned"), "2");
+}
+
+#[tokio::test]
+async fn t38_hang_after_the_result_is_hung_up_by_us() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::Hang(FaxParams::default()))).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(17, "0401717", &[("test3.tif", 0)], &[]);
+    let code = env.run(17).await;
+    assert!(!fs.kills().is_empty(), "we killed the hanging call");
+    // All pages went through before the hang: a retry would deliver it twice.
+    assert_eq!(code, 2, "status {}", env.field(17, "status"));
+}
+
+#[tokio::test]
+async fn hard_cap_on_call_time_kills_the_call() {
+    let fs = fake(
+        FakeConfig::new()
+            .default_script(CallScript::fax_ok())
+            .time_scale(0.2),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["maxcallduration = 1s"], &[]);
+    env.qfile(18, "0401818", &[("test12.tif", 0)], &[]);
+    assert_eq!(env.run(18).await, 0);
+    assert!(env.field(18, "status").contains("maxcallduration"));
+    assert!(!fs.kills().is_empty());
+}
+
+fn script(env: &SendEnv, body: &str) -> String {
+    let path = env.spool.join("bin/dynconf");
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    format!("dynamicconfig = {}", path.display())
+}
+
+#[tokio::test]
+async fn dynamicconfig_reject_fails_without_dialling() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let line = script(&env, "echo 'RejectCall: yes'");
+    env.write_config(&[], &[&line], &[]);
+    env.qfile(20, "0402020", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(20).await, 1);
+    assert_eq!(
+        env.field(20, "status"),
+        "Transmission rejected by DynamicConfig"
+    );
+    assert!(fs.originates().is_empty());
+}
+
+#[tokio::test]
+async fn dynamicconfig_that_hangs_is_a_retry_saying_why() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let line = script(&env, "sleep 100");
+    env.write_config(&[], &[&line, "dynamicconfigtimeout = 1s"], &[]);
+    env.qfile(21, "0402121", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(21).await, 0);
+    assert!(
+        env.field(21, "status").contains("DynamicConfig"),
+        "{}",
+        env.field(21, "status")
+    );
+    assert!(fs.originates().is_empty());
+    assert_eq!(env.field(21, "totdials"), "0");
+}
+
+#[tokio::test]
+async fn dynamicconfig_garbage_is_ignored_and_its_settings_apply() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway("gwx", CallScript::fax_ok())
+            .gateway("gw1", CallScript::InvalidGateway),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let line = script(
+        &env,
+        "printf '\\001\\377 garbage\\nno colon here\\nLocalIdentifier: +49 40 999\\nGateway: gwx , \\nFAXNumber: 0815\\n'",
+    );
+    env.write_config(&[], &[&line], &[]);
+    env.qfile(22, "0402222", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(22).await, 2);
+    let o = fs.originates();
+    assert_eq!(o[0].originate.legs()[0].gateway, "gwx");
+    assert_eq!(
+        o[0].var("origination_caller_id_number").as_deref(),
+        Some("0815")
+    );
+    let ident = o[0].var("fax_ident").unwrap();
+    assert_eq!(support::fakefs::url_decode(&ident), "+49 40 999");
+}
+
+#[tokio::test]
+async fn hostile_caller_name_and_number_never_reach_the_wire_raw() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(23, "0402323", &[("test3.tif", 0)], &[]);
+    // A sender name with every dial-string metacharacter (a newline cannot be in a qfile value).
+    let q = env.spool.join("sendq/q23");
+    let text = fs::read_to_string(&q).unwrap().replace(
+        "sender:Alice Sender",
+        "sender:Eve' ,x=y}{|^^:a &system(rm) [z]",
+    );
+    fs::write(&q, text).unwrap();
+    assert_eq!(env.run(23).await, 2);
+    let o = fs.originates();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].originate.legs().len(), 1, "{}", o[0].originate.raw);
+    assert!(o[0].var("x").is_none(), "no injected variable");
+    assert_eq!(o[0].originate.app.as_deref(), Some("txfax"));
+    let raw = &o[0].originate.raw;
+    assert_eq!(raw.matches("&txfax(").count(), 1, "{raw}");
+    assert!(!raw.contains("&system"), "{raw}");
+
+    env.qfile(24, "040 1234;evil", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(24).await, 1);
+    assert!(
+        env.field(24, "status").contains("Cannot dial"),
+        "{}",
+        env.field(24, "status")
+    );
+    assert_eq!(
+        fs.originates().len(),
+        1,
+        "nothing dialled for the bad number"
+    );
+}
+
+#[tokio::test]
+async fn malformed_qfiles_fail_with_a_status_naming_the_problem() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    // No jobid.
+    let q = env.qfile(30, "0403030", &[("test3.tif", 0)], &[]);
+    let text = fs::read_to_string(&q).unwrap().replace("jobid:30\n", "");
+    fs::write(&q, &text).unwrap();
+    assert_eq!(env.run(30).await, 1);
+    assert!(
+        env.field(30, "status").contains("jobid"),
+        "{}",
+        env.field(30, "status")
+    );
+    let after = fs::read_to_string(&q).unwrap();
+    assert!(after.contains("external:0403030") && after.contains("fax:0::docq/doc30-0.tif"));
+
+    // A document that is gone.
+    env.qfile(31, "0403131", &[("test3.tif", 0)], &[]);
+    fs::remove_file(env.spool.join("docq/doc31-0.tif")).unwrap();
+    assert_eq!(env.run(31).await, 1);
+    assert!(
+        env.field(31, "status").contains("doc31-0.tif"),
+        "{}",
+        env.field(31, "status")
+    );
+
+    // A 1 MiB comment line is kept as it is and the job goes out.
+    let long = format!("comments:{}", "x".repeat(1 << 20));
+    env.qfile(32, "0403232", &[("test3.tif", 0)], &[&long]);
+    assert_eq!(env.run(32).await, 2);
+    assert_eq!(env.field(32, "comments").len(), 1 << 20);
+
+    // Binary garbage: the file cannot be understood, so it is left byte for byte as it was.
+    let q = env.qfile(33, "0403333", &[("test3.tif", 0)], &[]);
+    let mut bytes = fs::read(&q).unwrap();
+    bytes.extend_from_slice(b"garbage:\x00\x01\x02\n");
+    fs::write(&q, &bytes).unwrap();
+    assert_eq!(env.run(33).await, 1);
+    assert_eq!(fs::read(&q).unwrap(), bytes);
+    assert!(fs.originates().len() == 1, "only the 1 MiB job was dialled");
+}
+
+#[tokio::test]
+async fn t38_failure_remembers_the_station_and_the_next_send_uses_audio() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::TrainingFailure)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&["softmodemfallback = true"], &["callprefix = 0"], &[]);
+    env.qfile(40, "401234", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(40).await, 0);
+    let rows = fs.db().rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("fallback", "401234")
+    );
+
+    env.qfile(41, "401234", &[("test3.tif", 0)], &[]);
+    env.run(41).await;
+    let o = fs.originates();
+    let last = o.last().unwrap();
+    assert_eq!(last.var("fax_enable_t38").as_deref(), Some("false"));
+    assert_eq!(last.var("fax_enable_t38_request").as_deref(), Some("false"));
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_frames_from_freeswitch_do_not_break_the_send() {
+    use support::fakefs::Injection;
+    let fs = fake(FakeConfig::new().inject(Injection::unknown_content_type(2))).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(50, "0405050", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(50).await, 2);
+
+    let fs = fake(FakeConfig::new().inject(Injection::malformed(2))).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(51, "0405151", &[("test3.tif", 0)], &[]);
+    // A malformed frame closes the connection: an honest retry, never done.
+    assert_eq!(env.run(51).await, 0);
+    assert_eq!(env.field(51, "returned"), "0");
+}
