@@ -87,6 +87,16 @@ impl HylafaxLab {
             .expect("run hylafax-lab.sh")
     }
 
+    /// Announces the lab's modems to faxq as gofaxd does (`+dev:N`, status, `+dev:R<caps>`).
+    pub fn ready(&self) {
+        let out = self.script(&["ready"]);
+        assert!(
+            out.status.success(),
+            "hylafax-lab.sh ready failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The spool directory (faxq's `-q`).
     pub fn spool(&self) -> PathBuf {
         self.dir.join("spool")
