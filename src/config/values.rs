@@ -364,23 +364,8 @@ pub const HANGUP_CAUSES: &[&str] = &[
     "REJECT_ALL",
 ];
 
-/// Default `failovercauses`: causes that say the gateway or the route to it failed, so another
-/// gateway may succeed. Answers from the destination (busy, unallocated, rejected, no answer)
-/// are not here: another gateway would reach the same destination and get the same answer.
-pub const DEFAULT_FAILOVER_CAUSES: &[&str] = &[
-    "GATEWAY_DOWN",
-    "INVALID_GATEWAY",
-    "NORMAL_TEMPORARY_FAILURE",
-    "DESTINATION_OUT_OF_ORDER",
-    "NETWORK_OUT_OF_ORDER",
-    "RECOVERY_ON_TIMER_EXPIRE",
-    "SERVICE_UNAVAILABLE",
-    "NO_ROUTE_TRANSIT_NET",
-    "EXCHANGE_ROUTING_ERROR",
-    "NORMAL_CIRCUIT_CONGESTION",
-    "SWITCH_CONGESTION",
-    "REQUESTED_CHAN_UNAVAIL",
-];
+/// The causes that move a send to the next gateway; defined once, in the outcome table.
+pub use crate::fax::outcome::DEFAULT_FAILOVER_CAUSES;
 
 /// A warning for a hangup-cause name FreeSWITCH never reports, or `None` if it is known.
 pub fn check_hangup_cause(name: &str) -> Option<String> {

@@ -265,10 +265,11 @@ pub const DEFAULT_FAILOVER_CAUSES: &[&str] = &[
     "NETWORK_OUT_OF_ORDER",
     "RECOVERY_ON_TIMER_EXPIRE",
     "SERVICE_UNAVAILABLE",
+    "NO_ROUTE_TRANSIT_NET",
+    "EXCHANGE_ROUTING_ERROR",
     "NORMAL_CIRCUIT_CONGESTION",
     "SWITCH_CONGESTION",
     "REQUESTED_CHAN_UNAVAIL",
-    "NO_ROUTE_TRANSIT_NET",
 ];
 
 /// True when an `originate` that failed with `cause` should be retried on the next gateway.
