@@ -119,7 +119,13 @@ impl HylafaxLab {
         let server = self.server();
         let args: Vec<&str> = args
             .into_iter()
-            .map(|a| if a == "__SERVER__" { server.as_str() } else { a })
+            .map(|a| {
+                if a == "__SERVER__" {
+                    server.as_str()
+                } else {
+                    a
+                }
+            })
             .collect();
         let out = self.client("faxstat", &args);
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -130,7 +136,14 @@ impl HylafaxLab {
         let server = self.server();
         let out = self.client(
             "sendfax",
-            &["-h", &server, "-n", "-d", number, document.to_str().unwrap()],
+            &[
+                "-h",
+                &server,
+                "-n",
+                "-d",
+                number,
+                document.to_str().unwrap(),
+            ],
         );
         let text = format!(
             "{}{}",
