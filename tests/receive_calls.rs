@@ -57,7 +57,12 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         "{}",
         d.log()
     );
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     let executed: Vec<String> = c.executed().iter().map(|(a, _)| a.clone()).collect();
     assert_eq!(executed, ["answer", "set", "set", "set", "rxfax", "hangup"]);
     let vars = c.log().vars;
@@ -93,7 +98,10 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     assert_eq!(log.len(), 1, "{log:?}");
     let r = &log[0];
     assert_eq!(r.len(), 19);
-    assert_eq!(&r[1..5], ["RECV", "000000001", "freeswitch0", "recvq/fax000000001.tif"]);
+    assert_eq!(
+        &r[1..5],
+        ["RECV", "000000001", "freeswitch0", "recvq/fax000000001.tif"]
+    );
     assert_eq!(r[8], "\"+1 337\"", "remote TSI");
     assert_eq!(r[10], "3", "pages");
     assert_eq!(r[13], "\"\"", "no error");
@@ -126,12 +134,19 @@ async fn g711_reception_with_answer_delay_and_wait_time() {
         },
     )
     .await;
-    assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
     let executed = c.executed();
     assert_eq!(executed[0], ("ring_ready".into(), "".into()));
     assert_eq!(executed[1], ("sleep".into(), "100".into()));
     assert_eq!(executed[2].0, "answer");
-    assert_eq!(executed[3], ("playback".into(), "silence_stream://50".into()));
+    assert_eq!(
+        executed[3],
+        ("playback".into(), "silence_stream://50".into())
+    );
     let vars = c.log().vars;
     assert!(vars.contains(&("fax_enable_t38".into(), "false".into())));
     assert_eq!(d.pages("recvq/fax000000001.tif"), Some(2));
@@ -159,11 +174,19 @@ async fn dynamicconfig_reject_responds_and_records_nothing() {
         },
     )
     .await;
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert_eq!(c.executed(), [("respond".to_string(), "403".to_string())]);
     let args = std::fs::read_to_string(d.spool().join("dynconf.args")).unwrap();
     assert_eq!(args.trim(), "freeswitch0 666 Spam 5000");
-    assert!(!d.spool().join("log/seqf").exists(), "no commid for a rejected call");
+    assert!(
+        !d.spool().join("log/seqf").exists(),
+        "no commid for a rejected call"
+    );
     assert!(d.xferfaxlog().is_empty());
     assert!(d.faxrcvd_runs().is_empty());
     assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
@@ -173,9 +196,16 @@ async fn dynamicconfig_reject_responds_and_records_nothing() {
 async fn hanging_dynamicconfig_is_killed_and_the_call_accepted() {
     let mut d = Fsfaxd::start(1, "");
     script(&d.spool().join("bin/dynconf"), "#!/bin/sh\nsleep 60\n");
-    append_gofaxd(&mut d, "dynamicconfig = bin/dynconf\ndynamicconfigtimeout = 500ms");
+    append_gofaxd(
+        &mut d,
+        "dynamicconfig = bin/dynconf\ndynamicconfigtimeout = 500ms",
+    );
     let _c = call(&d, CallSetup::default()).await;
-    assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
     assert!(d.log().contains("no answer within"), "{}", d.log());
 }
 
@@ -190,8 +220,17 @@ async fn sender_hanging_up_mid_fax_gives_a_partial_document_and_an_error() {
         },
     )
     .await;
-    assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await, "{}", d.log());
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     let rcvd = d.faxrcvd_call("000000001").unwrap();
     assert_eq!(arg_lines(&rcvd)[3], "The call dropped prematurely");
     assert_eq!(d.pages("recvq/fax000000001.tif"), Some(1));
@@ -211,7 +250,12 @@ async fn freeswitch_vanishing_mid_fax_is_logged_as_lost() {
         },
     )
     .await;
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert!(wait(T, || d.xferfaxlog().len() == 1), "{}", d.log());
     let r = &d.xferfaxlog()[0];
     assert!(
@@ -235,7 +279,12 @@ async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
         },
     )
     .await;
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert!(wait(T, || d.xferfaxlog().len() == 1), "{}", d.log());
     let r = &d.xferfaxlog()[0];
     assert_eq!(r[10], "0");
@@ -265,10 +314,19 @@ async fn killed_after_rxfax_the_fax_reaches_faxrcvd_exactly_once_after_restart()
     assert_eq!(d.journal(), ["pending-000000001"]);
     d.signal(Signal::SIGKILL);
     let _ = d.wait_exit(T);
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert!(d.faxrcvd_runs().is_empty());
     d.spawn();
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
     let rcvd = d.faxrcvd_call("000000001").unwrap();
     assert!(arg_lines(&rcvd)[3].contains("recovered"), "{rcvd:?}");
     assert!(wait(T, || d.journal().is_empty()));
@@ -295,7 +353,9 @@ async fn sigterm_lets_a_running_reception_finish_then_marks_modems_down() {
     assert!(c.wait_for(T, |l| l.rxfax_path.is_some()).await);
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", d.log());
-    let rcvd = d.faxrcvd_call("000000001").expect("the reception completed");
+    let rcvd = d
+        .faxrcvd_call("000000001")
+        .expect("the reception completed");
     assert_eq!(arg_lines(&rcvd)[3], "");
     assert_eq!(d.pages("recvq/fax000000001.tif"), Some(3));
     assert_eq!(d.status("freeswitch0"), "Down");
@@ -307,7 +367,12 @@ async fn sigterm_lets_a_running_reception_finish_then_marks_modems_down() {
 async fn peers_outside_the_allow_list_are_refused_before_anything_is_read() {
     let d = Fsfaxd::start(1, "allowedpeers = 10.0.0.0/8");
     let c = call(&d, CallSetup::default()).await;
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert!(c.command_lines().is_empty(), "{:?}", c.command_lines());
     assert!(wait(T, || d.log().contains("not in [gofaxd] allowedpeers")));
     assert!(d.xferfaxlog().is_empty());
@@ -324,7 +389,12 @@ async fn a_socket_without_full_control_is_refused() {
         },
     )
     .await;
-    assert!(c.wait_finished(T).await, "{}\n{:?}", d.log(), c.command_lines());
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
     assert!(c.executed().is_empty());
     assert!(wait(T, || d.log().contains("async full")), "{}", d.log());
 }
@@ -343,11 +413,19 @@ async fn a_call_beyond_the_modems_is_received_as_overflow() {
     .await;
     assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
     let _second = call(&d, CallSetup::default()).await;
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
     let rcvd = d.faxrcvd_call("000000002").unwrap();
     assert_eq!(arg_lines(&rcvd)[1], "freeswitch-overflow");
     first.hangup();
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 2).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 2).await,
+        "{}",
+        d.log()
+    );
     assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
 }
 
@@ -365,7 +443,10 @@ async fn maxinbound_rejects_with_503() {
     assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
     let second = call(&d, CallSetup::default()).await;
     assert!(second.wait_finished(T).await);
-    assert_eq!(second.executed(), [("respond".to_string(), "503".to_string())]);
+    assert_eq!(
+        second.executed(),
+        [("respond".to_string(), "503".to_string())]
+    );
     first.hangup();
     assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await);
 }
@@ -377,7 +458,11 @@ async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
         "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true",
     );
     let db = support::fakefs::FakeDb::default();
-    db.seed("fallback", "4711", &chrono::Utc::now().timestamp().to_string());
+    db.seed(
+        "fallback",
+        "4711",
+        &chrono::Utc::now().timestamp().to_string(),
+    );
     let c = call(
         &d,
         CallSetup {
@@ -386,11 +471,20 @@ async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
         },
     )
     .await;
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await, "{}", d.log());
-    let vars = c.log().vars;
-    assert!(vars.contains(&("fax_enable_t38".into(), "false".into())), "{vars:?}");
     assert!(
-        c.command_lines().iter().any(|l| l == "api db select/fallback/4711"),
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let vars = c.log().vars;
+    assert!(
+        vars.contains(&("fax_enable_t38".into(), "false".into())),
+        "{vars:?}"
+    );
+    assert!(
+        c.command_lines()
+            .iter()
+            .any(|l| l == "api db select/fallback/4711"),
         "{:?}",
         c.command_lines()
     );
@@ -405,8 +499,16 @@ async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
         },
     )
     .await;
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 2).await, "{}", d.log());
-    assert!(c2.log().vars.contains(&("fax_enable_t38".into(), "true".into())));
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 2).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c2.log()
+            .vars
+            .contains(&("fax_enable_t38".into(), "true".into()))
+    );
 }
 
 /// Adds lines to `[gofaxd]` and restarts fsfaxd on the same spool.

@@ -82,7 +82,9 @@ impl Fsfaxd {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let before = fs::read_to_string(self.log_path()).unwrap_or_default().len();
+        let before = fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .len();
         let child = Command::new(env!("CARGO_BIN_EXE_fsfaxd"))
             .args(["-f", "-c"])
             .arg(self.config_path())
