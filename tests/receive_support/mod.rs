@@ -58,6 +58,24 @@ impl Fsfaxd {
         d
     }
 
+    /// Starts fsfaxd on an existing spool (e.g. a real HylaFAX lab's), with the spool's own
+    /// `bin/faxrcvd`.
+    pub fn start_on(spool: &Path, modems: u32, gofaxd_extra: &str) -> Fsfaxd {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(spool, dir.path().join("spool")).unwrap();
+        let port = free_port();
+        let mut d = Fsfaxd {
+            dir,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            child: None,
+            extra: gofaxd_extra.to_owned(),
+            modems,
+        };
+        d.write_config();
+        d.spawn();
+        d
+    }
+
     fn write_config(&self) {
         let conf = format!(
             "[freeswitch]\nsocket = 127.0.0.1:9\npassword = x\nident = ACME Fax\n\n\
