@@ -115,9 +115,18 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
     assert_eq!(mode, 0o644);
-    let session = std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap();
-    assert!(session.contains("SESSION BEGIN 000000001"), "{session}");
-    assert!(session.contains("SESSION END"), "{session}");
+    let session_path = d.spool().join("log/c000000001");
+    let session = || std::fs::read_to_string(&session_path).unwrap_or_default();
+    assert!(
+        wait(T, || session().contains("SESSION END")),
+        "{}",
+        session()
+    );
+    assert!(
+        session().contains("SESSION BEGIN 000000001"),
+        "{}",
+        session()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,4 +532,36 @@ fn append_gofaxd(d: &mut Fsfaxd, lines: &str) {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(T), Some(0));
     d.spawn();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_for_new_calls_and_keeps_a_broken_file_out() {
+    let d = Fsfaxd::start(1, "");
+    let path = d.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, "[gofaxd]\nnosuchkey = 1\n[hylafax\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(
+        wait(T, || d.log().contains("configuration not reloaded")),
+        "{}",
+        d.log()
+    );
+    std::fs::write(&path, good.replace("ident = ACME Fax", "ident = NEW-CSI")).unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(
+        wait(T, || d.log().contains("configuration reloaded")),
+        "{}",
+        d.log()
+    );
+    let c = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c.log()
+            .vars
+            .contains(&("fax_ident".into(), "NEW-CSI".into()))
+    );
 }
