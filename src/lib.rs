@@ -10,5 +10,6 @@ pub mod esl;
 pub mod fax;
 pub mod hylafax;
 pub mod logging;
+pub mod receive;
 pub mod send;
 pub mod tiff;

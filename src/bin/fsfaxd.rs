@@ -147,10 +147,9 @@ fn run(path: &Path, foreground: bool) -> ExitCode {
     serve(config)
 }
 
-/// PLACEHOLDER, replaced by `fsfax::receive::serve(config)` when the receive daemon exists.
-fn serve(_config: Config) -> ExitCode {
-    tracing::error!("receive daemon not built yet: this fsfaxd cannot receive faxes");
-    ExitCode::FAILURE
+/// The receive daemon; returns when fsfaxd was stopped (SIGTERM/SIGINT) or could not run.
+fn serve(config: Config) -> ExitCode {
+    fsfax::receive::serve(config)
 }
 
 /// Logs configuration problems; with syslog they also go to stderr, where an admin starting

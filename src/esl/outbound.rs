@@ -257,15 +257,18 @@ impl OutboundSession {
     /// `["CHANNEL_CALLSTATE", "CUSTOM", "spandsp::rxfaxresult", ...]`.
     pub async fn subscribe(&self, uuid: &str, events: &[&str]) -> Result<(), OutboundError> {
         self.command(Command::filter("Unique-ID", uuid)?).await?;
-        let mut list: Vec<&str> = events.to_vec();
+        // FreeSWITCH reads every word after `CUSTOM` as a subclass name, so the events we add
+        // go in front of the caller's list, never after it.
+        let mut list: Vec<&str> = Vec::with_capacity(events.len() + 2);
         for needed in ["CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP_COMPLETE"] {
-            if !list
+            if !events
                 .iter()
                 .any(|e| e.eq_ignore_ascii_case(needed) || *e == "ALL")
             {
                 list.push(needed);
             }
         }
+        list.extend_from_slice(events);
         self.command(Command::event_plain(&list)?).await?;
         Ok(())
     }

@@ -484,6 +484,13 @@ pub fn sanitize_caller_name(name: &str) -> String {
     kept.trim().to_owned()
 }
 
+/// `fax_ident` as mod_spandsp must receive it: cut to spandsp's 20-byte limit and
+/// percent-encoded except `[A-Za-z0-9+-._]` (mod_spandsp url-decodes it). Safe to pass to
+/// `set fax_ident=<value>` on a channel as well as inside an originate.
+pub fn encode_fax_ident(ident: &str) -> String {
+    encode_fax_text("fax_ident", ident, FAX_IDENT_MAX)
+}
+
 /// Percent-encodes `fax_ident`/`fax_header` after cutting them to spandsp's byte limit.
 fn encode_fax_text(name: &str, value: &str, max: usize) -> String {
     let mut cut = value.len().min(max);

@@ -1,0 +1,300 @@
+//! After a reception: xferfaxlog, faxrcvd, and only then the journal entry goes.
+//!
+//! Shared by live calls and by start-up recovery. faxrcvd runs only for a document with at
+//! least one readable page, and its error message is never empty unless the fax was received
+//! completely (GOfax.IP passed an empty one for calls that produced nothing or were cut off).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+
+use crate::config::Config;
+use crate::hylafax::Spool;
+use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
+use crate::hylafax::journal::Journal;
+use crate::hylafax::sessionlog::SessionLog;
+use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
+use crate::tiff;
+
+/// Received documents are made world-readable: `faxstat -r` and hfaxd clients list only files
+/// they can read (HylaFAX's `RecvFileMode` default 0600 hides them; measured).
+pub const RECV_FILE_MODE: u32 = 0o644;
+
+/// Everything known about one finished reception.
+#[derive(Debug, Clone)]
+pub struct Reception {
+    pub commid: String,
+    /// Spool-relative `recvq/faxNNNNNNNNN.tif`.
+    pub recvq_file: String,
+    pub modem: String,
+    pub cidnum: String,
+    pub cidname: String,
+    pub recipient: String,
+    pub gateway: String,
+    /// When the call was accepted (or answered).
+    pub started: DateTime<Local>,
+    /// Why the reception is not a clean success; `None` = the fax result said OK.
+    pub failure: Option<String>,
+    /// What FreeSWITCH reported, for xferfaxlog and faxrcvd's environment.
+    pub remote_id: String,
+    pub pages_reported: u32,
+    pub bit_rate: u32,
+    pub ecm: bool,
+    pub encoding: Option<String>,
+    pub hangup_cause: String,
+    pub duration: Duration,
+}
+
+/// What the delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Pages in the document, `None` when there is no readable document.
+    pub pages: Option<u32>,
+    /// The error message given to xferfaxlog and faxrcvd.
+    pub errmsg: String,
+    /// faxrcvd was run (its exit status is logged, not judged).
+    pub faxrcvd_ran: bool,
+}
+
+/// Writes the xferfaxlog record, runs faxrcvd for a document with pages, and removes the
+/// journal entry once faxrcvd has run (or when there is nothing to hand over). A faxrcvd that
+/// could not even be started keeps the entry, so the next start of fsfaxd delivers the fax.
+pub async fn deliver(
+    spool: &Spool,
+    cfg: &Config,
+    journal: &Journal,
+    rec: &Reception,
+    log: &SessionLog,
+) -> Delivered {
+    let path = spool.join(&rec.recvq_file);
+    let pages = document_pages(&path, log);
+    let errmsg = error_message(rec, pages);
+    if pages.is_some() {
+        if let Err(e) =
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
+        {
+            tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
+        }
+    }
+    log.log(&format!(
+        "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
+        rec.recvq_file,
+        pages.unwrap_or(0),
+        rec.bit_rate,
+        rec.remote_id,
+        if rec.hangup_cause.is_empty() {
+            "unknown"
+        } else {
+            &rec.hangup_cause
+        },
+        if errmsg.is_empty() {
+            "OK".to_owned()
+        } else {
+            errmsg.clone()
+        }
+    ));
+    write_xferfaxlog(spool, cfg, rec, pages, &errmsg);
+    let mut faxrcvd_ran = false;
+    let mut keep_journal = false;
+    if pages.is_some() {
+        match run_faxrcvd(spool, cfg, rec, &errmsg, log).await {
+            Ok(()) => faxrcvd_ran = true,
+            Err(FaxrcvdError::Spawn { .. }) => keep_journal = true,
+            Err(_) => faxrcvd_ran = true,
+        }
+    } else {
+        log.log("no document with pages: faxrcvd not run");
+        tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
+    }
+    if keep_journal {
+        tracing::error!(
+            commid = %rec.commid,
+            "faxrcvd could not be started; the reception stays in the journal and is delivered \
+             when fsfaxd starts again"
+        );
+    } else if let Err(e) = journal.remove(&rec.commid) {
+        tracing::error!("{e}");
+    }
+    log.end();
+    Delivered {
+        pages,
+        errmsg,
+        faxrcvd_ran,
+    }
+}
+
+/// The xferfaxlog record of a call that ended before rxfax: it happened, so it is logged.
+pub fn write_call_record(spool: &Spool, cfg: &Config, rec: &Reception) {
+    let errmsg = error_message(rec, None);
+    write_xferfaxlog(spool, cfg, rec, None, &errmsg);
+}
+
+/// Pages of the received document; `None` when it is missing, empty or unreadable.
+fn document_pages(path: &std::path::Path, log: &SessionLog) -> Option<u32> {
+    match tiff::count_pages(path) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(tiff::TiffError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            None
+        }
+        Err(e) => {
+            // Kept for the admin; HylaFAX's tools would choke on it.
+            log.log(&format!("received document unusable: {e}"));
+            tracing::error!("received document unusable, not handed to faxrcvd: {e}");
+            None
+        }
+    }
+}
+
+/// The reason for xferfaxlog and faxrcvd: empty only for a complete, readable fax.
+pub fn error_message(rec: &Reception, pages: Option<u32>) -> String {
+    match (&rec.failure, pages) {
+        (None, Some(_)) => String::new(),
+        (None, None) => "fax reported received, but no document with pages exists".to_owned(),
+        (Some(why), _) => why.clone(),
+    }
+}
+
+fn write_xferfaxlog(
+    spool: &Spool,
+    cfg: &Config,
+    rec: &Reception,
+    pages: Option<u32>,
+    errmsg: &str,
+) {
+    let Some(path) = &cfg.hylafax.xferfaxlog else {
+        return;
+    };
+    let df = rec
+        .encoding
+        .as_deref()
+        .and_then(DataFormat::from_encoding_name)
+        .unwrap_or_default();
+    let connected = rec.bit_rate > 0;
+    let record = RecvRecord {
+        start: rec.started,
+        commid: rec.commid.clone(),
+        device: rec.modem.clone(),
+        file: rec.recvq_file.clone(),
+        local_number: rec.recipient.clone(),
+        tsi: rec.remote_id.clone(),
+        params: Params {
+            bit_rate: rec.bit_rate,
+            ecm: rec.ecm,
+            data_format: df,
+            ..Params::default()
+        },
+        // The document is the truth; FreeSWITCH's count can differ after a cut-off call.
+        npages: pages.unwrap_or(0),
+        recvtime: rec.duration,
+        reason: errmsg.to_owned(),
+        cid_name: rec.cidname.clone(),
+        cid_number: rec.cidnum.clone(),
+        callid_rest: vec![rec.recipient.clone(), rec.gateway.clone()],
+        dcs: if connected {
+            xferfaxlog::synthetic_dcs(df)
+        } else {
+            String::new()
+        },
+    };
+    let log = XferFaxLog::new(spool.root(), &path.to_string_lossy());
+    if let Err(e) = log.append(&record.to_line()) {
+        tracing::error!("{e}");
+    }
+}
+
+async fn run_faxrcvd(
+    spool: &Spool,
+    cfg: &Config,
+    rec: &Reception,
+    errmsg: &str,
+    log: &SessionLog,
+) -> Result<(), FaxrcvdError> {
+    let program: PathBuf = cfg.spool_path(&cfg.gofaxd.faxrcvd_cmd);
+    let args = FaxrcvdArgs {
+        file: rec.recvq_file.clone(),
+        modem: rec.modem.clone(),
+        commid: rec.commid.clone(),
+        errmsg: errmsg.to_owned(),
+        cidnum: rec.cidnum.clone(),
+        cidname: rec.cidname.clone(),
+        recipient: rec.recipient.clone(),
+        gateway: rec.gateway.clone(),
+        hangup_cause: rec.hangup_cause.clone(),
+        transfer_rate: rec.bit_rate,
+    };
+    log.log(&format!("Calling {} {:?}", program.display(), args.argv()));
+    let outcome = faxrcvd::run(
+        &program,
+        spool.root(),
+        &args,
+        cfg.gofaxd.faxrcvd_timeout,
+        faxrcvd::DEFAULT_MAX_OUTPUT,
+    )
+    .await;
+    match &outcome {
+        Ok(done) => {
+            let output = done.output.trim_end();
+            if done.status.success() {
+                log.log(&format!("{} ended successfully", program.display()));
+                tracing::info!(commid = %rec.commid, file = %rec.recvq_file, "faxrcvd done");
+            } else {
+                log.log(&format!("{} ended with {}", program.display(), done.status));
+                tracing::warn!(commid = %rec.commid, "faxrcvd ended with {}", done.status);
+            }
+            for line in output.lines() {
+                log.log(&format!("faxrcvd: {line}"));
+                tracing::info!(commid = %rec.commid, "faxrcvd: {line}");
+            }
+            if done.truncated {
+                log.log("faxrcvd: (output truncated)");
+            }
+        }
+        Err(e) => {
+            log.log(&e.to_string());
+            tracing::error!(commid = %rec.commid, "{e}");
+        }
+    }
+    outcome.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(failure: Option<&str>) -> Reception {
+        Reception {
+            commid: "000000001".into(),
+            recvq_file: "recvq/fax000000001.tif".into(),
+            modem: "freeswitch0".into(),
+            cidnum: "4711".into(),
+            cidname: "Alice".into(),
+            recipient: "5000".into(),
+            gateway: "gw".into(),
+            started: Local::now(),
+            failure: failure.map(str::to_owned),
+            remote_id: "+1 337".into(),
+            pages_reported: 3,
+            bit_rate: 14400,
+            ecm: true,
+            encoding: None,
+            hangup_cause: "NORMAL_CLEARING".into(),
+            duration: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn errmsg_is_empty_only_for_a_complete_document() {
+        assert_eq!(error_message(&rec(None), Some(3)), "");
+        assert!(!error_message(&rec(None), None).is_empty());
+        assert_eq!(
+            error_message(&rec(Some("The call dropped prematurely")), Some(1)),
+            "The call dropped prematurely"
+        );
+        assert!(!error_message(&rec(Some("x")), None).is_empty());
+    }
+}

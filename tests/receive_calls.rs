@@ -1,0 +1,567 @@
+//! fsfaxd end to end: the real binary, a spool in a temp dir, and the fake FreeSWITCH calling
+//! it the way `socket ... async full` does.
+
+mod receive_support;
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use receive_support::{Fsfaxd, script, wait, wait_async};
+use support::fakefs::{CallSetup, FakeCall, RxScript, T38};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn call(d: &Fsfaxd, setup: CallSetup) -> FakeCall {
+    FakeCall::connect(d.addr, setup).await.unwrap()
+}
+
+fn arg_lines(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ARG="))
+        .collect()
+}
+
+fn env_line<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
+    let d = Fsfaxd::start(2, "enablet38 = true\nrequestt38 = true");
+    assert_eq!(d.status("freeswitch0"), "Running and idle");
+    let c = call(
+        &d,
+        CallSetup {
+            caller_number: "+49 40 1234".into(),
+            caller_name: "Alice Caller".into(),
+            to_user: "5000".into(),
+            gateway: Some("gw1".into()),
+            time_scale: 0.02,
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    // faxstat shows what the modem does while the fax comes in.
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await,
+        "modem never showed the reception: {:?}\n{}",
+        d.status("freeswitch0"),
+        d.log()
+    );
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    let executed: Vec<String> = c.executed().iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(executed, ["answer", "set", "set", "set", "rxfax", "hangup"]);
+    let vars = c.log().vars;
+    assert!(vars.contains(&("fax_enable_t38".into(), "true".into())));
+    assert!(vars.contains(&("fax_enable_t38_request".into(), "true".into())));
+    assert!(vars.contains(&("fax_ident".into(), "ACME%20Fax".into())));
+    let rxfax = c.log().rxfax_path.unwrap();
+    assert_eq!(rxfax, d.spool().join("recvq/fax000000001.tif"));
+    assert_eq!(d.pages("recvq/fax000000001.tif"), Some(3));
+
+    let rcvd = d.faxrcvd_call("000000001").unwrap();
+    assert_eq!(
+        arg_lines(&rcvd),
+        [
+            "recvq/fax000000001.tif",
+            "freeswitch0",
+            "000000001",
+            "",
+            "+49 40 1234",
+            "Alice Caller",
+            "5000",
+            "gw1"
+        ]
+    );
+    assert_eq!(env_line(&rcvd, "HANGUPCAUSE"), Some("NORMAL_CLEARING"));
+    assert_eq!(env_line(&rcvd, "TRANSFER_RATE"), Some("14400"));
+    assert_eq!(
+        env_line(&rcvd, "CWD").map(std::path::PathBuf::from),
+        Some(d.spool().canonicalize().unwrap())
+    );
+
+    let log = d.xferfaxlog();
+    assert_eq!(log.len(), 1, "{log:?}");
+    let r = &log[0];
+    assert_eq!(r.len(), 19);
+    assert_eq!(
+        &r[1..5],
+        ["RECV", "000000001", "freeswitch0", "recvq/fax000000001.tif"]
+    );
+    assert_eq!(r[8], "\"+1 337\"", "remote TSI");
+    assert_eq!(r[10], "3", "pages");
+    assert_eq!(r[13], "\"\"", "no error");
+    assert_eq!(r[14], "\"Alice Caller\"");
+    assert_eq!(r[15], "\"+49 40 1234\"");
+    assert_eq!(r[16], "\"5000::gw1\"");
+
+    assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
+    assert!(wait(T, || d.journal().is_empty()), "{:?}", d.journal());
+    let mode = std::fs::metadata(d.spool().join("recvq/fax000000001.tif"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
+    assert_eq!(mode, 0o644);
+    let session_path = d.spool().join("log/c000000001");
+    let session = || std::fs::read_to_string(&session_path).unwrap_or_default();
+    assert!(
+        wait(T, || session().contains("SESSION END")),
+        "{}",
+        session()
+    );
+    assert!(
+        session().contains("SESSION BEGIN 000000001"),
+        "{}",
+        session()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g711_reception_with_answer_delay_and_wait_time() {
+    let d = Fsfaxd::start(1, "enablet38 = false\nanswerafter = 100\nwaittime = 50");
+    let c = call(
+        &d,
+        CallSetup {
+            script: RxScript::RxOk {
+                pages: 2,
+                t38: T38::Off,
+            },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    let executed = c.executed();
+    assert_eq!(executed[0], ("ring_ready".into(), "".into()));
+    assert_eq!(executed[1], ("sleep".into(), "100".into()));
+    assert_eq!(executed[2].0, "answer");
+    assert_eq!(
+        executed[3],
+        ("playback".into(), "silence_stream://50".into())
+    );
+    let vars = c.log().vars;
+    assert!(vars.contains(&("fax_enable_t38".into(), "false".into())));
+    assert_eq!(d.pages("recvq/fax000000001.tif"), Some(2));
+    let rcvd = d.faxrcvd_call("000000001").unwrap();
+    assert_eq!(arg_lines(&rcvd)[3], "", "complete fax: empty error message");
+    assert!(wait(T, || d.xferfaxlog().len() == 1));
+    assert_eq!(d.xferfaxlog()[0][10], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamicconfig_reject_responds_and_records_nothing() {
+    let mut d = Fsfaxd::start(1, "");
+    script(
+        &d.spool().join("bin/dynconf"),
+        "#!/bin/sh\necho \"$@\" > \"$PWD/dynconf.args\"\necho 'RejectCall: true'\n",
+    );
+    let extra = "dynamicconfig = bin/dynconf\nrejectcause = 403";
+    append_gofaxd(&mut d, extra);
+    let c = call(
+        &d,
+        CallSetup {
+            caller_number: "666".into(),
+            caller_name: "Spam".into(),
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert_eq!(c.executed(), [("respond".to_string(), "403".to_string())]);
+    let args = std::fs::read_to_string(d.spool().join("dynconf.args")).unwrap();
+    assert_eq!(args.trim(), "freeswitch0 666 Spam 5000");
+    assert!(
+        !d.spool().join("log/seqf").exists(),
+        "no commid for a rejected call"
+    );
+    assert!(d.xferfaxlog().is_empty());
+    assert!(d.faxrcvd_runs().is_empty());
+    assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_dynamicconfig_is_killed_and_the_call_accepted() {
+    let mut d = Fsfaxd::start(1, "");
+    script(&d.spool().join("bin/dynconf"), "#!/bin/sh\nsleep 60\n");
+    append_gofaxd(
+        &mut d,
+        "dynamicconfig = bin/dynconf\ndynamicconfigtimeout = 500ms",
+    );
+    let _c = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("no answer within"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_hanging_up_mid_fax_gives_a_partial_document_and_an_error() {
+    let d = Fsfaxd::start(1, "");
+    let c = call(
+        &d,
+        CallSetup {
+            script: RxScript::SenderHangsUpMidFax { after_pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    let rcvd = d.faxrcvd_call("000000001").unwrap();
+    assert_eq!(arg_lines(&rcvd)[3], "The call dropped prematurely");
+    assert_eq!(d.pages("recvq/fax000000001.tif"), Some(1));
+    let log = d.xferfaxlog();
+    assert_eq!(log[0][13], "\"The call dropped prematurely\"");
+    assert_eq!(log[0][10], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeswitch_vanishing_mid_fax_is_logged_as_lost() {
+    let d = Fsfaxd::start(1, "");
+    let c = call(
+        &d,
+        CallSetup {
+            script: RxScript::Vanish { after_pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert!(wait(T, || d.xferfaxlog().len() == 1), "{}", d.log());
+    let r = &d.xferfaxlog()[0];
+    assert!(
+        r[13].starts_with("\"no fax result from FreeSWITCH (connection lost"),
+        "{r:?}"
+    );
+    // The fake wrote no document: nothing for faxrcvd, and nothing left to recover.
+    assert!(d.faxrcvd_runs().is_empty());
+    assert!(wait(T, || d.journal().is_empty()));
+    assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
+    let d = Fsfaxd::start(1, "");
+    let c = call(
+        &d,
+        CallSetup {
+            script: RxScript::NoFaxSender,
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert!(wait(T, || d.xferfaxlog().len() == 1), "{}", d.log());
+    let r = &d.xferfaxlog()[0];
+    assert_eq!(r[10], "0");
+    assert_ne!(r[13], "\"\"", "a call without a fax has a reason: {r:?}");
+    assert!(d.faxrcvd_runs().is_empty());
+    assert!(!d.spool().join("recvq/fax000000001.tif").exists());
+    assert!(wait(T, || d.journal().is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_rxfax_the_fax_reaches_faxrcvd_exactly_once_after_restart() {
+    // hangupafterresult is long, so fsfaxd sits between the fax result and its hangup.
+    let mut d = Fsfaxd::start(1, "hangupafterresult = 60s");
+    let c = call(
+        &d,
+        CallSetup {
+            script: RxScript::T38Hang { pages: 3 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(3)).await,
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.journal(), ["pending-000000001"]);
+    d.signal(Signal::SIGKILL);
+    let _ = d.wait_exit(T);
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert!(d.faxrcvd_runs().is_empty());
+    d.spawn();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let rcvd = d.faxrcvd_call("000000001").unwrap();
+    assert!(arg_lines(&rcvd)[3].contains("recovered"), "{rcvd:?}");
+    assert!(wait(T, || d.journal().is_empty()));
+    // Another restart finds nothing left to deliver.
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0));
+    d.spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.faxrcvd_runs().len(), 1, "{:?}", d.faxrcvd_runs());
+    assert_eq!(d.xferfaxlog().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_reception_finish_then_marks_modems_down() {
+    let mut d = Fsfaxd::start(2, "");
+    let c = call(
+        &d,
+        CallSetup {
+            time_scale: 0.05,
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(c.wait_for(T, |l| l.rxfax_path.is_some()).await);
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", d.log());
+    let rcvd = d
+        .faxrcvd_call("000000001")
+        .expect("the reception completed");
+    assert_eq!(arg_lines(&rcvd)[3], "");
+    assert_eq!(d.pages("recvq/fax000000001.tif"), Some(3));
+    assert_eq!(d.status("freeswitch0"), "Down");
+    assert_eq!(d.status("freeswitch1"), "Down");
+    assert!(d.journal().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_outside_the_allow_list_are_refused_before_anything_is_read() {
+    let d = Fsfaxd::start(1, "allowedpeers = 10.0.0.0/8");
+    let c = call(&d, CallSetup::default()).await;
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert!(c.command_lines().is_empty(), "{:?}", c.command_lines());
+    assert!(wait(T, || d.log().contains("not in [gofaxd] allowedpeers")));
+    assert!(d.xferfaxlog().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_full_control_is_refused() {
+    let d = Fsfaxd::start(1, "");
+    let c = call(
+        &d,
+        CallSetup {
+            control_full: false,
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        c.wait_finished(T).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert!(c.executed().is_empty());
+    assert!(wait(T, || d.log().contains("async full")), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_beyond_the_modems_is_received_as_overflow() {
+    let d = Fsfaxd::start(1, "hangupafterresult = 60s");
+    // The first call holds freeswitch0 (T.38 hang until it is hung up).
+    let first = call(
+        &d,
+        CallSetup {
+            script: RxScript::T38Hang { pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
+    let _second = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let rcvd = d.faxrcvd_call("000000002").unwrap();
+    assert_eq!(arg_lines(&rcvd)[1], "freeswitch-overflow");
+    first.hangup();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 2).await,
+        "{}",
+        d.log()
+    );
+    assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxinbound_rejects_with_503() {
+    let d = Fsfaxd::start(2, "maxinbound = 1\nhangupafterresult = 60s");
+    let first = call(
+        &d,
+        CallSetup {
+            script: RxScript::T38Hang { pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
+    let second = call(&d, CallSetup::default()).await;
+    assert!(second.wait_finished(T).await);
+    assert_eq!(
+        second.executed(),
+        [("respond".to_string(), "503".to_string())]
+    );
+    first.hangup();
+    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
+    let d = Fsfaxd::start(
+        1,
+        "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true",
+    );
+    let db = support::fakefs::FakeDb::default();
+    db.seed(
+        "fallback",
+        "4711",
+        &chrono::Utc::now().timestamp().to_string(),
+    );
+    let c = call(
+        &d,
+        CallSetup {
+            db: db.clone(),
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let vars = c.log().vars;
+    assert!(
+        vars.contains(&("fax_enable_t38".into(), "false".into())),
+        "{vars:?}"
+    );
+    assert!(
+        c.command_lines()
+            .iter()
+            .any(|l| l == "api db select/fallback/4711"),
+        "{:?}",
+        c.command_lines()
+    );
+    // An expired entry is removed and T.38 stays on (no expiry configured: only a dated one
+    // in the future of "never" would apply, so use a caller without an entry).
+    let c2 = call(
+        &d,
+        CallSetup {
+            caller_number: "4912345".into(),
+            db: db.clone(),
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 2).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c2.log()
+            .vars
+            .contains(&("fax_enable_t38".into(), "true".into()))
+    );
+}
+
+/// Adds lines to `[gofaxd]` and restarts fsfaxd on the same spool.
+fn append_gofaxd(d: &mut Fsfaxd, lines: &str) {
+    let path = d.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "hangupafterresult = 1s\n",
+        &format!("hangupafterresult = 1s\n{lines}\n"),
+    );
+    std::fs::write(&path, text).unwrap();
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0));
+    d.spawn();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_for_new_calls_and_keeps_a_broken_file_out() {
+    let d = Fsfaxd::start(1, "");
+    let path = d.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, "[gofaxd]\nnosuchkey = 1\n[hylafax\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(
+        wait(T, || d.log().contains("configuration not reloaded")),
+        "{}",
+        d.log()
+    );
+    std::fs::write(&path, good.replace("ident = ACME Fax", "ident = NEW-CSI")).unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(
+        wait(T, || d.log().contains("configuration reloaded")),
+        "{}",
+        d.log()
+    );
+    let c = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        c.log()
+            .vars
+            .contains(&("fax_ident".into(), "NEW-CSI".into()))
+    );
+}

@@ -1,0 +1,88 @@
+//! fsfaxd with a real HylaFAX (Debian's faxq, hfaxd, faxstat, bin/faxrcvd, faxinfo).
+//! Needs root and the packages: run through scripts/test.sh (FSFAX_REAL_HYLAFAX=1).
+
+mod receive_support;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use receive_support::{Fsfaxd, wait, wait_async};
+use support::fakefs::{CallSetup, FakeCall};
+use support::hylafax::HylafaxLab;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
+    let lab = HylafaxLab::start(2, Path::new("/bin/true"));
+    let d = Fsfaxd::start_on(&lab.spool(), 2, "");
+    let t = Duration::from_secs(30);
+    let idle = wait(t, || {
+        let s = lab.faxstat(&["-s"]);
+        s.contains("Modem freeswitch0 (): Running and idle")
+            && s.contains("Modem freeswitch1 (): Running and idle")
+    });
+    assert!(
+        idle,
+        "faxstat -s:\n{}\nfsfaxd:\n{}",
+        lab.faxstat(&["-s"]),
+        d.log()
+    );
+    // faxq knows the modems are ready (it answered our +dev:R).
+    assert!(
+        wait(t, || lab.syslog().contains("MODEM freeswitch0: READY")),
+        "{}",
+        lab.syslog()
+    );
+
+    let c = FakeCall::connect(
+        d.addr,
+        CallSetup {
+            caller_number: "4711".into(),
+            caller_name: "Alice Caller".into(),
+            time_scale: 0.05,
+            ..CallSetup::default()
+        },
+    )
+    .await
+    .unwrap();
+    let receiving = wait_async(t, || {
+        lab.faxstat(&["-s"])
+            .contains("Modem freeswitch0 (): Receiving facsimile")
+    })
+    .await;
+    assert!(receiving, "faxstat -s:\n{}", lab.faxstat(&["-s"]));
+    assert!(c.wait_finished(t).await);
+    let session = lab.spool().join("log/c000000001");
+    let faxrcvd_done = wait_async(Duration::from_secs(60), || {
+        std::fs::read_to_string(&session).is_ok_and(|s| s.contains("SESSION END"))
+    })
+    .await;
+    assert!(faxrcvd_done, "{}", d.log());
+    let text = std::fs::read_to_string(&session).unwrap();
+    assert!(
+        text.contains("bin/faxrcvd ended successfully"),
+        "session log:\n{text}"
+    );
+    // faxinfo reads the document fsfaxd handed over.
+    let info = std::process::Command::new("/usr/lib/hylafax/bin/faxinfo")
+        .arg(lab.spool().join("recvq/fax000000001.tif"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success(),
+        "faxinfo: {out}{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(out.contains("Pages: 3"), "{out}");
+    // faxrcvd mailed it (the lab's sendmail stub keeps each message).
+    let mails = wait(t, || {
+        std::fs::read_dir(lab.dir().join("mail"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+    assert!(mails, "no mail from faxrcvd");
+    assert!(wait(t, || lab
+        .faxstat(&["-s"])
+        .contains("Modem freeswitch0 (): Running and idle")));
+}
