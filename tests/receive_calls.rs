@@ -439,6 +439,28 @@ async fn a_call_beyond_the_modems_is_received_as_overflow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocateinbounddevices_rejects_a_call_when_no_modem_is_free() {
+    let d = Fsfaxd::start(1, "allocateinbounddevices = true\nhangupafterresult = 60s");
+    let first = call(
+        &d,
+        CallSetup {
+            script: RxScript::T38Hang { pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
+    let second = call(&d, CallSetup::default()).await;
+    assert!(second.wait_finished(T).await);
+    assert_eq!(
+        second.executed(),
+        [("respond".to_string(), "503".to_string())]
+    );
+    first.hangup();
+    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxinbound_rejects_with_503() {
     let d = Fsfaxd::start(2, "maxinbound = 1\nhangupafterresult = 60s");
     let first = call(

@@ -246,7 +246,9 @@ pub struct GofaxdSection {
     pub dynamic_config: Option<PathBuf>,
     /// `faxrcvdcmd`: program run after each reception (default `bin/faxrcvd`, under the spool).
     pub faxrcvd_cmd: PathBuf,
-    /// `allocateinbounddevices`: mark a free virtual modem busy during each reception.
+    /// `allocateinbounddevices`: every reception takes a free virtual modem (always, in fsfax);
+    /// when this is true and none is free, the call is rejected (503) instead of being received
+    /// under the overflow name `freeswitch-overflow`.
     pub allocate_inbound_devices: bool,
     /// `allowedpeers` (fsfax, default `127.0.0.1, ::1`): who may connect to `socket`.
     pub allowed_peers: Vec<PeerNet>,

@@ -18,7 +18,7 @@ use tracing::{Instrument, field};
 
 use super::Daemon;
 use super::deliver::{self, Reception};
-use super::modems::{Lease, OVERFLOW_MODEM, UNALLOCATED_MODEM};
+use super::modems::{Lease, OVERFLOW_MODEM};
 use super::recipient::{self, Recipient};
 use crate::config::{Config, DynamicConfigFailure};
 use crate::esl::{
@@ -158,7 +158,13 @@ impl Call {
             self.reject("503").await;
             return;
         };
-        let lease = self.take_modem();
+        let Some(lease) = self.take_modem() else {
+            tracing::warn!(
+                "every virtual modem is busy and allocateinbounddevices is set; rejecting the call with 503"
+            );
+            self.reject("503").await;
+            return;
+        };
         tracing::Span::current().record("modem", lease.name());
 
         let ident = match self.screen(&caller, lease.name()).await {
@@ -294,14 +300,19 @@ impl Call {
     }
 
     /// A free virtual modem, or a name saying there is none.
-    fn take_modem(&self) -> Lease {
-        if !self.cfg.gofaxd.allocate_inbound_devices {
-            return Lease::unaccounted(UNALLOCATED_MODEM);
+    fn take_modem(&self) -> Option<Lease> {
+        // Every reception is accounted on a virtual modem, so faxstat and faxq see it (GOfax.IP
+        // only meant to, and never did). When all are busy the call is still received under a
+        // name that says so (FreeSWITCH has the lines), unless allocateinbounddevices asks for
+        // GOfax.IP's intent: no free modem, no call.
+        match self.daemon.modems.acquire() {
+            Some(lease) => Some(lease),
+            None if self.cfg.gofaxd.allocate_inbound_devices => None,
+            None => {
+                tracing::warn!("every virtual modem is busy; receiving as {OVERFLOW_MODEM}");
+                Some(Lease::unaccounted(OVERFLOW_MODEM))
+            }
         }
-        self.daemon.modems.acquire().unwrap_or_else(|| {
-            tracing::warn!("every virtual modem is busy; receiving as {OVERFLOW_MODEM}");
-            Lease::unaccounted(OVERFLOW_MODEM)
-        })
     }
 
     /// DynamicConfig: `<script> <modem> <cidnum> <cidname> <recipient> <gateway>`.

@@ -22,8 +22,6 @@ use crate::hylafax::modem::{
 /// The name a reception gets when every virtual modem is busy: FreeSWITCH still has the line,
 /// so the fax is received, but faxq hears nothing about it.
 pub const OVERFLOW_MODEM: &str = "freeswitch-overflow";
-/// The name receptions get with `allocateinbounddevices = false` (GOfax.IP's fixed name).
-pub const UNALLOCATED_MODEM: &str = "freeswitch";
 /// How often the modem states are sent again while faxq is unreachable.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 

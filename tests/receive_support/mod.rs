@@ -80,7 +80,7 @@ impl Fsfaxd {
         let conf = format!(
             "[freeswitch]\nsocket = 127.0.0.1:9\npassword = x\nident = ACME Fax\n\n\
              [hylafax]\nspooldir = {}\nmodems = {}\nxferfaxlog = log/xferfaxlog\n\n\
-             [gofaxd]\nsocket = {}\nallocateinbounddevices = true\nhangupafterresult = 1s\n{}\n",
+             [gofaxd]\nsocket = {}\nhangupafterresult = 1s\n{}\n",
             self.spool().display(),
             self.modems,
             self.addr,
