@@ -717,3 +717,33 @@ async fn malformed_and_unknown_frames_from_freeswitch_do_not_break_the_send() {
     assert_eq!(env.run(51).await, 0);
     assert_eq!(env.field(51, "returned"), "0");
 }
+
+#[tokio::test]
+async fn sigterm_before_dialling_is_an_honest_retry_and_nothing_is_dialled() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    // DynamicConfigOutgoing takes long enough for the signal to arrive while preparing.
+    let line = script(&env, "sleep 3; echo 'RejectCall: no'");
+    env.write_config(&[], &[&line], &[]);
+    env.qfile(60, "0406060", &[("test3.tif", 0)], &[]);
+    let child = env.spawn(60);
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    let started = env.spool.join("log/seqf");
+    for _ in 0..100 {
+        if started.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = wait_exit(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "a signal never reads as done or failed");
+    assert_eq!(env.field(60, "returned"), "0");
+    assert!(
+        env.field(60, "status").contains("SIGTERM"),
+        "{}",
+        env.field(60, "status")
+    );
+    assert!(fs.originates().is_empty());
+    assert_eq!(env.field(60, "totdials"), "0");
+}

@@ -45,15 +45,20 @@ const RECONNECT_TRIES: u32 = 3;
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Runs one attempt of the job and returns its verdict with what the call learned.
-pub async fn send(cfg: &Config, spool: &Spool, modem: &str, job: &mut Job) -> Attempt {
-    let mut stop = Stop::new();
+pub async fn send(
+    cfg: &Config,
+    spool: &Spool,
+    modem: &str,
+    job: &mut Job,
+    stop: &mut Stop,
+) -> Attempt {
     let started = Instant::now();
     let start_time = Local::now();
     let mut ctx = match prepare(cfg, spool, modem, job).await {
         Ok(ctx) => ctx,
         Err(verdict) => return Attempt::verdict_only(verdict),
     };
-    let call = place_call(cfg, &mut ctx, job, &mut stop).await;
+    let call = place_call(cfg, &mut ctx, job, stop).await;
     let attempt = conclude(cfg, spool, modem, &mut ctx, job, call, started, start_time).await;
     ctx.log.log(&format!(
         "{}: {}",
@@ -491,8 +496,9 @@ async fn run_fax(
 
     let cap = tokio::time::sleep(cfg.gofaxsend.max_call_duration);
     tokio::pin!(cap);
+    let mut cap_fired = false;
     // Armed once the fax result is in (hang up if FreeSWITCH does not) or we killed the call.
-    let wrap_up = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    let wrap_up = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(wrap_up);
     let mut wrap_armed = false;
     let mut cut_short: Option<(LocalError, String)> = None;
@@ -593,7 +599,8 @@ async fn run_fax(
                 }
                 wrap_up.as_mut().reset(tokio::time::Instant::now() + WRAP_UP);
             }
-            () = &mut cap => {
+            () = &mut cap, if !cap_fired => {
+                cap_fired = true;
                 let why = format!(
                     "call longer than {:?} ([gofaxsend] maxcallduration); hung up",
                     cfg.gofaxsend.max_call_duration
@@ -603,7 +610,6 @@ async fn run_fax(
                 cut_short.get_or_insert((LocalError::Timeout, why));
                 wrap_up.as_mut().reset(tokio::time::Instant::now() + WRAP_UP);
                 wrap_armed = true;
-                cap.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(u64::MAX / 4));
             }
             sig = stop.recv() => {
                 ctx.log.log(&format!("{sig}: hanging up the call"));
@@ -965,14 +971,16 @@ fn close_text(events: &EventStream) -> String {
         .map_or_else(|| "connection closed".to_string(), |r| r.to_string())
 }
 
-/// SIGTERM (faxrm, shutdown) and SIGINT, as a future to select on.
-struct Stop {
+/// SIGTERM (faxrm, shutdown) and SIGINT, as a future to select on. Created first thing, so a
+/// signal that arrives while the job is being prepared is kept for the first place that waits.
+pub struct Stop {
     term: Option<Signal>,
     int: Option<Signal>,
 }
 
 impl Stop {
-    fn new() -> Stop {
+    /// Installs the handlers; from here on these signals no longer kill the process.
+    pub fn new() -> Stop {
         Stop {
             term: signal(SignalKind::terminate()).ok(),
             int: signal(SignalKind::interrupt()).ok(),

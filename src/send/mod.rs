@@ -18,6 +18,8 @@ mod job;
 
 use std::path::{Path, PathBuf};
 
+use tracing::Instrument;
+
 use crate::config::Config;
 use crate::fax::{Disposition, FaxOutcome, JobResult};
 use crate::hylafax::Spool;
@@ -46,7 +48,13 @@ pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf
         commid = tracing::field::Empty,
         uuid = tracing::field::Empty
     );
-    let _entered = span.enter();
+    run_job(config, modem, qfile).instrument(span).await
+}
+
+async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> u8 {
+    // Before anything else: from here on SIGTERM (faxrm) ends the attempt through the honest
+    // path below instead of killing the process, which faxq would record as a failure.
+    let mut stop = call::Stop::new();
 
     // The qfile lock comes first: nothing below may run for a job another fsfaxsend holds.
     let mut job = match Job::open(qfile) {
@@ -78,7 +86,7 @@ pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf
     };
     let spool = Spool::new(&config.hylafax.spooldir);
     tell_modem(&spool, modem, "SB");
-    let result = call::send(config, &spool, modem, &mut job).await;
+    let result = call::send(config, &spool, modem, &mut job, &mut stop).await;
     let code = job.finish(&result);
     tell_modem(&spool, modem, "SR");
     tracing::info!(
