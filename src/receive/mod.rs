@@ -57,6 +57,7 @@ pub enum ServeError {
 
 /// Runs the receive daemon until SIGTERM/SIGINT; the exit status for the binary.
 pub fn serve(config: Config) -> ExitCode {
+    raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,6 +69,21 @@ pub fn serve(config: Config) -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each call holds a socket, a recvq file and a session log: raise the soft limit on open
+/// files to the hard one (systemd and shells start daemons at 1024), so a busy line does not
+/// run out of descriptors.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!("cannot raise the open-file limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
     }
 }
 

@@ -106,7 +106,11 @@ impl Fsfaxd {
         let child = Command::new(env!("CARGO_BIN_EXE_fsfaxd"))
             .args(["-f", "-c"])
             .arg(self.config_path())
-            .env("FSFAX_LOG", "debug")
+            // Debug logs help when a test fails; the load benchmark asks for less.
+            .env(
+                "FSFAX_LOG",
+                std::env::var("FSFAX_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
