@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fsfax test on a fresh Debian 12 machine, installing what the tests need first:
 # libtiff-tools (tiffcp, tiffinfo) and a real HylaFAX (Debian's hylafax-server/-client), which the
-# integration tests drive in a private spool through tests/tools/hylafax-lab.sh.
+# integration tests drive in a private spool through tests/tools/hylafax-lab.sh; cargo-deb for
+# the Debian package test.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,14 @@ if [ "$(id -u)" = 0 ]; then
     export FSFAX_REAL_HYLAFAX=1
 else
     echo "test.sh: not root: the tests that need a real HylaFAX will report it missing" >&2
+fi
+
+# cargo-deb for the package test (tests/deploy_deb.rs); built once, then found in ~/.cargo/bin.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
+    # Not fatal here: the package test then fails and says what is missing.
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" ||
+        echo "test.sh: could not install cargo-deb; the .deb test will fail" >&2
 fi
 
 cargo build --all-targets --locked

@@ -5,6 +5,7 @@
 //! domain (results, outcomes, dial strings). `receive` and `send` drive the three.
 
 mod bridge;
+pub mod cli;
 pub mod config;
 pub mod esl;
 pub mod fax;

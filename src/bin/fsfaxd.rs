@@ -1,92 +1,18 @@
 //! fsfaxd: receives faxes from FreeSWITCH into HylaFAX and runs fsfax's virtual modems.
 //! Thin: flags, configuration, logging, then the receive daemon.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use fsfax::cli::FsfaxdCli;
 use fsfax::config::{self, Config, Problem};
 use fsfax::logging::{self, Destination, LogGuard, write_stderr, write_stdout};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const ABOUT: &str = "Receive faxes from FreeSWITCH (mod_spandsp) into HylaFAX.";
-
-const LONG_ABOUT: &str = "\
-Receive faxes from FreeSWITCH (mod_spandsp) into HylaFAX.
-
-fsfaxd replaces GOfax.IP's gofaxd and reads the same configuration file. It listens for
-FreeSWITCH's outbound-socket connections ([gofaxd] socket), receives each fax into the HylaFAX
-spool, runs faxrcvd, and provides the virtual modems fsfaxsend sends with. It never forks into
-the background: run it from systemd or supervisor.";
-
-const AFTER_HELP: &str = "\
-EXAMPLES:
-    fsfaxd --check-config -c /etc/fsfax.conf   check a file, print the settings in effect
-    FSFAX_LOG=debug fsfaxd -f                   run with debug logs on stderr";
-
-const AFTER_LONG_HELP: &str = "\
-EXAMPLES:
-    Check a configuration and print the settings in effect:
-        fsfaxd --check-config -c /etc/fsfax.conf
-
-    Run in the foreground with debug logs on stderr:
-        FSFAX_LOG=debug fsfaxd -f
-
-LOGGING:
-    syslog (facility daemon), or stderr with -f or when stderr is a terminal.
-    FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
-    e.g. FSFAX_LOG=info,fsfax::esl=debug.
-
-EXIT STATUS:
-    0 after a clean shutdown or a good --check-config, 1 on a configuration or
-    runtime error, 2 on a command-line error.";
-
-/// Command line of fsfaxd.
-#[derive(Parser, Debug)]
-#[command(
-    name = "fsfaxd",
-    version,
-    about = ABOUT,
-    long_about = LONG_ABOUT,
-    after_help = AFTER_HELP,
-    after_long_help = AFTER_LONG_HELP,
-    disable_help_subcommand = true,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    /// Configuration file [default: /etc/fsfax.conf]
-    ///
-    /// GOfax.IP's gofax.conf is read as is. Without -c, /etc/fsfax.conf is used, or
-    /// /etc/gofax.conf if only that one exists.
-    #[arg(short, long, value_name = "PATH", global = true)]
-    config: Option<PathBuf>,
-
-    /// Log to stderr instead of syslog
-    ///
-    /// fsfaxd never detaches; -f only moves the logs. Stderr is also used when it is a
-    /// terminal or when there is no syslog at /dev/log.
-    #[arg(short, long, global = true)]
-    foreground: bool,
-
-    /// Check the configuration and print the settings in effect
-    ///
-    /// Prints the effective configuration (every key, defaults included, password hidden)
-    /// on stdout and warnings on stderr, and exits 0; or prints every problem on stderr,
-    /// one per line as FILE:LINE: error: [section] key: message, and exits 1.
-    #[arg(long)]
-    check_config: bool,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Maintenance subcommands (the softmodem-fallback list commands will live here).
-#[derive(Subcommand, Debug)]
-enum Command {}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match FsfaxdCli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with status 0, usage errors to stderr with 2;

@@ -5,10 +5,11 @@
 //! 1 = failed, 2 = done, and anything else (including clap's usage status 2 and a panic's 101)
 //! also means done. So every early exit here is chosen from 0 and 1 only.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fsfax::cli::FsfaxsendCli;
 use fsfax::config::{self, Config, Problem, Program};
 use fsfax::logging::{self, Destination, LogGuard, write_stderr};
 
@@ -17,77 +18,8 @@ const EXIT_RETRY: u8 = 0;
 /// faxq: the job failed for good.
 const EXIT_FAILED: u8 = 1;
 
-const ABOUT: &str = "Send a HylaFAX job through FreeSWITCH (HylaFAX SendFaxCmd).";
-
-const LONG_ABOUT: &str = "\
-Send a HylaFAX job through FreeSWITCH (HylaFAX SendFaxCmd).
-
-faxq runs fsfaxsend for each job on one of fsfaxd's virtual modems; set
-    SendFaxCmd: /usr/bin/fsfaxsend
-in /etc/hylafax/config (add `-c PATH` for another configuration file). Only the first
-QFILE is sent; faxq requeues the others.";
-
-const AFTER_HELP: &str = "\
-EXAMPLES:
-    fsfaxsend -m freeswitch0 sendq/q42   what faxq runs, from the spool directory
-
-EXIT STATUS (read by faxq): 0 retry later, 1 failed, 2 done.";
-
-const AFTER_LONG_HELP: &str = "\
-EXAMPLES:
-    What faxq runs (from the spool directory):
-        fsfaxsend -m freeswitch0 sendq/q42
-
-LOGGING:
-    syslog (facility daemon), or stderr when it is a terminal.
-    FSFAX_LOG sets the level: error, warn, info (default), debug.
-
-EXIT STATUS (read by faxq):
-    0 retry later (also for configuration errors: fix the file and the job goes out),
-    1 failed (also for command-line errors), 2 done.";
-
-/// Command line of fsfaxsend (faxq: `fsfaxsend -m <modem> <qfile>...`).
-#[derive(Parser, Debug)]
-#[command(
-    name = "fsfaxsend",
-    version,
-    about = ABOUT,
-    long_about = LONG_ABOUT,
-    after_help = AFTER_HELP,
-    after_long_help = AFTER_LONG_HELP
-)]
-struct Cli {
-    /// Configuration file [default: /etc/fsfax.conf]
-    ///
-    /// Without -c, /etc/fsfax.conf is used, or /etc/gofax.conf if only that one exists.
-    #[arg(short, long, value_name = "PATH")]
-    config: Option<PathBuf>,
-
-    /// Virtual modem to send on, as faxq names it (freeswitch0, ...)
-    #[arg(short, long, value_name = "MODEM", required = true, value_parser = modem_name)]
-    modem: String,
-
-    /// Queue file(s), relative to the spool directory (sendq/q42)
-    #[arg(value_name = "QFILE", required = true)]
-    qfiles: Vec<PathBuf>,
-}
-
-/// A modem name becomes part of spool paths (`FIFO.<modem>`), so it must be a plain name.
-fn modem_name(s: &str) -> Result<String, String> {
-    if !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && !s.starts_with('.')
-    {
-        Ok(s.to_string())
-    } else {
-        Err("use letters, digits, `_`, `-` or `.` (like freeswitch0)".into())
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match FsfaxsendCli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
