@@ -119,6 +119,30 @@ impl SendEnv {
             .expect("spawn fsfaxsend")
     }
 
+    /// Creates `FIFO.<modem>` and collects what fsfaxsend writes to it (fsfaxd's side).
+    fn modem_fifo(&self) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        let path = self.spool.join(format!("FIFO.{MODEM}"));
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Opened read-write, as fsfaxd does, so the reader never sees end-of-file.
+        let mut rx = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&path)
+            .unwrap();
+        let sink = got.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 256];
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        got
+    }
+
     fn field(&self, job: u32, tag: &str) -> String {
         let text = fs::read(self.spool.join("sendq").join(format!("q{job}"))).unwrap();
         String::from_utf8_lossy(&text)
@@ -186,8 +210,15 @@ async fn fake(cfg: FakeConfig) -> FakeFs {
 async fn t38_fax_is_done_with_every_field_faxq_reads() {
     let fs = fake(FakeConfig::new()).await;
     let env = SendEnv::new(&fs.addr().to_string());
+    let fifo = env.modem_fifo();
     env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
     assert_eq!(env.run(1).await, 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fifo.lock().unwrap().as_slice(),
+        b"SB\0SR\0",
+        "fsfaxd is told begin and end"
+    );
     assert_eq!(env.field(1, "returned"), "2");
     assert_eq!(env.field(1, "status"), "");
     assert_eq!(env.field(1, "npages"), "3");
@@ -391,8 +422,15 @@ async fn freeswitch_down_is_a_retry_that_burns_no_dial() {
         .unwrap()
         .port();
     let env = SendEnv::new(&format!("127.0.0.1:{port}"));
+    let fifo = env.modem_fifo();
     env.qfile(11, "0401111", &[("test3.tif", 0)], &[]);
     assert_eq!(env.run(11).await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fifo.lock().unwrap().as_slice(),
+        b"SB\0SR\0",
+        "the modem is freed again"
+    );
     assert_eq!(env.field(11, "returned"), "0");
     assert!(env.field(11, "status").contains("Cannot reach FreeSWITCH"));
     assert_eq!(env.field(11, "totdials"), "0");
