@@ -7,6 +7,7 @@
 mod bridge;
 pub mod config;
 pub mod esl;
+pub mod fallback;
 pub mod fax;
 pub mod hylafax;
 pub mod logging;
