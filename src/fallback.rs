@@ -640,6 +640,17 @@ impl Change {
     }
 }
 
+/// True when [`after_call`] may have something to write, so a caller can skip connecting.
+pub fn after_call_needed(
+    direction: Direction,
+    result: &FaxResult,
+    clear_on_success: bool,
+    was_listed: bool,
+) -> bool {
+    let t38_success = result.success && result.t38_status == Some(T38Status::Negotiated);
+    policy::should_remember(direction, result) || (clear_on_success && t38_success) || was_listed
+}
+
 /// After a call: remember the station when the call failed the T.38 way
 /// ([`policy::should_remember`]); with `clear_on_success`, forget it after a successful T.38
 /// call. `was_listed` (from the lookup) adds an entry met by the call to the index, so entries
