@@ -40,6 +40,8 @@ use crate::fax::{Direction, FaxResult, T38Status};
 
 pub use crate::fax::fallback::FALLBACK_REALM;
 
+pub mod admin;
+
 /// Realm prefix of fsfax's index buckets (`fallback-index-042`).
 pub const INDEX_REALM_PREFIX: &str = "fallback-index-";
 /// Bucket of keys that do not end in three digits.

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fsfax::config::{self, Config, Problem};
+use fsfax::fallback::admin;
 use fsfax::logging::{self, Destination, LogGuard, write_stderr, write_stdout};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -51,8 +52,7 @@ EXIT STATUS:
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
-    disable_help_subcommand = true,
-    args_conflicts_with_subcommands = true
+    disable_help_subcommand = true
 )]
 struct Cli {
     /// Configuration file [default: /etc/fsfax.conf]
@@ -81,9 +81,63 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Maintenance subcommands (the softmodem-fallback list commands will live here).
+/// Maintenance subcommands.
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Manage the T.38 → audio fallback list (stations faxed with G.711 instead of T.38)
+    ///
+    /// The list lives in FreeSWITCH's mod_db (realm `fallback`, GOfax.IP's format) and is
+    /// reached through [freeswitch] socket. Numbers are normalised like caller IDs: separators
+    /// ` -.()` are removed, an optional leading + and 3 to 32 digits remain. Enter numbers
+    /// without your call prefix, as they appear in `list`.
+    #[command(subcommand, after_help = FALLBACK_HELP)]
+    Fallback(FallbackCommand),
+}
+
+const FALLBACK_HELP: &str = "\
+EXAMPLES:
+    fsfaxd fallback list                     every station, date added, age, expired or not
+    fsfaxd fallback show '+49 40 1234'       one station
+    fsfaxd fallback add 0401234 0405678      audio for these stations from the next call
+    fsfaxd fallback delete 0401234           T.38 again for this station
+    fsfaxd fallback purge --older-than 30d   drop entries added more than 30 days ago
+
+EXIT STATUS:
+    0 when done (also when a number was not on the list), 1 on an error (bad number,
+    FreeSWITCH unreachable or mod_db failing; the message names FreeSWITCH's address).";
+
+/// `fsfaxd fallback ...`.
+#[derive(Subcommand, Debug)]
+enum FallbackCommand {
+    /// List every station on the list: key, date added (local time), age, `expired`
+    List,
+    /// Show one station's entry
+    Show {
+        /// The station's number
+        number: String,
+    },
+    /// Put stations on the list: their next calls use audio
+    Add {
+        /// The stations' numbers
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Take stations off the list: their next calls use T.38 as configured
+    Delete {
+        /// The stations' numbers
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Delete the entries added more than a given time ago
+    Purge {
+        /// Minimum age of the entries to delete, e.g. 30d, 12h
+        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only print what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -100,12 +154,73 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(config::default_config_path);
     if cli.check_config {
+        if cli.command.is_some() {
+            let _ = Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--check-config cannot be used with a subcommand",
+                )
+                .print();
+            return ExitCode::from(2);
+        }
         return check_config(&path);
     }
     if let Some(command) = cli.command {
-        match command {}
+        return match command {
+            Command::Fallback(action) => fallback(&path, cli.foreground, action),
+        };
     }
     run(&path, cli.foreground)
+}
+
+/// `fsfaxd fallback ...`: output on stdout, notes and errors on stderr.
+fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode {
+    // An admin at a terminal: warnings on stderr beside the output, never syslog.
+    let _ = foreground;
+    let _log = logging::init(c"fsfaxd", true, "warn");
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in e.problems() {
+                write_stderr(&format!("{problem}\n"));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let action = match command {
+        FallbackCommand::List => admin::Action::List,
+        FallbackCommand::Show { number } => admin::Action::Show(number),
+        FallbackCommand::Add { numbers } => admin::Action::Add(numbers),
+        FallbackCommand::Delete { numbers } => admin::Action::Delete(numbers),
+        FallbackCommand::Purge {
+            older_than,
+            dry_run,
+        } => admin::Action::Purge {
+            older_than,
+            dry_run,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            write_stderr(&format!("fsfaxd: error: cannot start the async runtime: {e}\n"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(admin::run(&config, &action)) {
+        Ok(report) => {
+            write_stdout(&report.stdout);
+            write_stderr(&report.stderr);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            write_stderr(&format!("fsfaxd: error: {e}\n"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `--check-config`: problems on stderr, the effective configuration on stdout.
