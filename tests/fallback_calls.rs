@@ -166,7 +166,7 @@ async fn failed_reception_puts_the_caller_on_the_list_and_the_next_send_uses_aud
     // The other direction: a send to the same station goes out with audio.
     let tx = Sender::new(&fs.addr().to_string(), "");
     let (code, log) = tx.send(1, "0401234").await;
-    assert_eq!(code, 0, "{log}");
+    assert_eq!(code, 2, "done: {log}");
     let o = fs.originates();
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].var("fax_enable_t38").as_deref(), Some("false"));

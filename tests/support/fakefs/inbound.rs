@@ -941,7 +941,12 @@ fn template_event(cap: &str, name: &str) -> Event {
 }
 
 fn publish_api_event(shared: &Shared, cmd: &str, arg: &str) {
-    let mut ev = template_event("inbound-txfax-t38-ok", "API");
+    // Built once: extracting a template re-reads the whole capture, and a listing sends
+    // thousands of `db` commands.
+    static API_TEMPLATE: std::sync::OnceLock<Event> = std::sync::OnceLock::new();
+    let mut ev = API_TEMPLATE
+        .get_or_init(|| template_event("inbound-txfax-t38-ok", "API"))
+        .clone();
     ev.set("API-Command", &url_encode(cmd));
     ev.set("API-Command-Argument", &url_encode(arg));
     shared.bus.publish(ev);
