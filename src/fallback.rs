@@ -380,9 +380,7 @@ impl<'a, A: DbApi> FallbackDb<'a, A> {
         if !complete {
             let buckets: Vec<String> = index_realms().collect();
             let replies: Vec<_> = stream::iter(buckets.iter())
-                .map(|realm| async move {
-                    (realm, self.list_realm(cmd::list_realm(realm)).await)
-                })
+                .map(|realm| async move { (realm, self.list_realm(cmd::list_realm(realm)).await) })
                 .buffered(PIPELINE)
                 .collect()
                 .await;
@@ -406,7 +404,7 @@ impl<'a, A: DbApi> FallbackDb<'a, A> {
                 Err(_) => listing.unsafe_keys.push(key),
             }
         }
-        let values: Vec<_> = stream::iter(safe.into_iter())
+        let values: Vec<_> = stream::iter(safe)
             .map(|key| async move {
                 let value = self.select(&key).await;
                 (key, value)
@@ -703,12 +701,7 @@ pub fn age_text(secs: i64) -> String {
     if secs < 0 {
         return "in the future".into();
     }
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs / 3_600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-    );
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) => format!("{m}m {s}s"),
@@ -776,7 +769,10 @@ mod tests {
             cmd::index_insert(&k, 17),
             "db insert/fallback-index-234/0401234/17"
         );
-        assert_eq!(cmd::index_delete(&k), "db delete/fallback-index-234/0401234");
+        assert_eq!(
+            cmd::index_delete(&k),
+            "db delete/fallback-index-234/0401234"
+        );
         assert_eq!(cmd::count(), "db count/fallback");
         assert_eq!(
             StationKey::stored("anonymous").unwrap().index_realm(),
@@ -795,7 +791,10 @@ mod tests {
         assert_eq!(parse_reply("!err!"), DbReply::SyntaxError);
         assert_eq!(parse_reply("true"), DbReply::Bool(true));
         assert_eq!(parse_reply("false"), DbReply::Bool(false));
-        assert_eq!(parse_reply("1795345788"), DbReply::Text("1795345788".into()));
+        assert_eq!(
+            parse_reply("1795345788"),
+            DbReply::Text("1795345788".into())
+        );
         assert_eq!(
             parse_reply("-ERR db Command not found!\n"),
             DbReply::Err("-ERR db Command not found!".into())
@@ -899,7 +898,11 @@ mod tests {
             .unwrap();
         let l = db.list().await.unwrap();
         assert_eq!(l.realm_count, 450);
-        let indexed = l.entries.iter().filter(|e| e.key.as_str().starts_with("0409")).count();
+        let indexed = l
+            .entries
+            .iter()
+            .filter(|e| e.key.as_str().starts_with("0409"))
+            .count();
         assert_eq!(indexed, 50);
         let seen = l.entries.len() as u64;
         assert!(seen < 450 && seen > 300, "{seen}");
@@ -917,7 +920,10 @@ mod tests {
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.unlisted, 0);
         let cmds = small.commands.lock().unwrap().clone();
-        assert!(cmds.iter().all(|c| !c.contains("fallback-index")), "{cmds:?}");
+        assert!(
+            cmds.iter().all(|c| !c.contains("fallback-index")),
+            "{cmds:?}"
+        );
     }
 
     #[tokio::test]
@@ -939,9 +945,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(change, Change::Unchanged);
-        assert!(mem.rows.lock().unwrap().iter().any(|r| r.0 == "fallback-index-234"));
+        assert!(
+            mem.rows
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.0 == "fallback-index-234")
+        );
         let l = lookup(&db, &k, 100 + 86_400, day).await;
-        assert!(matches!(l, Lookup::Expired { removed: Ok(()), .. }), "{l:?}");
+        assert!(
+            matches!(
+                l,
+                Lookup::Expired {
+                    removed: Ok(()),
+                    ..
+                }
+            ),
+            "{l:?}"
+        );
         assert!(mem.rows.lock().unwrap().is_empty());
     }
 }

@@ -351,7 +351,10 @@ async fn hostile_caller_ids_never_make_a_broken_db_command() {
     // Only the usable caller ID reached mod_db.
     let keys: Vec<String> = db.rows().into_iter().map(|(_, k, _)| k).collect();
     assert_eq!(keys, ["+49401234", "+49401234"], "{:?}", db.rows());
-    assert!(all.iter().any(|l| l.starts_with("api db insert/fallback/+49401234/")));
+    assert!(
+        all.iter()
+            .any(|l| l.starts_with("api db insert/fallback/+49401234/"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

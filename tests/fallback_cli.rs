@@ -78,7 +78,9 @@ fn now() -> i64 {
 async fn lists_five_thousand_entries_past_the_4_kib_list_limit() {
     let fs = FakeFs::start(FakeConfig::new()).await;
     let admin = Admin::new(&fs.addr().to_string(), "");
-    let numbers: Vec<String> = (0..5000).map(|i| format!("0{}", 401_000_000 + i * 7)).collect();
+    let numbers: Vec<String> = (0..5000)
+        .map(|i| format!("0{}", 401_000_000 + i * 7))
+        .collect();
     let args: Vec<&str> = std::iter::once("add")
         .chain(numbers.iter().map(String::as_str))
         .collect();
@@ -105,7 +107,11 @@ async fn lists_five_thousand_entries_past_the_4_kib_list_limit() {
         );
         assert!(!line.contains("expired"), "{line}");
     }
-    assert!(!list.stderr.contains("not in fsfax's index"), "{}", list.stderr);
+    assert!(
+        !list.stderr.contains("not in fsfax's index"),
+        "{}",
+        list.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,18 +187,31 @@ async fn show_add_delete_purge_and_their_messages() {
     let old_line = lines.iter().find(|l| l.starts_with("0409999")).unwrap();
     assert!(old_line.ends_with("expired"), "{old_line}");
     assert!(old_line.contains("45d"), "{old_line}");
-    assert!(lines.iter().any(|l| l.starts_with("0408888") && l.contains("no date")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("0408888") && l.contains("no date"))
+    );
 
-    let dry = admin.run(&["purge", "--older-than", "30d", "--dry-run"]).await;
+    let dry = admin
+        .run(&["purge", "--older-than", "30d", "--dry-run"])
+        .await;
     assert_eq!(dry.code, 0);
-    assert!(dry.stdout.starts_with("would delete 0409999"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.starts_with("would delete 0409999"),
+        "{}",
+        dry.stdout
+    );
     assert!(db.get("fallback", "0409999").is_some());
     let purge = admin.run(&["purge", "--older-than", "30d"]).await;
     assert_eq!(purge.code, 0);
     assert_eq!(purge.stdout.lines().count(), 1, "{}", purge.stdout);
     assert_eq!(db.get("fallback", "0409999"), None);
     assert_eq!(db.get("fallback-index-999", "0409999"), None);
-    assert!(db.get("fallback", "0408888").is_some(), "undated entries stay");
+    assert!(
+        db.get("fallback", "0408888").is_some(),
+        "undated entries stay"
+    );
 
     let del = admin.run(&["delete", "0405678", "0401111"]).await;
     assert_eq!(del.code, 0);
@@ -209,14 +228,22 @@ async fn show_add_delete_purge_and_their_messages() {
     for bad in ["12/34", "", "a,b"] {
         let out = admin.run(&["add", bad]).await;
         assert_eq!(out.code, 1, "{bad:?}");
-        assert!(out.stderr.contains("not a usable station number"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("not a usable station number"),
+            "{}",
+            out.stderr
+        );
     }
     assert_eq!(fs.all_command_lines().len(), before);
     let bad = admin.run(&["purge", "--older-than", "soon"]).await;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 
     // Every db command the CLI sent was well formed.
-    for l in fs.all_command_lines().iter().filter(|l| l.starts_with("api db")) {
+    for l in fs
+        .all_command_lines()
+        .iter()
+        .filter(|l| l.starts_with("api db"))
+    {
         assert!(
             !l.contains(' ') || l.matches(' ').count() == 2,
             "no spaces inside: {l}"

@@ -206,7 +206,9 @@ fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode
     {
         Ok(rt) => rt,
         Err(e) => {
-            write_stderr(&format!("fsfaxd: error: cannot start the async runtime: {e}\n"));
+            write_stderr(&format!(
+                "fsfaxd: error: cannot start the async runtime: {e}\n"
+            ));
             return ExitCode::FAILURE;
         }
     };

@@ -10,7 +10,9 @@ use chrono::Local;
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use super::{FallbackDb, FallbackError, ListedEntry, PIPELINE, StationKey, entry_line, parse_value};
+use super::{
+    FallbackDb, FallbackError, ListedEntry, PIPELINE, StationKey, entry_line, parse_value,
+};
 use crate::config::{Config, format_duration};
 use crate::esl::{ClientConfig, InboundClient};
 use crate::fax::fallback::FallbackEntry;
@@ -48,7 +50,9 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// `[freeswitch] socket` is empty.
-    #[error("[freeswitch] socket is not set; `fsfaxd fallback` needs FreeSWITCH's event socket (e.g. 127.0.0.1:8021)")]
+    #[error(
+        "[freeswitch] socket is not set; `fsfaxd fallback` needs FreeSWITCH's event socket (e.g. 127.0.0.1:8021)"
+    )]
     NoSocket,
     /// Connecting or authenticating failed (names the address).
     #[error(transparent)]
@@ -141,8 +145,9 @@ async fn list(
         out.stdout.push('\n');
     }
     for k in &listing.unsafe_keys {
-        out.stdout
-            .push_str(&format!("{k:?} (key not usable in a db command; not read)\n"));
+        out.stdout.push_str(&format!(
+            "{k:?} (key not usable in a db command; not read)\n"
+        ));
     }
     if listing.realm_count == 0 {
         out.stderr.push_str("the fallback list is empty\n");

@@ -24,8 +24,8 @@ use crate::config::{Config, DynamicConfigFailure};
 use crate::esl::{
     ChannelData, EventStream, OutboundConfig, OutboundError, OutboundSession, SessionItem,
 };
-use crate::fax::dialstring::encode_fax_ident;
 use crate::fallback::{self, FallbackDb, Lookup, StationKey};
+use crate::fax::dialstring::encode_fax_ident;
 use crate::fax::{Direction, FaxResult, Update};
 use crate::hylafax::journal::PendingReception;
 use crate::hylafax::sessionlog::SessionLog;

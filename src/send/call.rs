@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient, SessionItem};
+use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey};
 use crate::fax::dialstring::{db_key_safe, normalize_dial_number};
 use crate::fax::outcome::should_fail_over;
-use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey};
 use crate::fax::{
     ChannelVars, Direction, FaxOutcome, FaxResult, JobResult, LocalError, OriginateRequest, Update,
 };
