@@ -63,8 +63,7 @@ EXIT STATUS:
     long_about = FSFAXD_LONG_ABOUT,
     after_help = FSFAXD_AFTER_HELP,
     after_long_help = FSFAXD_AFTER_LONG_HELP,
-    disable_help_subcommand = true,
-    args_conflicts_with_subcommands = true
+    disable_help_subcommand = true
 )]
 pub struct FsfaxdCli {
     /// Configuration file [default: /etc/fsfax.conf]
@@ -93,9 +92,63 @@ pub struct FsfaxdCli {
     pub command: Option<FsfaxdCommand>,
 }
 
-/// Maintenance subcommands of fsfaxd (the softmodem-fallback list commands will live here).
+/// Maintenance subcommands of fsfaxd.
 #[derive(Subcommand, Debug)]
-pub enum FsfaxdCommand {}
+pub enum FsfaxdCommand {
+    /// Manage the T.38 → audio fallback list (stations faxed with G.711 instead of T.38)
+    ///
+    /// The list lives in FreeSWITCH's mod_db (realm `fallback`, GOfax.IP's format) and is
+    /// reached through [freeswitch] socket. Numbers are normalised like caller IDs: separators
+    /// ` -.()` are removed, an optional leading + and 3 to 32 digits remain. Enter numbers
+    /// without your call prefix, as they appear in `list`.
+    #[command(subcommand, after_help = FALLBACK_HELP)]
+    Fallback(FallbackCommand),
+}
+
+const FALLBACK_HELP: &str = "\
+EXAMPLES:
+    fsfaxd fallback list                     every station, date added, age, expired or not
+    fsfaxd fallback show '+49 40 1234'       one station
+    fsfaxd fallback add 0401234 0405678      audio for these stations from the next call
+    fsfaxd fallback delete 0401234           T.38 again for this station
+    fsfaxd fallback purge --older-than 30d   drop entries added more than 30 days ago
+
+EXIT STATUS:
+    0 when done (also when a number was not on the list), 1 on an error (bad number,
+    FreeSWITCH unreachable or mod_db failing; the message names FreeSWITCH's address).";
+
+/// `fsfaxd fallback ...`.
+#[derive(Subcommand, Debug)]
+pub enum FallbackCommand {
+    /// List every station on the list: key, date added (local time), age, `expired`
+    List,
+    /// Show one station's entry
+    Show {
+        /// The station's number
+        number: String,
+    },
+    /// Put stations on the list: their next calls use audio
+    Add {
+        /// The stations' numbers
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Take stations off the list: their next calls use T.38 as configured
+    Delete {
+        /// The stations' numbers
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+    /// Delete the entries added more than a given time ago
+    Purge {
+        /// Minimum age of the entries to delete, e.g. 30d, 12h
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only print what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
 
 const FSFAXSEND_ABOUT: &str = "Send a HylaFAX job through FreeSWITCH (HylaFAX SendFaxCmd).";
 

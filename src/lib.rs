@@ -8,6 +8,7 @@ mod bridge;
 pub mod cli;
 pub mod config;
 pub mod esl;
+pub mod fallback;
 pub mod fax;
 pub mod hylafax;
 pub mod logging;

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
-use fsfax::cli::FsfaxdCli;
+use clap::{CommandFactory, Parser};
+use fsfax::cli::{FallbackCommand, FsfaxdCli, FsfaxdCommand};
 use fsfax::config::{self, Config, Problem};
+use fsfax::fallback::admin;
 use fsfax::logging::{self, Destination, LogGuard, write_stderr, write_stdout};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -26,12 +27,75 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(config::default_config_path);
     if cli.check_config {
+        if cli.command.is_some() {
+            let _ = FsfaxdCli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--check-config cannot be used with a subcommand",
+                )
+                .print();
+            return ExitCode::from(2);
+        }
         return check_config(&path);
     }
     if let Some(command) = cli.command {
-        match command {}
+        return match command {
+            FsfaxdCommand::Fallback(action) => fallback(&path, cli.foreground, action),
+        };
     }
     run(&path, cli.foreground)
+}
+
+/// `fsfaxd fallback ...`: output on stdout, notes and errors on stderr.
+fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode {
+    // An admin at a terminal: warnings on stderr beside the output, never syslog.
+    let _ = foreground;
+    let _log = logging::init(c"fsfaxd", true, "warn");
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in e.problems() {
+                write_stderr(&format!("{problem}\n"));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let action = match command {
+        FallbackCommand::List => admin::Action::List,
+        FallbackCommand::Show { number } => admin::Action::Show(number),
+        FallbackCommand::Add { numbers } => admin::Action::Add(numbers),
+        FallbackCommand::Delete { numbers } => admin::Action::Delete(numbers),
+        FallbackCommand::Purge {
+            older_than,
+            dry_run,
+        } => admin::Action::Purge {
+            older_than,
+            dry_run,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            write_stderr(&format!(
+                "fsfaxd: error: cannot start the async runtime: {e}\n"
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(admin::run(&config, &action)) {
+        Ok(report) => {
+            write_stdout(&report.stdout);
+            write_stderr(&report.stderr);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            write_stderr(&format!("fsfaxd: error: {e}\n"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `--check-config`: problems on stderr, the effective configuration on stdout.

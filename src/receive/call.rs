@@ -24,8 +24,9 @@ use crate::config::{Config, DynamicConfigFailure};
 use crate::esl::{
     ChannelData, EventStream, OutboundConfig, OutboundError, OutboundSession, SessionItem,
 };
+use crate::fallback::{self, FallbackDb, Lookup, StationKey};
 use crate::fax::dialstring::encode_fax_ident;
-use crate::fax::{Direction, FaxResult, Update, fallback};
+use crate::fax::{Direction, FaxResult, Update};
 use crate::hylafax::journal::PendingReception;
 use crate::hylafax::sessionlog::SessionLog;
 use crate::hylafax::{dynconfig, seqf};
@@ -116,6 +117,7 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         events,
         result: FaxResult::for_channel(Direction::Receive, uuid),
         deadline,
+        fallback_listed: false,
     };
     call.run(data).instrument(span).await;
 }
@@ -127,6 +129,8 @@ struct Call {
     events: EventStream,
     result: FaxResult,
     deadline: Instant,
+    /// The caller was on the T.38 fallback list when the call came in.
+    fallback_listed: bool,
 }
 
 impl Call {
@@ -377,46 +381,31 @@ impl Call {
 
     /// T.38 as configured, unless the caller is on the fallback list (mod_db, looked up on
     /// this call's own socket: a full-control outbound socket accepts `api`).
-    async fn t38_settings(&self, caller: &Caller, log: &SessionLog) -> (bool, bool) {
+    async fn t38_settings(&mut self, caller: &Caller, log: &SessionLog) -> (bool, bool) {
         let configured = (self.cfg.gofaxd.enable_t38, self.cfg.gofaxd.request_t38);
         let fs = &self.cfg.freeswitch;
         if !fs.softmodem_fallback || !(configured.0 || configured.1) {
             return configured;
         }
-        let Some(key) = fallback::station_key_inbound(&caller.cidnum) else {
+        let Some(key) = StationKey::inbound(&caller.cidnum) else {
             return configured;
         };
-        let select = format!("db select/{}/{key}", fallback::FALLBACK_REALM);
-        let value = match timeout(fs.fallback_lookup_timeout, self.session.api(&select)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                tracing::warn!("fallback lookup for {key} failed ({e}); T.38 as configured");
-                return configured;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "fallback lookup for {key} took longer than {:?}; T.38 as configured",
-                    fs.fallback_lookup_timeout
-                );
-                return configured;
-            }
-        };
-        let value = value.trim();
-        if value.is_empty() || value.starts_with("-ERR") || value == "!err!" {
-            return configured;
-        }
+        let db = FallbackDb::new(&self.session, fs.fallback_lookup_timeout);
         let now = Local::now().timestamp();
-        if fallback::entry_active(value, now, fs.softmodem_fallback_expiry) {
-            log.log(&format!(
-                "T.38 fallback entry for {key} (since {value}): receiving with audio (G.711)"
-            ));
-            tracing::info!(station = %key, "T.38 disabled by the fallback list");
-            return (false, false);
+        let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
+        if let Some(text) = found.describe(&key, Direction::Receive) {
+            log.log(&text);
+            match &found {
+                Lookup::Unavailable(_) => tracing::warn!(station = %key, "{text}"),
+                _ => tracing::info!(station = %key, "{text}"),
+            }
         }
-        let delete = format!("db delete/{}/{key}", fallback::FALLBACK_REALM);
-        let _ = timeout(fs.fallback_lookup_timeout, self.session.api(&delete)).await;
-        log.log(&format!("T.38 fallback entry for {key} expired; removed"));
-        configured
+        self.fallback_listed = found.listed();
+        if found.audio() {
+            (false, false)
+        } else {
+            configured
+        }
     }
 
     /// Answer, journal, rxfax, follow. Returns the spool-relative file once rxfax was started.
@@ -712,27 +701,32 @@ impl Call {
         if !fs.softmodem_fallback {
             return;
         }
-        let Some(key) = fallback::station_key_inbound(&caller.cidnum) else {
+        let Some(key) = StationKey::inbound(&caller.cidnum) else {
             return;
         };
-        let realm = fallback::FALLBACK_REALM;
-        let command = if fallback::should_remember(Direction::Receive, &self.result) {
-            format!("db insert/{realm}/{key}/{}", Local::now().timestamp())
-        } else if fs.softmodem_fallback_clear_on_success
-            && self.result.success
-            && self.result.t38_status == Some(crate::fax::T38Status::Negotiated)
+        let db = FallbackDb::new(&self.session, fs.fallback_lookup_timeout);
+        let now = Local::now().timestamp();
+        match fallback::after_call(
+            &db,
+            &key,
+            Direction::Receive,
+            &self.result,
+            fs.softmodem_fallback_clear_on_success,
+            self.fallback_listed,
+            now,
+        )
+        .await
         {
-            format!("db delete/{realm}/{key}")
-        } else {
-            return;
-        };
-        match timeout(fs.fallback_lookup_timeout, self.session.api(&command)).await {
-            Ok(Ok(_)) => {
-                log.log(&format!("T.38 fallback list: {command}"));
-                tracing::info!(station = %key, "{command}");
+            Ok(change) => {
+                if let Some(text) = change.describe(&key) {
+                    log.log(&text);
+                    tracing::info!(station = %key, "{text}");
+                }
             }
-            Ok(Err(e)) => tracing::warn!("cannot update the T.38 fallback list: {e}"),
-            Err(_) => tracing::warn!("cannot update the T.38 fallback list: no reply in time"),
+            Err(e) => {
+                log.log(&format!("cannot update the T.38 fallback list: {e}"));
+                tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
+            }
         }
     }
 

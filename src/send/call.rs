@@ -9,11 +9,11 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient, SessionItem};
+use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey};
 use crate::fax::dialstring::{db_key_safe, normalize_dial_number};
 use crate::fax::outcome::should_fail_over;
 use crate::fax::{
     ChannelVars, Direction, FaxOutcome, FaxResult, JobResult, LocalError, OriginateRequest, Update,
-    fallback,
 };
 use crate::hylafax::Spool;
 use crate::hylafax::dynconfig::{self, OutgoingConfig};
@@ -89,6 +89,8 @@ struct Context {
     vars: ChannelVars,
     docs: Vec<JobDocument>,
     prepared: document::Prepared,
+    /// The station was on the T.38 fallback list when the call was placed.
+    fallback_listed: bool,
 }
 
 /// The job's values, DynamicConfigOutgoing and the document. `Err` is the verdict when the
@@ -242,6 +244,7 @@ async fn prepare(
         vars,
         docs,
         prepared,
+        fallback_listed: false,
     })
 }
 
@@ -322,7 +325,7 @@ async fn place_call(cfg: &Config, ctx: &mut Context, job: &mut Job, stop: &mut S
         r = InboundClient::connect(&fs.socket, &fs.password, &esl_cfg) => r,
         sig = stop.recv() => return CallEnd::NoDial(LocalError::Interrupted, format!("{sig} before dialling")),
     };
-    let (client, mut events) = match connected {
+    let (client, events) = match connected {
         Ok(c) => c,
         Err(e) => {
             ctx.log.log(&format!("{e}"));
@@ -336,10 +339,29 @@ async fn place_call(cfg: &Config, ctx: &mut Context, job: &mut Job, stop: &mut S
         password: fs.password.clone(),
     };
 
-    if fs.softmodem_fallback {
-        apply_fallback(cfg, ctx, &session.client).await;
+    let mut events = events;
+    let mut db_answers = true;
+    if fs.softmodem_fallback && !apply_fallback(cfg, ctx, &session.client).await {
+        // The lookup timed out and took the connection with it: dial on a fresh one, and
+        // skip the overrides, which would wait on the same mod_db.
+        db_answers = false;
+        match InboundClient::connect(&fs.socket, &fs.password, &session.cfg).await {
+            Ok((client, fresh)) => {
+                session.client = client;
+                events = fresh;
+            }
+            Err(e) => {
+                ctx.log.log(&format!("{e}"));
+                return CallEnd::NoDial(LocalError::FreeswitchUnreachable, e.to_string());
+            }
+        }
     }
-    apply_overrides(ctx, &session.client).await;
+    if db_answers {
+        apply_overrides(ctx, &session.client).await;
+    } else {
+        ctx.log
+            .log("mod_db did not answer: per-destination overrides skipped for this attempt");
+    }
 
     let mut attempts = Vec::new();
     let mut last_cause = String::new();
@@ -802,89 +824,87 @@ fn count_dial(job: &mut Job, status: &str) {
     job.progress(status);
 }
 
-/// The T.38 fallback memory: audio for stations that failed with T.38 before.
-async fn apply_fallback(cfg: &Config, ctx: &mut Context, client: &InboundClient) {
-    let Some(key) = fallback::station_key_outbound(&ctx.dialled, &ctx.call_prefix) else {
-        return;
+/// The T.38 fallback memory: audio for stations that failed with T.38 before. Returns false
+/// when FreeSWITCH did not answer and the connection is no longer usable.
+async fn apply_fallback(cfg: &Config, ctx: &mut Context, client: &InboundClient) -> bool {
+    let Some(key) = StationKey::outbound(&ctx.dialled, &ctx.call_prefix) else {
+        return true;
     };
-    let timeout = cfg.freeswitch.fallback_lookup_timeout;
-    let value = match client
-        .api_with_timeout(
-            &format!("db select/{}/{key}", fallback::FALLBACK_REALM),
-            timeout,
-        )
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(
-                "fallback lookup for {key} failed ({e}); sending with T.38 as configured"
-            );
-            return;
-        }
-    };
-    let value = value.trim();
-    if value.starts_with("-ERR") || value == "!err!" || value.is_empty() {
-        return;
-    }
+    let fs = &cfg.freeswitch;
+    let db = FallbackDb::new(client, fs.fallback_lookup_timeout);
     let now = Local::now().timestamp();
-    if fallback::entry_active(value, now, cfg.freeswitch.softmodem_fallback_expiry) {
+    let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
+    if let Some(text) = found.describe(&key, Direction::Send) {
+        ctx.log.log(&text);
+        match &found {
+            Lookup::Unavailable(_) => tracing::warn!(station = %key, "{text}"),
+            _ => tracing::info!(station = %key, "{text}"),
+        }
+    }
+    if found.audio() {
         ctx.vars.enable_t38 = Some(false);
         ctx.vars.enable_t38_request = Some(false);
-        ctx.log.log(&format!(
-            "T.38 fallback entry for {key} (since {value}): sending with audio (G.711)"
-        ));
-        tracing::info!(station = %key, "T.38 disabled by the fallback list");
-    } else {
-        let _ = client
-            .api_with_timeout(
-                &format!("db delete/{}/{key}", fallback::FALLBACK_REALM),
-                timeout,
-            )
-            .await;
-        ctx.log
-            .log(&format!("T.38 fallback entry for {key} expired; removed"));
-        tracing::info!(station = %key, "expired T.38 fallback entry removed");
     }
+    ctx.fallback_listed = found.listed();
+    !matches!(
+        found,
+        Lookup::Unavailable(FallbackError::Timeout { .. } | FallbackError::Esl { .. })
+    )
 }
 
 /// Writes (or clears) the fallback entry for the station after the call.
 async fn remember_fallback(cfg: &Config, ctx: &Context, result: &FaxResult) {
-    let Some(key) = fallback::station_key_outbound(&ctx.dialled, &ctx.call_prefix) else {
+    let Some(key) = StationKey::outbound(&ctx.dialled, &ctx.call_prefix) else {
         return;
     };
-    let command = if fallback::should_remember(Direction::Send, result) {
-        Some(format!(
-            "db insert/{}/{key}/{}",
-            fallback::FALLBACK_REALM,
-            Local::now().timestamp()
-        ))
-    } else if cfg.freeswitch.softmodem_fallback_clear_on_success
-        && result.success
-        && result.t38_status == Some(crate::fax::T38Status::Negotiated)
-    {
-        Some(format!("db delete/{}/{key}", fallback::FALLBACK_REALM))
-    } else {
-        None
-    };
-    let Some(command) = command else { return };
-    // A fresh connection: the call's own may be gone by now.
     let fs = &cfg.freeswitch;
+    let nothing_to_do = !fallback::after_call_needed(
+        Direction::Send,
+        result,
+        fs.softmodem_fallback_clear_on_success,
+        ctx.fallback_listed,
+    );
+    if nothing_to_do {
+        return;
+    }
+    // A fresh connection: the call's own may be gone by now.
     let esl_cfg = ClientConfig {
         connect_timeout: fs.connect_timeout,
         auth_timeout: fs.connect_timeout,
         command_timeout: fs.fallback_lookup_timeout,
         ..ClientConfig::default()
     };
-    match InboundClient::connect(&fs.socket, &fs.password, &esl_cfg).await {
-        Ok((client, _events)) => match client.api(&command).await {
-            Ok(_) => {
-                ctx.log.log(&format!("T.38 fallback list: {command}"));
-                tracing::info!(station = %key, "{command}");
+    let client = match InboundClient::connect(&fs.socket, &fs.password, &esl_cfg).await {
+        Ok((client, _events)) => client,
+        Err(e) => {
+            tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
+            return;
+        }
+    };
+    let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
+    let now = Local::now().timestamp();
+    match fallback::after_call(
+        &db,
+        &key,
+        Direction::Send,
+        result,
+        fs.softmodem_fallback_clear_on_success,
+        ctx.fallback_listed,
+        now,
+    )
+    .await
+    {
+        Ok(change) => {
+            if let Some(text) = change.describe(&key) {
+                ctx.log.log(&text);
+                tracing::info!(station = %key, "{text}");
             }
-            Err(e) => tracing::warn!("cannot update the T.38 fallback list: {e}"),
-        },
-        Err(e) => tracing::warn!("cannot update the T.38 fallback list: {e}"),
+        }
+        Err(e) => {
+            ctx.log
+                .log(&format!("cannot update the T.38 fallback list: {e}"));
+            tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
+        }
     }
 }
 

@@ -85,6 +85,9 @@ pub struct FakeConfig {
     pub drop_after_auth: bool,
     /// Unprompted frame written on every connection at a given point.
     pub inject: Option<Injection>,
+    /// mod_db hangs: an `api db ...` never returns, and like a blocked api on the real switch
+    /// it holds its connection (nothing more is answered there).
+    pub db_silent: bool,
 }
 
 impl Default for FakeConfig {
@@ -98,6 +101,7 @@ impl Default for FakeConfig {
             remote_station_id: "+1 337".into(),
             drop_after_auth: false,
             inject: None,
+            db_silent: false,
         }
     }
 }
@@ -140,6 +144,11 @@ impl FakeConfig {
     /// Inject a frame on every connection.
     pub fn inject(mut self, inj: Injection) -> Self {
         self.inject = Some(inj);
+        self
+    }
+    /// Make mod_db hang (see [`FakeConfig::db_silent`]).
+    pub fn db_silent(mut self) -> Self {
+        self.db_silent = true;
         self
     }
 
@@ -932,7 +941,12 @@ fn template_event(cap: &str, name: &str) -> Event {
 }
 
 fn publish_api_event(shared: &Shared, cmd: &str, arg: &str) {
-    let mut ev = template_event("inbound-txfax-t38-ok", "API");
+    // Built once: extracting a template re-reads the whole capture, and a listing sends
+    // thousands of `db` commands.
+    static API_TEMPLATE: std::sync::OnceLock<Event> = std::sync::OnceLock::new();
+    let mut ev = API_TEMPLATE
+        .get_or_init(|| template_event("inbound-txfax-t38-ok", "API"))
+        .clone();
     ev.set("API-Command", &url_encode(cmd));
     ev.set("API-Command-Argument", &url_encode(arg));
     shared.bus.publish(ev);
@@ -983,6 +997,9 @@ async fn api(s: &mut Session, cmdline: &str, job: Option<String>) -> ApiOut {
             return ApiOut::Later(rx);
         }
         "db" => {
+            if shared.cfg.db_silent {
+                return ApiOut::Mute;
+            }
             let r = shared.db.api(arg);
             publish_api_event(&shared, cmd, arg);
             r

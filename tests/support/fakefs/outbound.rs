@@ -35,6 +35,13 @@ pub enum RxScript {
         /// Pages received before the hangup.
         after_pages: u32,
     },
+    /// The T.38 link goes bad: after `after_pages` pages the receiver retrains (a second
+    /// rxfaxnegociateresult), then the sender gives up and hangs up as in
+    /// [`RxScript::SenderHangsUpMidFax`] (code 49, T.38 negotiated, two negotiation events).
+    RetrainThenHangUp {
+        /// Pages received before the retrain.
+        after_pages: u32,
+    },
     /// Nobody sends a fax: rxfaxresult code 3 after a delay, no TIFF
     /// (capture `outbound-rxfax-no-fax-sender`).
     NoFaxSender,
@@ -681,6 +688,7 @@ impl Chan {
         let (pages, stop_after, mode) = match &script {
             RxScript::RxOk { pages, .. } => (*pages, None, 0),
             RxScript::SenderHangsUpMidFax { after_pages } => (*after_pages, Some(*after_pages), 1),
+            RxScript::RetrainThenHangUp { after_pages } => (*after_pages, Some(*after_pages), 6),
             RxScript::Vanish { after_pages } => (*after_pages, Some(*after_pages), 2),
             RxScript::T38Hang { pages } => (*pages, None, 3),
             RxScript::NoFaxSender => (0, Some(0), 4),
@@ -707,13 +715,17 @@ impl Chan {
                     ev.set("fax-document-transferred-pages", &p.to_string());
                     self.fire(ev);
                 }
+                if mode == 6 && interrupted.is_none() {
+                    self.fire(self.tpl.custom(ALL_OK, "spandsp::rxfaxnegociateresult", 0));
+                }
             }
         }
         if let Some(Ctl::Vanish) = interrupted {
             let _ = self.out.send(Out::Close);
             return false;
         }
-        let remote_hangup = matches!(interrupted, Some(Ctl::Hangup(_))) || mode == 1 || mode == 5;
+        let remote_hangup =
+            matches!(interrupted, Some(Ctl::Hangup(_))) || mode == 1 || mode == 5 || mode == 6;
         if mode == 2 && interrupted.is_none() {
             let _ = stop_after;
             let _ = self.out.send(Out::Close);

@@ -1,0 +1,313 @@
+//! `fsfaxd fallback ...`: the admin's view of the fallback list.
+//!
+//! Each action connects to FreeSWITCH's inbound Event Socket (`[freeswitch] socket`), runs its
+//! `db` commands through [`FallbackDb`] and returns the text for stdout (one line per entry or
+//! change) and for stderr (notes). The binary prints them and maps errors to exit status 1.
+
+use std::time::Duration;
+
+use chrono::Local;
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use super::{
+    FallbackDb, FallbackError, ListedEntry, PIPELINE, StationKey, entry_line, parse_value,
+};
+use crate::config::{Config, format_duration};
+use crate::esl::{ClientConfig, InboundClient};
+use crate::fax::fallback::FallbackEntry;
+
+/// One admin action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Every entry.
+    List,
+    /// One station's entry.
+    Show(String),
+    /// Put stations on the list now.
+    Add(Vec<String>),
+    /// Take stations off the list.
+    Delete(Vec<String>),
+    /// Delete entries older than this; with `dry_run`, only say which.
+    Purge {
+        /// Minimum age of the entries deleted.
+        older_than: Duration,
+        /// Change nothing.
+        dry_run: bool,
+    },
+}
+
+/// What an action prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// For stdout: entries or changes, one per line.
+    pub stdout: String,
+    /// For stderr: notes for the admin (what could not be listed, empty list, ...).
+    pub stderr: String,
+}
+
+/// Errors of an admin action: FreeSWITCH unreachable, or a `db` command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// `[freeswitch] socket` is empty.
+    #[error(
+        "[freeswitch] socket is not set; `fsfaxd fallback` needs FreeSWITCH's event socket (e.g. 127.0.0.1:8021)"
+    )]
+    NoSocket,
+    /// Connecting or authenticating failed (names the address).
+    #[error(transparent)]
+    Connect(#[from] crate::esl::ClientError),
+    /// A `db` command failed (names the address and the command), or a bad number.
+    #[error(transparent)]
+    Db(#[from] FallbackError),
+}
+
+/// Runs `action` against the FreeSWITCH of `cfg`.
+pub async fn run(cfg: &Config, action: &Action) -> Result<Report, AdminError> {
+    let fs = &cfg.freeswitch;
+    if fs.socket.trim().is_empty() {
+        return Err(AdminError::NoSocket);
+    }
+    // Check every number before connecting: a typo changes nothing.
+    match action {
+        Action::Add(numbers) => {
+            for n in numbers {
+                StationKey::from_number(n)?;
+            }
+        }
+        Action::Delete(numbers) => {
+            for n in numbers {
+                candidates(n)?;
+            }
+        }
+        Action::Show(n) => {
+            candidates(n)?;
+        }
+        Action::List | Action::Purge { .. } => {}
+    }
+    let esl = ClientConfig {
+        connect_timeout: fs.connect_timeout,
+        auth_timeout: fs.connect_timeout,
+        command_timeout: fs.command_timeout,
+        ..ClientConfig::default()
+    };
+    let (client, _events) = InboundClient::connect(&fs.socket, &fs.password, &esl).await?;
+    let db = FallbackDb::new(&client, fs.command_timeout);
+    let now = Local::now().timestamp();
+    let expiry = fs.softmodem_fallback_expiry;
+    let mut out = Report::default();
+    match action {
+        Action::List => list(&db, now, expiry, &mut out).await?,
+        Action::Show(number) => show(&db, number, now, expiry, &mut out).await?,
+        Action::Add(numbers) => {
+            for n in numbers {
+                let key = StationKey::from_number(n)?;
+                db.insert(&key, now).await?;
+                tracing::info!(station = %key, "T.38 fallback: {key} added to the fallback list by the admin");
+                out.stdout
+                    .push_str(&format!("added {key} (audio from the next call)\n"));
+            }
+        }
+        Action::Delete(numbers) => {
+            for n in numbers {
+                delete(&db, n, &mut out).await?;
+            }
+        }
+        Action::Purge {
+            older_than,
+            dry_run,
+        } => purge(&db, now, *older_than, *dry_run, &mut out).await?,
+    }
+    Ok(out)
+}
+
+/// The keys a number may be stored under: normalised (as fsfax writes it), and the text as
+/// given when that is a valid key too (GOfax.IP stored raw caller IDs and dialled numbers).
+fn candidates(number: &str) -> Result<Vec<StationKey>, FallbackError> {
+    let raw = StationKey::stored(number.trim()).ok();
+    match (StationKey::from_number(number), raw) {
+        (Ok(k), Some(r)) if r != k => Ok(vec![k, r]),
+        (Ok(k), _) => Ok(vec![k]),
+        (Err(_), Some(r)) => Ok(vec![r]),
+        (Err(e), None) => Err(e),
+    }
+}
+
+async fn list(
+    db: &FallbackDb<'_, InboundClient>,
+    now: i64,
+    expiry: Option<Duration>,
+    out: &mut Report,
+) -> Result<(), FallbackError> {
+    let listing = db.list().await?;
+    for e in &listing.entries {
+        out.stdout.push_str(&entry_line(e, now, expiry));
+        out.stdout.push('\n');
+    }
+    for k in &listing.unsafe_keys {
+        out.stdout.push_str(&format!(
+            "{k:?} (key not usable in a db command; not read)\n"
+        ));
+    }
+    if listing.realm_count == 0 {
+        out.stderr.push_str("the fallback list is empty\n");
+    }
+    let expired = listing
+        .entries
+        .iter()
+        .filter(|e| matches!(e.entry, FallbackEntry::Since(t) if crate::fax::fallback::is_expired(t, now, expiry)))
+        .count();
+    if expired > 0 {
+        out.stderr.push_str(&format!(
+            "{expired} entries are past softmodemfallbackexpiry and no longer apply; `fsfaxd fallback purge --older-than {}` removes them\n",
+            expiry.map(format_duration).unwrap_or_default()
+        ));
+    }
+    note_gaps(&listing, out);
+    Ok(())
+}
+
+/// Says honestly what the listing could not show.
+fn note_gaps(listing: &super::Listing, out: &mut Report) {
+    if listing.unlisted > 0 {
+        out.stderr.push_str(&format!(
+            "{} of the {} entries in realm `fallback` are not in fsfax's index (written by GOfax.IP or by hand) and do not fit in mod_db's 4 KiB `list` reply, so they cannot be listed; `fsfaxd fallback show NUMBER` and `delete NUMBER` work on them, and a call with such a station adds it to the index\n",
+            listing.unlisted, listing.realm_count
+        ));
+    }
+    for b in &listing.cut_buckets {
+        out.stderr.push_str(&format!(
+            "index bucket `{b}` is larger than one mod_db `list` reply; some of its entries may be missing above\n"
+        ));
+    }
+    if !listing.stale_index.is_empty() {
+        out.stderr.push_str(&format!(
+            "{} index entries point to stations no longer on the list; `fsfaxd fallback purge` removes them\n",
+            listing.stale_index.len()
+        ));
+    }
+}
+
+async fn show(
+    db: &FallbackDb<'_, InboundClient>,
+    number: &str,
+    now: i64,
+    expiry: Option<Duration>,
+    out: &mut Report,
+) -> Result<(), FallbackError> {
+    let keys = candidates(number)?;
+    let mut found = false;
+    for key in &keys {
+        if let Some(value) = db.select(key).await? {
+            found = true;
+            let entry = ListedEntry {
+                key: key.clone(),
+                entry: parse_value(&value),
+                value,
+            };
+            out.stdout.push_str(&entry_line(&entry, now, expiry));
+            out.stdout.push('\n');
+        }
+    }
+    if !found {
+        out.stdout
+            .push_str(&format!("{}: not on the fallback list\n", keys[0]));
+    }
+    Ok(())
+}
+
+async fn delete(
+    db: &FallbackDb<'_, InboundClient>,
+    number: &str,
+    out: &mut Report,
+) -> Result<(), FallbackError> {
+    let keys = candidates(number)?;
+    let mut found = false;
+    for key in &keys {
+        let listed = db.exists(key).await?;
+        // Also clears a stale index line when the entry itself is gone.
+        db.delete(key).await?;
+        if listed {
+            found = true;
+            tracing::info!(station = %key, "T.38 fallback: {key} cleared from the fallback list by the admin");
+            out.stdout.push_str(&format!("deleted {key}\n"));
+        }
+    }
+    if !found {
+        out.stdout
+            .push_str(&format!("{}: not on the fallback list\n", keys[0]));
+    }
+    Ok(())
+}
+
+async fn purge(
+    db: &FallbackDb<'_, InboundClient>,
+    now: i64,
+    older_than: Duration,
+    dry_run: bool,
+    out: &mut Report,
+) -> Result<(), FallbackError> {
+    let listing = db.list().await?;
+    let old: Vec<&ListedEntry> = listing
+        .entries
+        .iter()
+        .filter(|e| matches!(e.entry, FallbackEntry::Since(t) if crate::fax::fallback::is_expired(t, now, Some(older_than))))
+        .collect();
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    if !dry_run {
+        let results: Vec<Result<(), FallbackError>> = stream::iter(old.iter())
+            .map(|e| db.delete(&e.key))
+            .buffered(PIPELINE)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        for key in &listing.stale_index {
+            db.delete(key).await?;
+        }
+    }
+    for e in &old {
+        out.stdout
+            .push_str(&format!("{verb} {}\n", entry_line(e, now, None).trim_end()));
+        if !dry_run {
+            tracing::info!(station = %e.key, "T.38 fallback: {} purged from the fallback list by the admin", e.key);
+        }
+    }
+    out.stderr.push_str(&format!(
+        "{verb} {} of {} listed entries older than {}\n",
+        old.len(),
+        listing.entries.len(),
+        format_duration(older_than)
+    ));
+    let undated = listing
+        .entries
+        .iter()
+        .filter(|e| e.entry == FallbackEntry::Undated)
+        .count();
+    if undated > 0 {
+        out.stderr.push_str(&format!(
+            "{undated} entries have no date and were kept; delete them by number\n"
+        ));
+    }
+    note_gaps(&listing, out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_map_to_normalised_and_raw_keys() {
+        let k = |s: &str| StationKey::stored(s).unwrap();
+        assert_eq!(candidates("0401234").unwrap(), vec![k("0401234")]);
+        assert_eq!(
+            candidates("040-1234").unwrap(),
+            vec![k("0401234"), k("040-1234")]
+        );
+        assert_eq!(candidates("+49 (40) 1234").unwrap(), vec![k("+49401234")]);
+        assert_eq!(candidates("anonymous").unwrap(), vec![k("anonymous")]);
+        for bad in ["12/34", "", "a,b", "04 01/2"] {
+            assert!(candidates(bad).is_err(), "{bad:?}");
+        }
+    }
+}
