@@ -97,10 +97,16 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn receiver() -> Fsfaxd {
+/// fsfaxd with the fallback list in the mod_db of the fake FreeSWITCH at `fs`, which fsfaxd
+/// reaches through `[freeswitch] socket` (never through the call's own socket).
+fn receiver(fs: &FakeFs) -> Fsfaxd {
     Fsfaxd::start(
         1,
-        "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true",
+        &format!(
+            "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true\n\
+             socket = {}\npassword = ClueCon",
+            fs.addr()
+        ),
     )
 }
 
@@ -137,8 +143,8 @@ fn now() -> i64 {
 async fn failed_reception_puts_the_caller_on_the_list_and_the_next_send_uses_audio() {
     let fs = FakeFs::start(FakeConfig::new()).await;
     let db = fs.db();
-    let d = receiver();
-    let c = receive(
+    let d = receiver(&fs);
+    let _c = receive(
         &d,
         &db,
         "040 1234",
@@ -146,11 +152,11 @@ async fn failed_reception_puts_the_caller_on_the_list_and_the_next_send_uses_aud
     )
     .await;
     assert!(
-        c.command_lines()
+        fs.all_command_lines()
             .iter()
             .any(|l| l.starts_with("api db insert/fallback/0401234/")),
         "{:?}",
-        c.command_lines()
+        fs.all_command_lines()
     );
     let since: i64 = db.get("fallback", "0401234").unwrap().parse().unwrap();
     assert!((now() - since).abs() < 600, "{since}");
@@ -201,7 +207,7 @@ async fn failed_send_puts_the_station_on_the_list_and_its_next_call_in_is_receiv
         tx.session_logs()
     );
 
-    let d = receiver();
+    let d = receiver(&fs);
     let c = receive(
         &d,
         &db,
@@ -254,8 +260,11 @@ async fn expired_entries_are_ignored_and_removed_in_both_directions() {
     // fsfaxd, with the same expiry.
     let d = Fsfaxd::start(
         1,
-        "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true\n\
-         softmodemfallbackexpiry = 30d",
+        &format!(
+            "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true\n\
+             softmodemfallbackexpiry = 30d\nsocket = {}\npassword = ClueCon",
+            fs.addr()
+        ),
     );
     let c = receive(
         &d,
@@ -276,10 +285,10 @@ async fn expired_entries_are_ignored_and_removed_in_both_directions() {
     );
     assert_eq!(db.get("fallback", "0402222"), None);
     assert!(
-        c.command_lines()
+        fs.all_command_lines()
             .contains(&"api db delete/fallback/0402222".to_string()),
         "{:?}",
-        c.command_lines()
+        fs.all_command_lines()
     );
     assert!(wait_async(T, || d.log().contains("expired; removed")).await);
 
@@ -324,10 +333,12 @@ fn assert_well_formed(lines: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_caller_ids_never_make_a_broken_db_command() {
-    let db = FakeDb::default();
-    let d = receiver();
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let db = fs.db();
+    let d = receiver(&fs);
     let mut all = Vec::new();
     for caller in ["12/34", "+49 (40) 1234", "", "0401,234", "040\t1234"] {
+        let before = fs.all_command_lines().len();
         let c = receive(
             &d,
             &db,
@@ -335,7 +346,9 @@ async fn hostile_caller_ids_never_make_a_broken_db_command() {
             RxScript::RetrainThenHangUp { after_pages: 1 },
         )
         .await;
-        let lines = c.command_lines();
+        // Nothing about the fallback list goes over the call's own socket.
+        assert!(!c.command_lines().iter().any(|l| l.starts_with("api db")));
+        let lines: Vec<String> = fs.all_command_lines().split_off(before);
         assert_well_formed(&lines);
         let db_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with("api db")).collect();
         if caller == "+49 (40) 1234" {
@@ -378,4 +391,42 @@ async fn a_mod_db_that_never_answers_does_not_stop_the_send() {
         "{}",
         tx.session_logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mod_db_that_never_answers_does_not_stop_a_reception() {
+    let fs = FakeFs::start(FakeConfig::new().db_silent()).await;
+    let db = fs.db();
+    let d = Fsfaxd::start(
+        1,
+        &format!(
+            "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true\n\
+             fallbacklookuptimeout = 1s\nsocket = {}\npassword = ClueCon",
+            fs.addr()
+        ),
+    );
+    for (i, caller) in ["0401234", "0405678"].into_iter().enumerate() {
+        let c = receive(
+            &d,
+            &db,
+            caller,
+            RxScript::RxOk {
+                pages: 1,
+                t38: T38::Negotiated,
+            },
+        )
+        .await;
+        // The lookup gave up; the call went on with T.38 as configured and was delivered.
+        assert!(
+            t38_vars(&c).contains(&("fax_enable_t38".to_string(), "true".to_string())),
+            "{:?}",
+            t38_vars(&c)
+        );
+        assert!(
+            wait_async(T, || d.faxrcvd_runs().len() == i + 1).await,
+            "{}",
+            d.log()
+        );
+    }
+    assert!(d.log().contains("fallback"), "{}", d.log());
 }

@@ -484,11 +484,17 @@ async fn maxinbound_rejects_with_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
+    // The list lives in the mod_db of the FreeSWITCH behind [freeswitch] socket.
+    let fs = support::fakefs::FakeFs::start(support::fakefs::FakeConfig::new()).await;
     let d = Fsfaxd::start(
         1,
-        "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true",
+        &format!(
+            "enablet38 = true\nrequestt38 = true\n\n[freeswitch]\nsoftmodemfallback = true\n\
+             socket = {}\npassword = ClueCon",
+            fs.addr()
+        ),
     );
-    let db = support::fakefs::FakeDb::default();
+    let db = fs.db();
     db.seed(
         "fallback",
         "4711",
@@ -513,12 +519,13 @@ async fn fallback_list_turns_t38_off_and_a_failed_t38_call_is_remembered() {
         "{vars:?}"
     );
     assert!(
-        c.command_lines()
+        fs.all_command_lines()
             .iter()
             .any(|l| l == "api db select/fallback/4711"),
         "{:?}",
-        c.command_lines()
+        fs.all_command_lines()
     );
+    assert!(!c.command_lines().iter().any(|l| l.starts_with("api db")));
     // An expired entry is removed and T.38 stays on (no expiry configured: only a dated one
     // in the future of "never" would apply, so use a caller without an entry).
     let c2 = call(

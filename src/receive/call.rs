@@ -379,8 +379,8 @@ impl Call {
         }
     }
 
-    /// T.38 as configured, unless the caller is on the fallback list (mod_db, looked up on
-    /// this call's own socket: a full-control outbound socket accepts `api`).
+    /// T.38 as configured, unless the caller is on the fallback list (mod_db, through the
+    /// daemon's shared connection: see `FallbackLink`).
     async fn t38_settings(&mut self, caller: &Caller, log: &SessionLog) -> (bool, bool) {
         let configured = (self.cfg.gofaxd.enable_t38, self.cfg.gofaxd.request_t38);
         let fs = &self.cfg.freeswitch;
@@ -390,7 +390,16 @@ impl Call {
         let Some(key) = StationKey::inbound(&caller.cidnum) else {
             return configured;
         };
-        let db = FallbackDb::new(&self.session, fs.fallback_lookup_timeout);
+        let client = match self.daemon.fallback.client(&self.cfg).await {
+            Ok(client) => client,
+            Err(e) => {
+                let text = format!("T.38 fallback list unavailable ({e}); T.38 as configured");
+                log.log(&text);
+                tracing::warn!(station = %key, "{text}");
+                return configured;
+            }
+        };
+        let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
         let now = Local::now().timestamp();
         let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
         if let Some(text) = found.describe(&key, Direction::Receive) {
@@ -695,7 +704,7 @@ impl Call {
         }
     }
 
-    /// Writes (or clears) the caller's T.38 fallback entry, on this socket while it lingers.
+    /// Writes (or clears) the caller's T.38 fallback entry.
     async fn remember_fallback(&self, caller: &Caller, log: &SessionLog) {
         let fs = &self.cfg.freeswitch;
         if !fs.softmodem_fallback {
@@ -704,7 +713,23 @@ impl Call {
         let Some(key) = StationKey::inbound(&caller.cidnum) else {
             return;
         };
-        let db = FallbackDb::new(&self.session, fs.fallback_lookup_timeout);
+        if !fallback::after_call_needed(
+            Direction::Receive,
+            &self.result,
+            fs.softmodem_fallback_clear_on_success,
+            self.fallback_listed,
+        ) {
+            return;
+        }
+        let client = match self.daemon.fallback.client(&self.cfg).await {
+            Ok(client) => client,
+            Err(e) => {
+                log.log(&format!("cannot update the T.38 fallback list: {e}"));
+                tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
+                return;
+            }
+        };
+        let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
         let now = Local::now().timestamp();
         match fallback::after_call(
             &db,

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
+use crate::esl::{ClientConfig, EventStream, InboundClient};
 use crate::hylafax::Spool;
 use crate::hylafax::journal::{Journal, JournalError};
 use crate::hylafax::modem::ModemError;
@@ -97,6 +98,51 @@ pub(crate) struct Daemon {
     inbound: AtomicU32,
     /// Cancelled when the shutdown timeout is over: calls hang up and leave their journal.
     pub(crate) kill: CancellationToken,
+    /// The connection for T.38 fallback lookups and writes.
+    pub(crate) fallback: FallbackLink,
+}
+
+/// One inbound Event Socket connection ([freeswitch] socket), shared by all calls, for the T.38
+/// fallback list. Not the call's own socket: FreeSWITCH answers a socket's commands in order,
+/// so a hung mod_db would stall the call, and the command timeout would then close the socket
+/// and lose it. Here a hung mod_db costs a lookup (bounded by fallbacklookuptimeout), never a
+/// call; and calls do not each open a connection (GOfax.IP did).
+#[derive(Debug, Default)]
+pub(crate) struct FallbackLink {
+    conn: tokio::sync::Mutex<Option<(InboundClient, EventStream)>>,
+}
+
+impl FallbackLink {
+    /// The shared client, connecting (again) when there is none or the last one closed.
+    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, String> {
+        let fs = &cfg.freeswitch;
+        let wait = fs.fallback_lookup_timeout;
+        // Another call may be connecting; never wait on it longer than a lookup may take.
+        let mut slot = tokio::time::timeout(wait, self.conn.lock())
+            .await
+            .map_err(|_| {
+                format!(
+                    "no connection to FreeSWITCH at {} within {wait:?}",
+                    fs.socket
+                )
+            })?;
+        if let Some((client, events)) = slot.as_ref() {
+            if events.close_reason().is_none() {
+                return Ok(client.clone());
+            }
+        }
+        let esl = ClientConfig {
+            connect_timeout: wait,
+            auth_timeout: wait,
+            command_timeout: wait,
+            ..ClientConfig::default()
+        };
+        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl)
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some((client.clone(), events));
+        Ok(client)
+    }
 }
 
 /// One admitted reception; dropping it frees its place under `maxinbound`.
@@ -164,6 +210,7 @@ pub async fn run(mut config: Config) -> Result<(), ServeError> {
         journal,
         inbound: AtomicU32::new(0),
         kill: CancellationToken::new(),
+        fallback: FallbackLink::default(),
     });
     let mut config = Arc::new(config);
     let mut calls: JoinSet<()> = JoinSet::new();
