@@ -33,7 +33,7 @@ use chrono::{Local, TimeZone};
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use crate::esl::{ClientError, InboundClient, OutboundSession};
+use crate::esl::{ClientError, InboundClient};
 use crate::fax::dialstring::db_key_safe;
 use crate::fax::fallback::{self as policy, FallbackEntry};
 use crate::fax::{Direction, FaxResult, T38Status};
@@ -281,28 +281,6 @@ impl DbApi for InboundClient {
                     reason: other.to_string(),
                 },
             })
-    }
-}
-
-impl DbApi for OutboundSession {
-    fn db_peer(&self) -> String {
-        self.peer().to_owned()
-    }
-
-    async fn db_api(&self, command: &str, timeout: Duration) -> Result<String, FallbackError> {
-        match tokio::time::timeout(timeout, self.api(command)).await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(e)) => Err(FallbackError::Esl {
-                peer: self.peer().to_owned(),
-                command: command.to_owned(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(FallbackError::Timeout {
-                peer: self.peer().to_owned(),
-                command: command.to_owned(),
-                after: timeout,
-            }),
-        }
     }
 }
 
