@@ -375,4 +375,30 @@ mod tests {
         let r = rec("000000042");
         assert_eq!(decode(&encode(&r)).unwrap(), r);
     }
+
+    proptest::proptest! {
+        /// Any text in any field (newlines, `%`, `=`, NUL, non-ASCII) survives the record.
+        #[test]
+        fn any_values_round_trip(
+            commid in "[0-9]{1,20}",
+            recvq_file in ".+",
+            fields in proptest::collection::vec(proptest::prelude::any::<String>(), 6),
+            started in proptest::prelude::any::<i64>(),
+        ) {
+            let r = PendingReception {
+                commid,
+                recvq_file,
+                modem: fields[0].clone(),
+                cidnum: fields[1].clone(),
+                cidname: fields[2].clone(),
+                recipient: fields[3].clone(),
+                gateway: fields[4].clone(),
+                call_uuid: fields[5].clone(),
+                started,
+            };
+            let text = encode(&r);
+            proptest::prop_assert_eq!(text.lines().count(), 10, "one line per field: {:?}", text);
+            proptest::prop_assert_eq!(decode(&text).unwrap(), r);
+        }
+    }
 }
