@@ -81,6 +81,9 @@ pub struct CallSetup {
     pub db: FakeDb,
     /// `fax-remote-station-id` (the sender's TSI), default `+1 337`.
     pub remote_station_id: String,
+    /// FreeSWITCH vanishes (socket closed, no notice) right after replying to the n-th command
+    /// (1 = `connect`). `None` (default): never.
+    pub vanish_after_command: Option<usize>,
 }
 
 impl Default for CallSetup {
@@ -101,6 +104,7 @@ impl Default for CallSetup {
             time_scale: 0.001,
             db: FakeDb::default(),
             remote_station_id: "+1 337".into(),
+            vanish_after_command: None,
         }
     }
 }
@@ -893,6 +897,7 @@ async fn run(
     });
     let mut connected = false;
     let mut client_closed = false;
+    let mut n_cmds = 0usize;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -997,6 +1002,8 @@ async fn run(
                     }
                 };
                 if !send(&mut wr, &log, reply).await { break; }
+                n_cmds += 1;
+                if setup.vanish_after_command == Some(n_cmds) { break; }
             }
         }
     }
