@@ -100,6 +100,40 @@ impl SendEnv {
         wait_exit(child, Duration::from_secs(60)).await
     }
 
+    /// [`SendEnv::run`] without printing fsfaxsend's log (for long runs); the log is shown
+    /// only when fsfaxsend did not exit normally.
+    pub async fn run_quiet(&self, job: u32) -> i32 {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-m", MODEM, &format!("sendq/q{job}")])
+            .current_dir(&self.spool)
+            .env("FSFAX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fsfaxsend");
+        let stderr = child.stderr.take();
+        let log = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            if let Some(mut s) = stderr {
+                let _ = s.read_to_end(&mut buf).await;
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("fsfaxsend finishes within 60 s")
+            .unwrap();
+        let log = log.await.unwrap();
+        status
+            .code()
+            .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
+    }
+
     pub fn spawn(&self, job: u32) -> tokio::process::Child {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
             .arg("-c")

@@ -84,6 +84,9 @@ pub struct CallSetup {
     /// FreeSWITCH vanishes (socket closed, no notice) right after replying to the n-th command
     /// (1 = `connect`). `None` (default): never.
     pub vanish_after_command: Option<usize>,
+    /// Raw bytes written unprompted right after replying to the n-th command (e.g. a
+    /// malformed frame). `None` (default): nothing.
+    pub inject_after_command: Option<(usize, Vec<u8>)>,
 }
 
 impl Default for CallSetup {
@@ -105,6 +108,7 @@ impl Default for CallSetup {
             db: FakeDb::default(),
             remote_station_id: "+1 337".into(),
             vanish_after_command: None,
+            inject_after_command: None,
         }
     }
 }
@@ -1003,6 +1007,9 @@ async fn run(
                 };
                 if !send(&mut wr, &log, reply).await { break; }
                 n_cmds += 1;
+                if let Some((_, b)) = setup.inject_after_command.as_ref().filter(|(n, _)| *n == n_cmds) {
+                    if !send(&mut wr, &log, b.clone()).await { break; }
+                }
                 if setup.vanish_after_command == Some(n_cmds) { break; }
             }
         }
