@@ -92,17 +92,22 @@ async fn receptions_on_a_full_spool_fail_clearly_and_recover_when_there_is_room(
     std::fs::create_dir(&spool).unwrap();
     let mounted = Full::mount(&spool).is_some();
     let _unmount = mounted.then(|| Mounted(spool.clone()));
-    eprintln!("disk full by {}", if mounted { "a full tmpfs" } else { "read-only directories" });
+    eprintln!(
+        "disk full by {}",
+        if mounted {
+            "a full tmpfs"
+        } else {
+            "read-only directories"
+        }
+    );
     prepare_spool(&spool);
     let d = Fsfaxd::start_on(&spool, 1, "");
-    let full = Full::fill(
-        &spool,
-        mounted,
-        &[spool.join("recvq"), spool.join("log")],
-    );
+    let full = Full::fill(&spool, mounted, &[spool.join("recvq"), spool.join("log")]);
 
     for _ in 0..3 {
-        let c = FakeCall::connect(d.addr, CallSetup::default()).await.unwrap();
+        let c = FakeCall::connect(d.addr, CallSetup::default())
+            .await
+            .unwrap();
         assert!(c.wait_finished(T).await, "the call must end:\n{}", d.log());
     }
     assert!(
@@ -116,14 +121,22 @@ async fn receptions_on_a_full_spool_fail_clearly_and_recover_when_there_is_room(
         log.contains("No space left on device") || log.contains("Permission denied"),
         "the log says why:\n{log}"
     );
-    assert!(d.faxrcvd_runs().is_empty(), "nothing was received, nothing is mailed");
+    assert!(
+        d.faxrcvd_runs().is_empty(),
+        "nothing was received, nothing is mailed"
+    );
     // No document reached recvq complete; anything there is unreadable and was not claimed.
     for r in d.xferfaxlog() {
-        assert_ne!(r[13], "\"\"", "a fax on a full disk is never logged as fine: {r:?}");
+        assert_ne!(
+            r[13], "\"\"",
+            "a fax on a full disk is never logged as fine: {r:?}"
+        );
     }
 
     full.free();
-    let c = FakeCall::connect(d.addr, CallSetup::default()).await.unwrap();
+    let c = FakeCall::connect(d.addr, CallSetup::default())
+        .await
+        .unwrap();
     assert!(c.wait_finished(T).await);
     assert!(
         wait_async(T, || d.faxrcvd_runs().len() == 1).await,
@@ -141,7 +154,9 @@ async fn a_send_on_a_full_spool_is_never_done_unless_sent() {
     // Mount over the harness's spool, then lay it out again inside the tmpfs.
     let mounted = Full::mount(&env.spool).is_some();
     let _unmount = mounted.then(|| Mounted(env.spool.clone()));
-    for d in ["log", "sendq", "docq", "tmp", "status", "recvq", "etc", "bin"] {
+    for d in [
+        "log", "sendq", "docq", "tmp", "status", "recvq", "etc", "bin",
+    ] {
         std::fs::create_dir_all(env.spool.join(d)).unwrap();
     }
     // Two documents, the second from its third page: fsfaxsend must merge them in tmp/.
@@ -167,6 +182,10 @@ async fn a_send_on_a_full_spool_is_never_done_unless_sent() {
     assert!(fs.originates().is_empty(), "{status}");
 
     full.free();
-    assert_eq!(env.run(1).await, 2, "with room again the retry sends the fax");
+    assert_eq!(
+        env.run(1).await,
+        2,
+        "with room again the retry sends the fax"
+    );
     assert_eq!(env.field(1, "returned"), "2");
 }

@@ -97,9 +97,15 @@ async fn kill_9_during_receptions_then_restart_delivers_each_document_once() {
         assert!(recs[0][13].contains("recovered"), "{:?}", recs[0]);
     }
     // And the restarted daemon serves calls.
-    let c = FakeCall::connect(d.addr, CallSetup::default()).await.unwrap();
+    let c = FakeCall::connect(d.addr, CallSetup::default())
+        .await
+        .unwrap();
     assert!(c.wait_finished(T).await);
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 4).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 4).await,
+        "{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,8 +134,11 @@ async fn kill_9_while_faxrcvd_runs_never_mails_a_fax_twice() {
     }
     let started = d.spool().join("faxrcvd-started");
     assert!(
-        wait_async(T, || std::fs::read_dir(&started).map(|r| r.count()).unwrap_or(0) == 3)
-            .await,
+        wait_async(T, || std::fs::read_dir(&started)
+            .map(|r| r.count())
+            .unwrap_or(0)
+            == 3)
+        .await,
         "{}",
         d.log()
     );
@@ -138,7 +147,7 @@ async fn kill_9_while_faxrcvd_runs_never_mails_a_fax_twice() {
     assert!(
         wait_async(Duration::from_secs(60), || d.journal().is_empty()
             && d.faxrcvd_runs().len() >= 3)
-            .await,
+        .await,
         "{:?}\n{}",
         d.journal(),
         d.log()
@@ -147,7 +156,10 @@ async fn kill_9_while_faxrcvd_runs_never_mails_a_fax_twice() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let runs = runs_per_file(&d);
     assert_eq!(runs.len(), 3, "{runs:?}");
-    assert!(runs.values().all(|&n| n == 1), "a fax was mailed twice: {runs:?}");
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a fax was mailed twice: {runs:?}"
+    );
     let recs = d.xferfaxlog();
     assert_eq!(recs.len(), 3, "one xferfaxlog record per fax: {recs:?}");
 }

@@ -22,7 +22,12 @@ async fn settle(d: &Fsfaxd, modems: u32) {
             && d.journal().is_empty()
     })
     .await;
-    assert!(idle, "fsfaxd did not settle: {:?}\n{}", d.journal(), d.log());
+    assert!(
+        idle,
+        "fsfaxd did not settle: {:?}\n{}",
+        d.journal(),
+        d.log()
+    );
 }
 
 /// Every faxrcvd run names a distinct document, and every document with pages had one.
@@ -53,7 +58,9 @@ fn assert_each_document_delivered_once(d: &Fsfaxd) {
 /// A normal call still goes through: fsfaxd kept serving.
 async fn assert_still_serving(d: &Fsfaxd) {
     let before = d.faxrcvd_runs().len();
-    let c = FakeCall::connect(d.addr, CallSetup::default()).await.unwrap();
+    let c = FakeCall::connect(d.addr, CallSetup::default())
+        .await
+        .unwrap();
     assert!(c.wait_finished(T).await, "{}", d.log());
     assert!(
         wait_async(T, || d.faxrcvd_runs().len() == before + 1).await,
@@ -89,7 +96,10 @@ async fn freeswitch_vanishing_at_every_step_of_a_reception() {
         .unwrap();
         assert!(c.wait_finished(T).await, "vanish after command {n}");
         settle(&d, 2).await;
-        assert!(d.faxrcvd_runs().is_empty(), "vanish after command {n}: no fax was sent");
+        assert!(
+            d.faxrcvd_runs().is_empty(),
+            "vanish after command {n}: no fax was sent"
+        );
     }
 
     // After the answer.
@@ -102,7 +112,10 @@ async fn freeswitch_vanishing_at_every_step_of_a_reception() {
     )
     .await
     .unwrap();
-    assert!(c.wait_for(T, |l| l.executed.iter().any(|(a, _)| a == "answer")).await);
+    assert!(
+        c.wait_for(T, |l| l.executed.iter().any(|(a, _)| a == "answer"))
+            .await
+    );
     c.vanish();
     assert!(c.wait_finished(T).await);
     settle(&d, 2).await;
@@ -133,10 +146,7 @@ async fn freeswitch_vanishing_at_every_step_of_a_reception() {
     c.vanish();
     assert!(c.wait_finished(T).await);
     settle(&d, 2).await;
-    let rel = format!(
-        "recvq/{}",
-        partial.file_name().unwrap().to_string_lossy()
-    );
+    let rel = format!("recvq/{}", partial.file_name().unwrap().to_string_lossy());
     let rec = d
         .xferfaxlog()
         .into_iter()

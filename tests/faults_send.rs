@@ -52,7 +52,10 @@ async fn socket_closed_before_dialling_is_a_retry_without_a_dial() {
         assert_eq!(code, 0, "{what}");
         assert_eq!(env.field(1, "returned"), "0", "{what}");
         assert_eq!(env.field(1, "totdials"), "0", "{what}: no dial was made");
-        assert!(!env.field(1, "status").is_empty(), "{what}: a status says why");
+        assert!(
+            !env.field(1, "status").is_empty(),
+            "{what}: a status says why"
+        );
         assert!(fs.originates().is_empty(), "{what}");
         assert_sane_qfile(&env, 1);
     }
@@ -83,7 +86,10 @@ async fn socket_closed_during_the_call_is_never_done() {
         let env = SendEnv::new(&fs.addr().to_string());
         env.qfile(3, "0401234", &[("test3.tif", 0)], &[]);
         let code = env.run(3).await;
-        assert!(!fake_reported_success(&fs), "{drop:?}: the fake never said success");
+        assert!(
+            !fake_reported_success(&fs),
+            "{drop:?}: the fake never said success"
+        );
         assert_ne!(code, 2, "{drop:?}");
         assert_ne!(env.field(3, "returned"), "2", "{drop:?}");
         assert_eq!(code, 0, "{drop:?}: a lost switch is a retry, not a failure");
@@ -132,7 +138,10 @@ async fn kill_9_at_random_points_never_leaves_a_false_done() {
                 && e.get_decoded("fax-success").as_deref() == Some("1")
         });
         if returned == "2" {
-            assert!(sent, "round {round} (kill after {delay} ms): done without a sent fax");
+            assert!(
+                sent,
+                "round {round} (kill after {delay} ms): done without a sent fax"
+            );
         }
         if status.code().is_none() && returned != "2" {
             killed_before_done += 1;
@@ -141,10 +150,16 @@ async fn kill_9_at_random_points_never_leaves_a_false_done() {
         // The next run of the same job (faxq's retry) finishes it honestly.
         if returned != "2" {
             let code = env.run(job).await;
-            assert_eq!(code, 2, "round {round}: the retry after kill -9 sends the fax");
+            assert_eq!(
+                code, 2,
+                "round {round}: the retry after kill -9 sends the fax"
+            );
             assert_eq!(env.field(job, "returned"), "2");
             assert_sane_qfile(&env, job);
         }
     }
-    assert!(killed_before_done > 0, "no kill landed before the end of a send");
+    assert!(
+        killed_before_done > 0,
+        "no kill landed before the end of a send"
+    );
 }

@@ -1,6 +1,6 @@
 //! A long mixed run: receptions into the real fsfaxd and sends by the real fsfaxsend against
 //! the fake FreeSWITCH, with successes, failures, mid-call drops, slow DynamicConfig runs and
-//! malformed frames, for `FSFAX_SOAK_SECS` seconds (default 60; run longer by hand, e.g.
+//! malformed frames, for `FSFAX_SOAK_SECS` seconds (default 90; run longer by hand, e.g.
 //! `FSFAX_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture`).
 //!
 //! At the end every reception is accounted for (document + xferfaxlog + faxrcvd exactly once,
@@ -123,7 +123,7 @@ async fn soak_mixed_receptions_and_sends() {
     let secs: u64 = std::env::var("FSFAX_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(90);
     let seed: u64 = std::env::var("FSFAX_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -140,7 +140,10 @@ async fn soak_mixed_receptions_and_sends() {
     );
     let mut d = Fsfaxd::start(
         MODEMS,
-        &format!("dynamicconfig = {}\nshutdowntimeout = 20s", dynconf.display()),
+        &format!(
+            "dynamicconfig = {}\nshutdowntimeout = 20s",
+            dynconf.display()
+        ),
     );
     let pid = d.pid();
 
@@ -184,7 +187,7 @@ async fn soak_mixed_receptions_and_sends() {
     let addr = d.addr;
     let rx_loop = tokio::spawn(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let slots = Arc::new(Semaphore::new(MODEMS as usize + 2));
+        let slots = Arc::new(Semaphore::new(16));
         let mut tasks = Vec::new();
         while start.elapsed() < duration {
             let permit = slots.clone().acquire_owned().await.unwrap();
@@ -192,10 +195,16 @@ async fn soak_mixed_receptions_and_sends() {
             let caller = format!("4{:06}", rng.gen_range(0..1_000_000));
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
-                let c = FakeCall::connect(addr, rx_setup(&kind, caller)).await.unwrap();
+                let c = FakeCall::connect(addr, rx_setup(&kind, caller))
+                    .await
+                    .unwrap();
                 let finished = c.wait_finished(T).await;
                 let log = c.log();
-                assert!(finished, "reception {kind:?} never ended: {:?}", log.commands);
+                assert!(
+                    finished,
+                    "reception {kind:?} never ended: {:?}",
+                    log.commands
+                );
                 RxSummary {
                     kind,
                     rxfax: log
@@ -209,7 +218,7 @@ async fn soak_mixed_receptions_and_sends() {
     let tx_scenarios = scenarios.clone();
     let tx_loop = tokio::spawn(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 1);
-        let slots = Arc::new(Semaphore::new(2));
+        let slots = Arc::new(Semaphore::new(3));
         let mut tasks = Vec::new();
         let mut job = 0u32;
         while start.elapsed() < duration {
@@ -277,7 +286,10 @@ async fn soak_mixed_receptions_and_sends() {
         records.entry(r[4].clone()).or_default().push(r.clone());
     }
     for r in records.get("").into_iter().flatten() {
-        assert_ne!(r[13], "\"\"", "a call without a document has a reason: {r:?}");
+        assert_ne!(
+            r[13], "\"\"",
+            "a call without a document has a reason: {r:?}"
+        );
     }
     let mut ok = 0;
     for rx in &receptions {
@@ -316,13 +328,23 @@ async fn soak_mixed_receptions_and_sends() {
         let s = &scenarios[*which];
         let returned: i32 = s.env.field(*j, "returned").parse().unwrap();
         assert_eq!(returned, *code, "job {j}: exit and returned: agree");
-        assert_eq!(code, &s.expect, "job {j} on scenario {which}: {}", s.env.field(*j, "status"));
+        assert_eq!(
+            code,
+            &s.expect,
+            "job {j} on scenario {which}: {}",
+            s.env.field(*j, "status")
+        );
         let number = format!("04{j:06}");
         let fake = &fakes[s.fake];
         let originates: Vec<_> = fake
             .originates()
             .into_iter()
-            .filter(|o| o.originate.legs().first().is_some_and(|l| l.number == number))
+            .filter(|o| {
+                o.originate
+                    .legs()
+                    .first()
+                    .is_some_and(|l| l.number == number)
+            })
             .collect();
         assert!(originates.len() <= 1, "job {j}: one originate at most");
         let Some(uuid) = originates.first().and_then(|o| o.var("origination_uuid")) else {
@@ -334,14 +356,21 @@ async fn soak_mixed_receptions_and_sends() {
                 && e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxresult")
                 && e.get_decoded("fax-success").as_deref() == Some("1")
         });
-        assert_eq!(returned == 2, sent, "job {j}: done iff the switch said sent");
+        assert_eq!(
+            returned == 2,
+            sent,
+            "job {j}: done iff the switch said sent"
+        );
     }
 
     // Flat resources, then a clean exit.
     let (fd_warm, rss_warm) = warm;
     let (fd_end, rss_end) = (fd_count(pid), rss_kib(pid));
     eprintln!("soak: fds {fd_warm} -> {fd_end}, VmRSS {rss_warm} -> {rss_end} KiB");
-    assert!(fd_end <= fd_warm + 8, "descriptors grew: {fd_warm} -> {fd_end}");
+    assert!(
+        fd_end <= fd_warm + 8,
+        "descriptors grew: {fd_warm} -> {fd_end}"
+    );
     assert!(
         rss_end <= rss_warm * 2 + 16 * 1024,
         "memory grew: {rss_warm} -> {rss_end} KiB"

@@ -16,5 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let effective = config.effective_text();
     let again = Config::parse(&effective, Path::new("fuzz.conf"))
         .unwrap_or_else(|e| panic!("effective text does not parse:\n{effective}\n{e}"));
-    assert_eq!(again.effective_text(), effective, "effective text is not stable");
+    assert_eq!(
+        again.effective_text(),
+        effective,
+        "effective text is not stable"
+    );
 });

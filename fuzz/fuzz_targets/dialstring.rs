@@ -71,12 +71,19 @@ fn check_originate(req: &OriginateRequest, line: &str) {
         let (k, v) = item.split_once('=').expect("name=value");
         assert_eq!(k, *name);
         assert_eq!(v, format!("'{value}'"), "{line:?}");
-        assert!(!value.contains(['\'', '{', '}', ',', '^', '$', '\\']), "{value:?}");
+        assert!(
+            !value.contains(['\'', '{', '}', ',', '^', '$', '\\']),
+            "{value:?}"
+        );
     }
     // The dial string (up to the space before `&txfax`): no leg separators or per-leg blocks.
-    let (dial_part, _) = after.split_once(' ').expect("a space before the application");
+    let (dial_part, _) = after
+        .split_once(' ')
+        .expect("a space before the application");
     assert!(
-        !dial_part.contains(['{', '}', '[', ']', '<', '>', '|', ',', '\'', '"', '\\', '^', '$']),
+        !dial_part.contains([
+            '{', '}', '[', ']', '<', '>', '|', ',', '\'', '"', '\\', '^', '$'
+        ]),
         "{dial_part:?}"
     );
     // The whole argument splits into exactly: {vars}<dial string>, &txfax(<path>).
@@ -84,9 +91,16 @@ fn check_originate(req: &OriginateRequest, line: &str) {
     assert_eq!(toks.len(), 2, "tokens {toks:?} of {line:?}");
     let dial = toks[0].rsplit('}').next().unwrap_or("");
     let expected_prefix = format!("sofia/gateway/{}/", req.gateway);
-    let number = dial.strip_prefix(&expected_prefix).unwrap_or_else(|| panic!("leg {dial:?}"));
-    assert!(!number.is_empty() && !number.contains('/'), "number {number:?}");
-    let app = toks[1].strip_prefix("&txfax(").and_then(|a| a.strip_suffix(')'));
+    let number = dial
+        .strip_prefix(&expected_prefix)
+        .unwrap_or_else(|| panic!("leg {dial:?}"));
+    assert!(
+        !number.is_empty() && !number.contains('/'),
+        "number {number:?}"
+    );
+    let app = toks[1]
+        .strip_prefix("&txfax(")
+        .and_then(|a| a.strip_suffix(')'));
     let path = app.unwrap_or_else(|| panic!("app {:?}", toks[1]));
     assert!(!path.contains(['(', ')', '$']), "path {path:?}");
     assert_eq!(Some(path), req.txfax_path.to_str());

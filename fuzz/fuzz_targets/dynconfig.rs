@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
     vars.fax_header = out.tag_line.clone();
     vars.caller_id_number = out.fax_number.clone();
     let number = format!("{}0401234", out.call_prefix.clone().unwrap_or_default());
-    for gateway in out.gateways.iter().chain(std::iter::once(&"gw1".to_owned())) {
+    for gateway in out
+        .gateways
+        .iter()
+        .chain(std::iter::once(&"gw1".to_owned()))
+    {
         let req = OriginateRequest {
             uuid: uuid::Uuid::nil(),
             gateway: gateway.clone(),

@@ -12,7 +12,11 @@ fn whole(data: &[u8], limits: Limits) -> (Vec<Message>, bool) {
     loop {
         match FrameDecoder::new(limits).decode(rest) {
             Ok(Some((msg, used))) => {
-                assert!(used > 0 && used <= rest.len(), "consumed {used} of {}", rest.len());
+                assert!(
+                    used > 0 && used <= rest.len(),
+                    "consumed {used} of {}",
+                    rest.len()
+                );
                 out.push(msg);
                 rest = &rest[used..];
             }
@@ -53,12 +57,19 @@ fuzz_target!(|input: &[u8]| {
     // First byte picks small limits now and then, so the limit paths are exercised too.
     let (ctl, data) = input.split_first().unwrap_or((&0, &[]));
     let limits = if ctl & 1 == 1 {
-        Limits { max_header_block: 64 + (*ctl as usize) * 4, max_body: 256 }
+        Limits {
+            max_header_block: 64 + (*ctl as usize) * 4,
+            max_body: 256,
+        }
     } else {
         Limits::default()
     };
     let split = data.len().min(8);
-    let (sizes, stream) = if ctl & 2 == 2 { data.split_at(split) } else { (&[][..], data) };
+    let (sizes, stream) = if ctl & 2 == 2 {
+        data.split_at(split)
+    } else {
+        (&[][..], data)
+    };
     let a = whole(stream, limits);
     let b = chunked(stream, sizes, limits);
     assert_eq!(a.1, b.1, "error in one mode only");

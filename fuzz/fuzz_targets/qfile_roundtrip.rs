@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
         let again = QFileContent::parse("q1", &bytes).expect("an edited qfile parses");
         let mem: Vec<_> = edited.entries().collect();
         let disk: Vec<_> = again.entries().collect();
-        assert_eq!(mem, disk, "after set({tag:?}, {value:?}) the file reads back differently");
+        assert_eq!(
+            mem, disk,
+            "after set({tag:?}, {value:?}) the file reads back differently"
+        );
     }
 });

@@ -328,7 +328,8 @@ fn decode(text: &str) -> Result<PendingReception, String> {
             "call_uuid" => rec.call_uuid = v,
             "started" => started = Some(v.parse::<i64>().map_err(|_| "bad started".to_owned())?),
             "delivery" => {
-                rec.delivery = DeliveryStage::parse(&v).ok_or_else(|| format!("bad delivery {v:?}"))?;
+                rec.delivery =
+                    DeliveryStage::parse(&v).ok_or_else(|| format!("bad delivery {v:?}"))?;
             }
             // Newer versions may add keys; ignore them.
             _ => {}

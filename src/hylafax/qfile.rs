@@ -995,7 +995,10 @@ fax:0::docq/doc1.pdf;c0\n";
     /// swallowed the next tag `set` appended, so e.g. a new `commid:` was lost on re-read.
     #[test]
     fn appended_tag_after_a_dangling_status_continuation_is_kept() {
-        for text in [&b"jobid:8\nstatus:first\\\nsecond si\\"[..], b"status:x\\\\\n"] {
+        for text in [
+            &b"jobid:8\nstatus:first\\\nsecond si\\"[..],
+            b"status:x\\\\\n",
+        ] {
             let mut q = QFileContent::parse("q", text).unwrap();
             q.set("fuzztag", "t1s:0\nkill").unwrap();
             let again = QFileContent::parse("q", &q.to_bytes()).unwrap();

@@ -207,4 +207,3 @@ pub async fn wait_exit(mut child: tokio::process::Child, limit: Duration) -> i32
         .code()
         .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
 }
-
