@@ -931,4 +931,20 @@ mod tests {
             prop_assert_eq!(s.trim(), s.as_str());
         }
     }
+
+    proptest! {
+        /// `fax_ident` as mod_spandsp sees it after `switch_url_decode`: the ident itself when
+        /// it fits spandsp's 20 bytes, else its longest prefix that does (cut at a character).
+        #[test]
+        fn fax_ident_percent_encoding_round_trips(ident in any::<String>()) {
+            let wire = encode_fax_ident(&ident);
+            prop_assert!(wire.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._%".contains(&b)), "{}", wire);
+            let decoded = percent_encoding::percent_decode_str(&wire).decode_utf8().unwrap();
+            let mut cut = ident.len().min(FAX_IDENT_MAX);
+            while !ident.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            prop_assert_eq!(decoded.as_ref(), &ident[..cut]);
+        }
+    }
 }

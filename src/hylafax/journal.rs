@@ -57,6 +57,40 @@ pub struct PendingReception {
     pub call_uuid: String,
     /// Unix seconds when the call was accepted.
     pub started: i64,
+    /// How far the hand-over got, so a restart neither repeats nor skips a step.
+    pub delivery: DeliveryStage,
+}
+
+/// How far the hand-over of a reception got before fsfaxd stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeliveryStage {
+    /// Receiving or received; nothing handed over yet.
+    #[default]
+    Received,
+    /// The xferfaxlog record is written.
+    Logged,
+    /// faxrcvd was started. It runs in its own process group and outlives a killed fsfaxd,
+    /// so it is never started a second time (the fax would be mailed twice).
+    Handed,
+}
+
+impl DeliveryStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStage::Received => "received",
+            DeliveryStage::Logged => "logged",
+            DeliveryStage::Handed => "handed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "received" => Some(DeliveryStage::Received),
+            "logged" => Some(DeliveryStage::Logged),
+            "handed" => Some(DeliveryStage::Handed),
+            _ => None,
+        }
+    }
 }
 
 /// A record that could not be read; it was moved to `corrupt/` for an admin.
@@ -127,6 +161,22 @@ impl Journal {
         }
         result.map_err(werr)?;
         Ok(path)
+    }
+
+    /// Records how far the hand-over of `commid` got (durably, like [`Journal::add`]).
+    /// A missing record is left missing.
+    pub fn set_delivery(&self, commid: &str, stage: DeliveryStage) -> Result<(), JournalError> {
+        check_commid(commid)?;
+        let path = self.dir.join(format!("{PREFIX}{commid}"));
+        if !path.exists() {
+            return Ok(());
+        }
+        let mut rec = read_record(&path, commid).map_err(|reason| JournalError::Write {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, reason),
+        })?;
+        rec.delivery = stage;
+        self.add(&rec).map(|_| ())
     }
 
     /// Removes the record of `commid` (absent is fine).
@@ -210,7 +260,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 fn encode(rec: &PendingReception) -> String {
     let started = rec.started.to_string();
-    let fields: [(&str, &str); 9] = [
+    let fields: [(&str, &str); 10] = [
         ("commid", &rec.commid),
         ("recvq_file", &rec.recvq_file),
         ("modem", &rec.modem),
@@ -220,6 +270,7 @@ fn encode(rec: &PendingReception) -> String {
         ("gateway", &rec.gateway),
         ("call_uuid", &rec.call_uuid),
         ("started", &started),
+        ("delivery", rec.delivery.as_str()),
     ];
     let mut out = format!("{HEADER}\n");
     for (k, v) in fields {
@@ -276,6 +327,10 @@ fn decode(text: &str) -> Result<PendingReception, String> {
             "gateway" => rec.gateway = v,
             "call_uuid" => rec.call_uuid = v,
             "started" => started = Some(v.parse::<i64>().map_err(|_| "bad started".to_owned())?),
+            "delivery" => {
+                rec.delivery =
+                    DeliveryStage::parse(&v).ok_or_else(|| format!("bad delivery {v:?}"))?;
+            }
             // Newer versions may add keys; ignore them.
             _ => {}
         }
@@ -304,6 +359,7 @@ mod tests {
             gateway: "gw1".into(),
             call_uuid: "8a6c0f0e-0000-4000-8000-000000000001".into(),
             started: 1_795_345_299,
+            delivery: DeliveryStage::Received,
         }
     }
 
@@ -374,5 +430,49 @@ mod tests {
     fn encode_decode_round_trip() {
         let r = rec("000000042");
         assert_eq!(decode(&encode(&r)).unwrap(), r);
+    }
+
+    proptest::proptest! {
+        /// Any text in any field (newlines, `%`, `=`, NUL, non-ASCII) survives the record.
+        #[test]
+        fn any_values_round_trip(
+            commid in "[0-9]{1,20}",
+            recvq_file in ".+",
+            fields in proptest::collection::vec(proptest::prelude::any::<String>(), 6),
+            started in proptest::prelude::any::<i64>(),
+        ) {
+            let r = PendingReception {
+                commid,
+                recvq_file,
+                modem: fields[0].clone(),
+                cidnum: fields[1].clone(),
+                cidname: fields[2].clone(),
+                recipient: fields[3].clone(),
+                gateway: fields[4].clone(),
+                call_uuid: fields[5].clone(),
+                started,
+                delivery: DeliveryStage::Logged,
+            };
+            let text = encode(&r);
+            proptest::prop_assert_eq!(text.lines().count(), 11, "one line per field: {:?}", text);
+            proptest::prop_assert_eq!(decode(&text).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn delivery_stage_is_durable_and_old_records_read_as_received() {
+        let spool = tempfile::tempdir().unwrap();
+        let j = Journal::open(spool.path()).unwrap();
+        j.add(&rec("000000005")).unwrap();
+        j.set_delivery("000000005", DeliveryStage::Handed).unwrap();
+        let scan = j.list().unwrap();
+        assert_eq!(scan.pending[0].delivery, DeliveryStage::Handed);
+        // A record written before stages existed has no `delivery` line.
+        let old = encode(&rec("000000006")).replace("delivery=received\n", "");
+        assert!(!old.contains("delivery"));
+        assert_eq!(decode(&old).unwrap().delivery, DeliveryStage::Received);
+        // Setting the stage of a record that is gone does not bring it back.
+        j.set_delivery("000000007", DeliveryStage::Logged).unwrap();
+        assert_eq!(j.list().unwrap().pending.len(), 1);
     }
 }

@@ -309,13 +309,29 @@ impl QFileContent {
                 *r = raw;
                 *v = value;
             }
-            None => self.lines.push(Line::Entry {
-                tag: tag.as_bytes().to_vec(),
-                raw,
-                value,
-            }),
+            None => {
+                self.end_dangling_continuation();
+                self.lines.push(Line::Entry {
+                    tag: tag.as_bytes().to_vec(),
+                    raw,
+                    value,
+                });
+            }
         }
         Ok(())
+    }
+
+    /// A last `status:` ending in `\` continued nothing (end of file); a line appended after
+    /// it would be swallowed into the status when read back, so the dangling `\` goes.
+    fn end_dangling_continuation(&mut self) {
+        if let Some(Line::Entry { tag, raw, value }) = self.lines.last_mut() {
+            if tag == b"status" && raw.last() == Some(&b'\\') {
+                while raw.last() == Some(&b'\\') {
+                    raw.pop();
+                }
+                *value = logical_value(tag, raw);
+            }
+        }
     }
 
     /// [`Self::set`] with a number.
@@ -921,6 +937,76 @@ fax:0::docq/doc1.pdf;c0\n";
             let again = QFileContent::parse("q", &q.to_bytes()).unwrap();
             prop_assert_eq!(again.get(&tag), q.get(&tag));
             prop_assert_eq!(again.get("jobid"), Some("1"));
+        }
+    }
+
+    proptest! {
+        /// Lines with backslashes anywhere (a `status:` ending in `\\` swallows the next
+        /// line, even a `jobid:`), CRs and stray colons: written back byte for byte, same values.
+        #[test]
+        fn backslashes_and_continuations_round_trip(
+            lines in proptest::collection::vec(
+                (prop_oneof![Just("status"), Just("jobid"), Just("fax"), Just("x")],
+                 proptest::collection::vec(prop_oneof![Just(b'\\'), Just(b'\r'), Just(b':'), Just(b' '), 1u8..=255], 0..12)),
+                0..20),
+            final_newline in any::<bool>(),
+        ) {
+            let mut text = Vec::new();
+            for (i, (tag, v)) in lines.iter().enumerate() {
+                if i > 0 {
+                    text.push(b'\n');
+                }
+                text.extend_from_slice(tag.as_bytes());
+                text.push(b':');
+                text.extend(v.iter().copied().filter(|&b| b != b'\n'));
+            }
+            if final_newline && !text.is_empty() {
+                text.push(b'\n');
+            }
+            let q1 = QFileContent::parse("q", &text).unwrap();
+            let written = q1.to_bytes();
+            let mut expected = text.clone();
+            if !expected.is_empty() && !expected.ends_with(b"\n") {
+                expected.push(b'\n');
+            }
+            prop_assert_eq!(&written, &expected);
+            let q2 = QFileContent::parse("q", &written).unwrap();
+            prop_assert_eq!(q1.entries().collect::<Vec<_>>(), q2.entries().collect::<Vec<_>>());
+        }
+
+        /// `set` never changes any other line, whatever the value (newlines, backslashes, NUL).
+        #[test]
+        fn set_touches_only_its_own_line(
+            tag in prop_oneof![Just("status".to_string()), "[a-z]{1,8}"],
+            value in any::<String>(),
+        ) {
+            prop_assume!(tag != "jobid" && tag != "statuscode");
+            let mut q = QFileContent::parse("q", b"jobid:1\nstatus:x\nstatuscode:0\nfax:0::docq/a.tif\n").unwrap();
+            q.set(&tag, &value).unwrap();
+            let again = QFileContent::parse("q", &q.to_bytes()).unwrap();
+            prop_assert_eq!(again.entries().collect::<Vec<_>>(), q.entries().collect::<Vec<_>>());
+            prop_assert_eq!(again.get("jobid"), Some("1"));
+            prop_assert_eq!(again.get("statuscode"), Some("0"));
+            prop_assert_eq!(again.get("fax"), Some("0::docq/a.tif"));
+        }
+    }
+
+    /// Fuzz finding (qfile_roundtrip): a qfile ending in `status:...\` (no newline after)
+    /// swallowed the next tag `set` appended, so e.g. a new `commid:` was lost on re-read.
+    #[test]
+    fn appended_tag_after_a_dangling_status_continuation_is_kept() {
+        for text in [
+            &b"jobid:8\nstatus:first\\\nsecond si\\"[..],
+            b"status:x\\\\\n",
+        ] {
+            let mut q = QFileContent::parse("q", text).unwrap();
+            q.set("fuzztag", "t1s:0\nkill").unwrap();
+            let again = QFileContent::parse("q", &q.to_bytes()).unwrap();
+            assert_eq!(again.get("fuzztag"), Some("t1s:0 kill"));
+            assert_eq!(
+                again.entries().collect::<Vec<_>>(),
+                q.entries().collect::<Vec<_>>()
+            );
         }
     }
 }

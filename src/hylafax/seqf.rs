@@ -282,4 +282,47 @@ mod tests {
         assert_eq!(files, 4);
         assert_eq!(all.len(), 200);
     }
+
+    /// HylaFAX wraps at 999 999 999 back to 1: numbers stay unique across the wrap even with
+    /// several processes competing.
+    #[test]
+    fn unique_across_the_wrap_under_concurrent_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqf");
+        std::fs::write(&p, b"999999950").unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "hylafax::seqf::tests::seqf_child_worker",
+                        "--quiet",
+                    ])
+                    .env("FSFAX_SEQF_CHILD", &p)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mine: Vec<u32> = (0..40).map(|_| next(&p).unwrap()).collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        let mut all: HashSet<u32> = mine.into_iter().collect();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() == "seqf" {
+                continue;
+            }
+            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+                let n: u32 = line.parse().unwrap();
+                assert!(all.insert(n), "number {n} handed out twice");
+            }
+        }
+        assert_eq!(all.len(), 160);
+        // 999999950..=999999998 (49 numbers), then 1..=111 after the wrap.
+        assert!(all.contains(&999_999_998) && all.contains(&1) && all.contains(&111));
+        assert!(all.iter().all(|&n| (1..=999_999_998).contains(&n)));
+    }
 }

@@ -556,4 +556,46 @@ mod tests {
         assert_eq!(text.lines().count(), 160);
         assert!(text.lines().all(|l| l.len() == 10_001));
     }
+
+    /// How xferfaxstats reads a quoted field: strip the quotes, `\"` back to `"`.
+    fn unquote(field: &str) -> Option<String> {
+        let inner = field.strip_prefix('"')?.strip_suffix('"')?;
+        Some(inner.replace("\\\"", "\""))
+    }
+
+    proptest::proptest! {
+        /// Whatever the caller, TSI or reason say, a record is one line of 19 tab-separated
+        /// fields, and each quoted field reads back as the value (TAB/CR/LF made spaces).
+        #[test]
+        fn any_text_stays_one_record_and_round_trips(
+            texts in proptest::collection::vec(proptest::prelude::any::<String>(), 7),
+        ) {
+            let r = RecvRecord {
+                start: at(2026, 1, 2, 3, 4),
+                commid: texts[0].clone(),
+                device: "freeswitch0".into(),
+                file: "recvq/fax000000001.tif".into(),
+                local_number: texts[1].clone(),
+                tsi: texts[2].clone(),
+                params: Params::default(),
+                npages: 1,
+                recvtime: Duration::from_secs(5),
+                reason: texts[3].clone(),
+                cid_name: texts[4].clone(),
+                cid_number: texts[5].clone(),
+                callid_rest: vec![texts[6].clone()],
+                dcs: String::new(),
+            };
+            let line = r.to_line();
+            proptest::prop_assert!(line.ends_with('\n'));
+            let body = &line[..line.len() - 1];
+            proptest::prop_assert!(!body.contains(['\n', '\r']), "{:?}", line);
+            let f: Vec<&str> = body.split('\t').collect();
+            proptest::prop_assert_eq!(f.len(), 19, "{:?}", line);
+            proptest::prop_assert_eq!(f[2], plain(&texts[0]));
+            for (i, t) in [(7, 1), (8, 2), (13, 3), (14, 4), (15, 5), (16, 6)] {
+                proptest::prop_assert_eq!(unquote(f[i]), Some(plain(&texts[t])), "field {}", i);
+            }
+        }
+    }
 }

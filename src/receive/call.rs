@@ -27,7 +27,7 @@ use crate::esl::{
 use crate::fallback::{self, FallbackDb, Lookup, StationKey};
 use crate::fax::dialstring::encode_fax_ident;
 use crate::fax::{Direction, FaxResult, Update};
-use crate::hylafax::journal::PendingReception;
+use crate::hylafax::journal::{DeliveryStage, PendingReception};
 use crate::hylafax::sessionlog::SessionLog;
 use crate::hylafax::{dynconfig, seqf};
 
@@ -693,6 +693,7 @@ impl Call {
             gateway: caller.gateway.clone(),
             call_uuid: self.session.channel_uuid().to_owned(),
             started: started.timestamp(),
+            delivery: DeliveryStage::Received,
         };
         let journal = self.daemon.journal.clone();
         match tokio::task::spawn_blocking(move || journal.add(&rec)).await {
@@ -787,6 +788,7 @@ impl Call {
             encoding: r.encoding_name().map(str::to_owned),
             hangup_cause: r.hangup_cause.clone().unwrap_or_default(),
             duration,
+            delivery: DeliveryStage::Received,
         }
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Local};
 use crate::config::Config;
 use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
-use crate::hylafax::journal::Journal;
+use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
 use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
 use crate::tiff;
@@ -45,6 +45,8 @@ pub struct Reception {
     pub encoding: Option<String>,
     pub hangup_cause: String,
     pub duration: Duration,
+    /// How far an earlier fsfaxd got handing this reception over (recovery only).
+    pub delivery: DeliveryStage,
 }
 
 /// What the delivery did.
@@ -95,13 +97,27 @@ pub async fn deliver(
             errmsg.clone()
         }
     ));
-    write_xferfaxlog(spool, cfg, rec, pages, &errmsg);
+    // Each step is journalled before the next, so a restart repeats none of them.
+    if rec.delivery < DeliveryStage::Logged {
+        write_xferfaxlog(spool, cfg, rec, pages, &errmsg);
+        set_delivery(journal, &rec.commid, DeliveryStage::Logged);
+    }
     let mut faxrcvd_ran = false;
     let mut keep_journal = false;
-    if pages.is_some() {
+    if pages.is_some() && rec.delivery == DeliveryStage::Handed {
+        log.log("faxrcvd was started by the previous fsfaxd: not run again");
+        tracing::warn!(
+            commid = %rec.commid,
+            "faxrcvd was already started for this fax before fsfaxd stopped; not running it twice"
+        );
+    } else if pages.is_some() {
+        set_delivery(journal, &rec.commid, DeliveryStage::Handed);
         match run_faxrcvd(spool, cfg, rec, &errmsg, log).await {
             Ok(()) => faxrcvd_ran = true,
-            Err(FaxrcvdError::Spawn { .. }) => keep_journal = true,
+            Err(FaxrcvdError::Spawn { .. }) => {
+                keep_journal = true;
+                set_delivery(journal, &rec.commid, DeliveryStage::Logged);
+            }
             Err(_) => faxrcvd_ran = true,
         }
     } else {
@@ -122,6 +138,12 @@ pub async fn deliver(
         pages,
         errmsg,
         faxrcvd_ran,
+    }
+}
+
+fn set_delivery(journal: &Journal, commid: &str, stage: DeliveryStage) {
+    if let Err(e) = journal.set_delivery(commid, stage) {
+        tracing::error!("{e}; a restart of fsfaxd now could repeat this step");
     }
 }
 
@@ -284,6 +306,7 @@ mod tests {
             encoding: None,
             hangup_cause: "NORMAL_CLEARING".into(),
             duration: Duration::from_secs(30),
+            delivery: DeliveryStage::Received,
         }
     }
 

@@ -96,6 +96,7 @@ fn reception(p: &PendingReception) -> Reception {
         encoding: None,
         hangup_cause: String::new(),
         duration: Duration::ZERO,
+        delivery: p.delivery,
     }
 }
 

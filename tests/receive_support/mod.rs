@@ -38,13 +38,7 @@ impl Fsfaxd {
     /// sections after them), and waits until it listens.
     pub fn start(modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let dir = tempfile::tempdir().unwrap();
-        let spool = dir.path().join("spool");
-        for d in ["recvq", "log", "status", "etc", "bin"] {
-            fs::create_dir_all(spool.join(d)).unwrap();
-        }
-        let faxrcvd = spool.join("bin/faxrcvd");
-        fs::write(&faxrcvd, FAXRCVD).unwrap();
-        fs::set_permissions(&faxrcvd, fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_spool(&dir.path().join("spool"));
         let port = free_port();
         let mut d = Fsfaxd {
             dir,
@@ -215,6 +209,16 @@ impl Drop for Fsfaxd {
             let _ = child.wait();
         }
     }
+}
+
+/// Creates the spool directories fsfaxd needs and the recording `bin/faxrcvd`.
+pub fn prepare_spool(spool: &Path) {
+    for d in ["recvq", "log", "status", "etc", "bin"] {
+        fs::create_dir_all(spool.join(d)).unwrap();
+    }
+    let faxrcvd = spool.join("bin/faxrcvd");
+    fs::write(&faxrcvd, FAXRCVD).unwrap();
+    fs::set_permissions(&faxrcvd, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 pub fn free_port() -> u16 {

@@ -5,3 +5,4 @@
 
 pub mod fakefs;
 pub mod hylafax;
+pub mod send;

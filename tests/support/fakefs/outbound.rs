@@ -88,6 +88,12 @@ pub struct CallSetup {
     pub db: FakeDb,
     /// `fax-remote-station-id` (the sender's TSI), default `+1 337`.
     pub remote_station_id: String,
+    /// FreeSWITCH vanishes (socket closed, no notice) right after replying to the n-th command
+    /// (1 = `connect`). `None` (default): never.
+    pub vanish_after_command: Option<usize>,
+    /// Raw bytes written unprompted right after replying to the n-th command (e.g. a
+    /// malformed frame). `None` (default): nothing.
+    pub inject_after_command: Option<(usize, Vec<u8>)>,
 }
 
 impl Default for CallSetup {
@@ -108,6 +114,8 @@ impl Default for CallSetup {
             time_scale: 0.001,
             db: FakeDb::default(),
             remote_station_id: "+1 337".into(),
+            vanish_after_command: None,
+            inject_after_command: None,
         }
     }
 }
@@ -905,6 +913,7 @@ async fn run(
     });
     let mut connected = false;
     let mut client_closed = false;
+    let mut n_cmds = 0usize;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -1009,6 +1018,11 @@ async fn run(
                     }
                 };
                 if !send(&mut wr, &log, reply).await { break; }
+                n_cmds += 1;
+                if let Some((_, b)) = setup.inject_after_command.as_ref().filter(|(n, _)| *n == n_cmds) {
+                    if !send(&mut wr, &log, b.clone()).await { break; }
+                }
+                if setup.vanish_after_command == Some(n_cmds) { break; }
             }
         }
     }

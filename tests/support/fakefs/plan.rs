@@ -492,6 +492,9 @@ pub(crate) fn leg_steps(
                     .filter(|(_, s)| s.is("CUSTOM", "spandsp::txfaxpageresult"))
                     .nth((*n as usize).saturating_sub(1))
                     .map(|(i, _)| i + 1),
+                DropPoint::BeforeResult => steps
+                    .iter()
+                    .position(|s| s.is("CUSTOM", "spandsp::txfaxresult")),
             };
             steps.insert(at.unwrap_or(steps.len()), drop);
             (steps, o)

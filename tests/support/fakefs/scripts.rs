@@ -63,6 +63,8 @@ pub enum DropPoint {
     AfterAnswer,
     /// Right after the n-th `spandsp::txfaxpageresult` (1-based).
     AfterPage(u32),
+    /// Right before `spandsp::txfaxresult`: every page went, the final result never comes.
+    BeforeResult,
 }
 
 /// Behaviour of one dialled leg (chosen per number, else per gateway, else the default).

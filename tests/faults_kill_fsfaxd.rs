@@ -1,0 +1,165 @@
+//! `kill -9` of fsfaxd with several receptions in flight: after the restart every document
+//! reaches faxrcvd exactly once, and the journal is empty.
+
+mod receive_support;
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use receive_support::{Fsfaxd, script, wait_async};
+use support::fakefs::{CallSetup, FakeCall, RxScript, T38, tiff};
+
+const T: Duration = Duration::from_secs(30);
+
+fn runs_per_file(d: &Fsfaxd) -> HashMap<String, usize> {
+    let mut runs = HashMap::new();
+    for line in d.faxrcvd_runs() {
+        let file = line.split(' ').next().unwrap_or("").to_owned();
+        *runs.entry(file).or_default() += 1;
+    }
+    runs
+}
+
+fn kill_9(d: &mut Fsfaxd) {
+    d.signal(Signal::SIGKILL);
+    assert_eq!(d.wait_exit(T), None, "killed by a signal, no exit code");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_receptions_then_restart_delivers_each_document_once() {
+    let mut d = Fsfaxd::start(4, "");
+    let mut calls = Vec::new();
+    for i in 0..4 {
+        calls.push(
+            FakeCall::connect(
+                d.addr,
+                CallSetup {
+                    caller_number: format!("4711{i}"),
+                    time_scale: 0.05,
+                    script: RxScript::RxOk {
+                        pages: 3,
+                        t38: T38::Negotiated,
+                    },
+                    ..CallSetup::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // All four are in rxfax (journalled) when fsfaxd dies.
+    assert!(
+        wait_async(T, || d.journal().len() == 4).await,
+        "{:?}\n{}",
+        d.journal(),
+        d.log()
+    );
+    for c in &calls {
+        assert!(c.wait_for(T, |l| l.rxfax_path.is_some()).await);
+    }
+    kill_9(&mut d);
+    // FreeSWITCH's calls end with the socket; spandsp leaves what it had written: here 1, 2,
+    // 3 pages, and nothing at all for the last call.
+    let mut documents = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        assert!(c.wait_finished(T).await);
+        let path = c.log().rxfax_path.unwrap();
+        if i < 3 {
+            tiff::write_received(&path, i + 1).unwrap();
+            documents.push(format!(
+                "recvq/{}",
+                path.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    d.spawn();
+    assert!(
+        wait_async(Duration::from_secs(60), || d.journal().is_empty()).await,
+        "recovery did not finish: {:?}\n{}",
+        d.journal(),
+        d.log()
+    );
+    let runs = runs_per_file(&d);
+    for doc in &documents {
+        assert_eq!(runs.get(doc), Some(&1), "{doc}: {runs:?}\n{}", d.log());
+    }
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    // Each recovered fax has an xferfaxlog record saying it was recovered.
+    for doc in &documents {
+        let recs: Vec<_> = d
+            .xferfaxlog()
+            .into_iter()
+            .filter(|r| r.get(4) == Some(doc))
+            .collect();
+        assert_eq!(recs.len(), 1, "{doc}: {recs:?}");
+        assert!(recs[0][13].contains("recovered"), "{:?}", recs[0]);
+    }
+    // And the restarted daemon serves calls.
+    let c = FakeCall::connect(d.addr, CallSetup::default())
+        .await
+        .unwrap();
+    assert!(c.wait_finished(T).await);
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 4).await,
+        "{}",
+        d.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_faxrcvd_runs_never_mails_a_fax_twice() {
+    let mut d = Fsfaxd::start(3, "");
+    // A slow faxrcvd (a mailer taking its time), outliving the fsfaxd that started it.
+    let bin = d.spool().join("bin");
+    std::fs::rename(bin.join("faxrcvd"), bin.join("faxrcvd.real")).unwrap();
+    script(
+        &bin.join("faxrcvd"),
+        "#!/bin/sh\nmkdir -p \"$PWD/faxrcvd-started\"\ntouch \"$PWD/faxrcvd-started/$3\"\nsleep 2\nexec \"$PWD/bin/faxrcvd.real\" \"$@\"\n",
+    );
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        calls.push(
+            FakeCall::connect(
+                d.addr,
+                CallSetup {
+                    caller_number: format!("4712{i}"),
+                    ..CallSetup::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let started = d.spool().join("faxrcvd-started");
+    assert!(
+        wait_async(T, || std::fs::read_dir(&started)
+            .map(|r| r.count())
+            .unwrap_or(0)
+            == 3)
+        .await,
+        "{}",
+        d.log()
+    );
+    kill_9(&mut d);
+    d.spawn();
+    assert!(
+        wait_async(Duration::from_secs(60), || d.journal().is_empty()
+            && d.faxrcvd_runs().len() >= 3)
+        .await,
+        "{:?}\n{}",
+        d.journal(),
+        d.log()
+    );
+    // Give a wrongly repeated faxrcvd (2 s) time to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = runs_per_file(&d);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a fax was mailed twice: {runs:?}"
+    );
+    let recs = d.xferfaxlog();
+    assert_eq!(recs.len(), 3, "one xferfaxlog record per fax: {recs:?}");
+}
