@@ -113,8 +113,10 @@ fn systemd_unit_structure() {
     ] {
         assert_eq!(one(&unit, "Service", key), "yes", "{key}");
     }
-    // KillMode=mixed: SIGTERM to fsfaxd alone, so it drains; the stop timeout covers that.
-    assert_eq!(one(&unit, "Service", "KillMode"), "mixed");
+    // KillMode=process: SIGTERM to fsfaxd alone, so it drains, and a faxrcvd it started is
+    // never killed by systemd (fsfaxd's journal would not run it again); the stop timeout
+    // covers the drain.
+    assert_eq!(one(&unit, "Service", "KillMode"), "process");
     assert!(
         Duration::from_secs(seconds(one(&unit, "Service", "TimeoutStopSec")))
             > cfg.gofaxd.shutdown_timeout,
