@@ -1,4 +1,4 @@
-//! docs/readme/deployment.md (the README's deployment chapter) names files, keys and lines an
+//! README.md (its deployment chapter in particular) names files, keys and lines an
 //! admin will type; each must exist in the form the package ships.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ fn repo(rel: &str) -> String {
 }
 
 fn doc() -> String {
-    repo("docs/readme/deployment.md")
+    repo("README.md")
 }
 
 /// Every `/usr/share/doc/fsfax/examples/...` path in the text is a file the package ships.
