@@ -163,3 +163,64 @@ async fn kill_9_while_faxrcvd_runs_never_mails_a_fax_twice() {
     let recs = d.xferfaxlog();
     assert_eq!(recs.len(), 3, "one xferfaxlog record per fax: {recs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_reception_still_running_in_freeswitch_waits_for_its_call_to_end() {
+    use fsfax::hylafax::journal::{Journal, PendingReception};
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    // FreeSWITCH's rxfax goes on after fsfaxd died: the switch still has the call.
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let uuid = "6f1c2b3a-0000-4000-8000-000000000007";
+    fs.hold_channel(uuid);
+
+    // The spool as the killed fsfaxd left it: a document being written and its journal entry.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    receive_support::prepare_spool(&spool);
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fax/test3.tif"),
+        spool.join("recvq/fax000000007.tif"),
+    )
+    .unwrap();
+    Journal::open(&spool)
+        .unwrap()
+        .add(&PendingReception {
+            commid: "000000007".into(),
+            recvq_file: "recvq/fax000000007.tif".into(),
+            modem: "freeswitch0".into(),
+            cidnum: "0401234".into(),
+            cidname: "Alice".into(),
+            recipient: "5000".into(),
+            gateway: String::new(),
+            call_uuid: uuid.into(),
+            started: chrono::Local::now().timestamp(),
+            delivery: Default::default(),
+        })
+        .unwrap();
+
+    let d = Fsfaxd::start_on(
+        &spool,
+        1,
+        &format!("\n[freeswitch]\nsocket = {}\npassword = ClueCon", fs.addr()),
+    );
+    // Longer than the quiet-file wait alone would take: the document is left alone while the
+    // call is up.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(d.faxrcvd_runs().is_empty(), "{:?}", d.faxrcvd_runs());
+    assert!(
+        fs.all_command_lines()
+            .contains(&format!("api uuid_exists {uuid}")),
+        "{:?}",
+        fs.all_command_lines()
+    );
+
+    fs.end_channel(uuid);
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    assert!(d.faxrcvd_runs()[0].starts_with("recvq/fax000000007.tif 000000007"));
+    assert!(d.journal().is_empty());
+}

@@ -380,7 +380,7 @@ impl Call {
     }
 
     /// T.38 as configured, unless the caller is on the fallback list (mod_db, through the
-    /// daemon's shared connection: see `FallbackLink`).
+    /// daemon's shared connection: see `SwitchLink`).
     async fn t38_settings(&mut self, caller: &Caller, log: &SessionLog) -> (bool, bool) {
         let configured = (self.cfg.gofaxd.enable_t38, self.cfg.gofaxd.request_t38);
         let fs = &self.cfg.freeswitch;
@@ -390,7 +390,7 @@ impl Call {
         let Some(key) = StationKey::inbound(&caller.cidnum) else {
             return configured;
         };
-        let client = match self.daemon.fallback.client(&self.cfg).await {
+        let client = match self.daemon.switch.client(&self.cfg).await {
             Ok(client) => client,
             Err(e) => {
                 let text = format!("T.38 fallback list unavailable ({e}); T.38 as configured");
@@ -722,7 +722,7 @@ impl Call {
         ) {
             return;
         }
-        let client = match self.daemon.fallback.client(&self.cfg).await {
+        let client = match self.daemon.switch.client(&self.cfg).await {
             Ok(client) => client,
             Err(e) => {
                 log.log(&format!("cannot update the T.38 fallback list: {e}"));

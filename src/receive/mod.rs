@@ -99,20 +99,21 @@ pub(crate) struct Daemon {
     /// Cancelled when the shutdown timeout is over: calls hang up and leave their journal.
     pub(crate) kill: CancellationToken,
     /// The connection for T.38 fallback lookups and writes.
-    pub(crate) fallback: FallbackLink,
+    pub(crate) switch: SwitchLink,
 }
 
-/// One inbound Event Socket connection ([freeswitch] socket), shared by all calls, for the T.38
-/// fallback list. Not the call's own socket: FreeSWITCH answers a socket's commands in order,
-/// so a hung mod_db would stall the call, and the command timeout would then close the socket
-/// and lose it. Here a hung mod_db costs a lookup (bounded by fallbacklookuptimeout), never a
-/// call; and calls do not each open a connection (GOfax.IP did).
+/// One inbound Event Socket connection ([freeswitch] socket), shared by all calls, for what
+/// fsfaxd asks FreeSWITCH outside a call: the T.38 fallback list and, at start-up, whether an
+/// interrupted reception's call is still up. Not the call's own socket: FreeSWITCH answers a
+/// socket's commands in order, so a hung mod_db would stall the call, and the command timeout
+/// would then close the socket and lose it. Here a hung mod_db costs a lookup (bounded by
+/// fallbacklookuptimeout), never a call; and calls do not each open a connection (GOfax.IP did).
 #[derive(Debug, Default)]
-pub(crate) struct FallbackLink {
+pub(crate) struct SwitchLink {
     conn: tokio::sync::Mutex<Option<(InboundClient, EventStream)>>,
 }
 
-impl FallbackLink {
+impl SwitchLink {
     /// The shared client, connecting (again) when there is none or the last one closed.
     pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, String> {
         let fs = &cfg.freeswitch;
@@ -210,14 +211,14 @@ pub async fn run(mut config: Config) -> Result<(), ServeError> {
         journal,
         inbound: AtomicU32::new(0),
         kill: CancellationToken::new(),
-        fallback: FallbackLink::default(),
+        switch: SwitchLink::default(),
     });
     let mut config = Arc::new(config);
     let mut calls: JoinSet<()> = JoinSet::new();
     {
         let (daemon, config) = (daemon.clone(), config.clone());
         calls.spawn(async move {
-            let n = recover::recover(&daemon.spool, &config, &daemon.journal).await;
+            let n = recover::recover(&daemon.spool, &config, &daemon.journal, &daemon.switch).await;
             if n > 0 {
                 tracing::info!("{n} interrupted receptions delivered");
             }

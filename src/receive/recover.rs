@@ -3,12 +3,15 @@
 //! fsfaxd may have died (crash, SIGKILL, OOM, shutdown timeout) anywhere between the journal
 //! write before `rxfax` and faxrcvd. A document that exists is delivered now, with an error
 //! message saying so (its completeness is unknown); an entry without a document is dropped.
+//! FreeSWITCH's `rxfax` does not stop when our socket goes, so a reception may still be
+//! running: while its call is up (`uuid_exists`), the document is not touched.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use chrono::{Local, TimeZone};
 
+use super::SwitchLink;
 use super::deliver::{self, Reception};
 use crate::config::Config;
 use crate::hylafax::Spool;
@@ -21,11 +24,18 @@ pub const RECOVERED: &str =
 /// A document changed this recently may still be written by FreeSWITCH (whose call can
 /// outlive us): wait until it has been quiet this long.
 const QUIET: Duration = Duration::from_secs(5);
+/// How often to ask whether an interrupted reception's call is still up.
+const CALL_POLL: Duration = Duration::from_secs(5);
 /// Never wait longer than this for one document.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
 /// Delivers or drops every pending reception, oldest first. Returns how many were delivered.
-pub async fn recover(spool: &Spool, cfg: &Config, journal: &Journal) -> usize {
+pub(crate) async fn recover(
+    spool: &Spool,
+    cfg: &Config,
+    journal: &Journal,
+    switch: &SwitchLink,
+) -> usize {
     let list = {
         let journal = journal.clone();
         tokio::task::spawn_blocking(move || journal.list()).await
@@ -55,6 +65,7 @@ pub async fn recover(spool: &Spool, cfg: &Config, journal: &Journal) -> usize {
             }
             continue;
         }
+        wait_for_call_end(cfg, switch, &pending.call_uuid).await;
         wait_until_quiet(&path).await;
         tracing::warn!(
             commid = %pending.commid,
@@ -110,6 +121,32 @@ fn session_log(spool: &Spool, commid: &str) -> SessionLog {
         tracing::warn!("session log for {commid}: {e}");
         SessionLog::disabled(commid)
     })
+}
+
+/// Waits while FreeSWITCH still has the interrupted call (its `rxfax` may still be writing the
+/// document), at most `[gofaxd] maxcallduration`. FreeSWITCH unreachable or the call unknown:
+/// the quiet-file check below is all there is.
+async fn wait_for_call_end(cfg: &Config, switch: &SwitchLink, uuid: &str) {
+    if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return;
+    }
+    let start = tokio::time::Instant::now();
+    let mut logged = false;
+    while start.elapsed() < cfg.gofaxd.max_call_duration {
+        let Ok(client) = switch.client(cfg).await else {
+            return;
+        };
+        match client.api(&format!("uuid_exists {uuid}")).await {
+            Ok(reply) if reply.trim() == "true" => {
+                if !logged {
+                    tracing::info!(call = %uuid, "interrupted reception still in progress in FreeSWITCH; waiting for its end");
+                    logged = true;
+                }
+                tokio::time::sleep(CALL_POLL).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 async fn wait_until_quiet(path: &Path) {

@@ -286,6 +286,9 @@ struct Shared {
     db: FakeDb,
     cancel: CancellationToken,
     accepted: AtomicUsize,
+    /// Channels this switch has that no originate made (e.g. a reception whose outbound
+    /// socket went away while its rxfax goes on): only `uuid_exists` sees them.
+    foreign: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -341,6 +344,7 @@ impl FakeFs {
             db: FakeDb::default(),
             cancel: CancellationToken::new(),
             accepted: AtomicUsize::new(0),
+            foreign: Mutex::new(HashSet::new()),
         });
         let sh = shared.clone();
         tokio::spawn(async move {
@@ -459,6 +463,25 @@ impl FakeFs {
             .iter()
             .map(|e| (**e).clone())
             .collect()
+    }
+
+    /// Makes `uuid_exists <uuid>` answer `true` (a call the switch has that no originate on
+    /// this fake made, such as a reception outliving fsfaxd) until [`FakeFs::end_channel`].
+    pub fn hold_channel(&self, uuid: &str) {
+        self.shared
+            .foreign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uuid.to_string());
+    }
+
+    /// Ends a channel made with [`FakeFs::hold_channel`].
+    pub fn end_channel(&self, uuid: &str) {
+        self.shared
+            .foreign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uuid);
     }
 
     /// UUIDs named in `uuid_kill` commands, in order (known or not).
@@ -1025,7 +1048,12 @@ async fn api(s: &mut Session, cmdline: &str, job: Option<String>) -> ApiOut {
                 .calls
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains_key(arg);
+                .contains_key(arg)
+                || shared
+                    .foreign
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(arg);
             publish_api_event(&shared, cmd, arg);
             if known { "true" } else { "false" }.into()
         }
