@@ -1,6 +1,6 @@
 //! A long mixed run: receptions into the real fsfaxd and sends by the real fsfaxsend against
 //! the fake FreeSWITCH, with successes, failures, mid-call drops, slow DynamicConfig runs and
-//! malformed frames, for `FSFAX_SOAK_SECS` seconds (default 90; run longer by hand, e.g.
+//! malformed frames, for `FSFAX_SOAK_SECS` seconds (default 240; run longer by hand, e.g.
 //! `FSFAX_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture`).
 //!
 //! At the end every reception is accounted for (document + xferfaxlog + faxrcvd exactly once,
@@ -123,7 +123,7 @@ async fn soak_mixed_receptions_and_sends() {
     let secs: u64 = std::env::var("FSFAX_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(90);
+        .unwrap_or(240);
     let seed: u64 = std::env::var("FSFAX_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
