@@ -597,3 +597,27 @@ async fn sigterm_before_dialling_is_an_honest_retry_and_nothing_is_dialled() {
     assert!(fs.originates().is_empty());
     assert_eq!(env.field(60, "totdials"), "0");
 }
+
+#[tokio::test]
+async fn documents_are_read_from_faxqs_spool_even_when_spooldir_names_another() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(70, "0407070", &[("test3.tif", 0)], &[]);
+    // The configuration names a different (existing) spool: logs and seqf go there, but the
+    // documents are where faxq (our working directory) keeps them.
+    let other = tempfile::tempdir().unwrap();
+    for d in ["log", "tmp"] {
+        fs::create_dir_all(other.path().join(d)).unwrap();
+    }
+    let conf = fs::read_to_string(&env.conf).unwrap().replace(
+        &format!("spooldir = {}", env.spool.display()),
+        &format!("spooldir = {}", other.path().display()),
+    );
+    fs::write(&env.conf, conf).unwrap();
+    assert_eq!(env.run(70).await, 2);
+    assert_eq!(env.field(70, "returned"), "2");
+    assert!(
+        other.path().join("log/seqf").exists(),
+        "commids from the configured spool"
+    );
+}

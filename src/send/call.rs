@@ -206,7 +206,10 @@ async fn prepare(
     }
 
     let vars = channel_vars(cfg, job, &script);
-    let base = spool.root();
+    // Document paths in the qfile are relative to faxq's spool, which is our working
+    // directory when faxq runs us (the qfile path is relative to it too).
+    let cwd = std::env::current_dir().ok();
+    let base = cwd.as_deref().unwrap_or(spool.root());
     let entries = job
         .q()
         .documents(base)

@@ -85,6 +85,7 @@ async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> 
         }
     };
     let spool = Spool::new(&config.hylafax.spooldir);
+    warn_if_elsewhere(&spool);
     tell_modem(&spool, modem, "SB");
     let result = call::send(config, &spool, modem, &mut job, &mut stop).await;
     let code = job.finish(&result);
@@ -95,6 +96,23 @@ async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> 
         "job attempt finished"
     );
     code
+}
+
+/// faxq runs us in its spool; a `[hylafax] spooldir` naming another directory means logs and
+/// sequence numbers go to one spool and documents come from the other: say so.
+fn warn_if_elsewhere(spool: &Spool) {
+    let here = std::env::current_dir().and_then(|d| d.canonicalize());
+    let configured = spool.root().canonicalize();
+    if let (Ok(here), Ok(configured)) = (here, configured) {
+        if here != configured {
+            tracing::warn!(
+                cwd = %here.display(),
+                spooldir = %configured.display(),
+                "fsfaxsend is not running in [hylafax] spooldir; documents are read relative \
+                 to the working directory (faxq's spool), logs go to spooldir"
+            );
+        }
+    }
 }
 
 /// Tells fsfaxd what its virtual modem is doing (`SB` sending, `SR` ready again). Never blocks:
