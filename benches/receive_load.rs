@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use receive_support::{Fsfaxd, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript};
 
-/// (user + system) CPU seconds of process `pid` itself.
-fn cpu_seconds(pid: i32) -> f64 {
+/// (user, system) CPU seconds of process `pid` itself.
+fn cpu_split(pid: i32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -26,7 +26,13 @@ fn cpu_seconds(pid: i32) -> f64 {
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12)) / hz
+    (ticks(11) / hz, ticks(12) / hz)
+}
+
+/// user + system CPU seconds of process `pid` itself.
+fn cpu_seconds(pid: i32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
 }
 
 /// `VmHWM` (peak RSS) of `pid` in KiB.
@@ -44,6 +50,7 @@ async fn run(n: usize) {
     let d = Fsfaxd::start(8, "hangupafterresult = 1h\nmaxcallduration = 2h");
     let pid = d.pid();
     let cpu_before = cpu_seconds(pid);
+    let (user_before, _) = cpu_split(pid);
     let started = Instant::now();
     let mut calls = Vec::with_capacity(n);
     for i in 0..n {
@@ -74,11 +81,14 @@ async fn run(n: usize) {
         d.faxrcvd_runs().len()
     );
     let cpu = cpu_seconds(pid) - cpu_before;
+    let user = cpu_split(pid).0 - user_before;
     println!(
         "{n:>5} concurrent receptions: fsfaxd peak RSS {:.1} MiB, CPU {:.2} ms per call \
-         ({:.2} s in {:.1} s)",
+         ({:.2} ms user, {:.2} ms system; {:.2} s in {:.1} s)",
         peak as f64 / 1024.0,
         cpu * 1000.0 / n as f64,
+        user * 1000.0 / n as f64,
+        (cpu - user) * 1000.0 / n as f64,
         cpu,
         started.elapsed().as_secs_f64()
     );

@@ -421,6 +421,7 @@ async fn a_call_beyond_the_modems_is_received_as_overflow() {
     )
     .await;
     assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
+    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
     let _second = call(&d, CallSetup::default()).await;
     assert!(
         wait_async(T, || d.faxrcvd_runs().len() == 1).await,
@@ -450,6 +451,8 @@ async fn allocateinbounddevices_rejects_a_call_when_no_modem_is_free() {
     )
     .await;
     assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
+    // The first call holds its modem with its page received (so it reaches faxrcvd later).
+    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
     let second = call(&d, CallSetup::default()).await;
     assert!(second.wait_finished(T).await);
     assert_eq!(
@@ -457,7 +460,11 @@ async fn allocateinbounddevices_rejects_a_call_when_no_modem_is_free() {
         [("respond".to_string(), "503".to_string())]
     );
     first.hangup();
-    assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await);
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
