@@ -629,6 +629,43 @@ pub fn after_call_needed(
     policy::should_remember(direction, result) || (clear_on_success && t38_success) || was_listed
 }
 
+/// [`after_call`] for fsfaxsend and fsfaxd alike: updates the list through `client` with the
+/// configured timeout and clear-on-success policy, logs the change or the failure to syslog,
+/// and returns the line for the call's session log (`None` when nothing changed).
+pub async fn record_after_call(
+    client: &InboundClient,
+    fs: &crate::config::FreeSwitchSection,
+    key: &StationKey,
+    direction: Direction,
+    result: &FaxResult,
+    was_listed: bool,
+) -> Option<String> {
+    let db = FallbackDb::new(client, fs.fallback_lookup_timeout);
+    let now = Local::now().timestamp();
+    let change = after_call(
+        &db,
+        key,
+        direction,
+        result,
+        fs.softmodem_fallback_clear_on_success,
+        was_listed,
+        now,
+    )
+    .await;
+    match change {
+        Ok(change) => {
+            let text = change.describe(key)?;
+            tracing::info!(station = %key, "{text}");
+            Some(text)
+        }
+        Err(e) => {
+            let text = format!("cannot update the T.38 fallback list: {e}");
+            tracing::warn!(station = %key, "{text}");
+            Some(text)
+        }
+    }
+}
+
 /// After a call: remember the station when the call failed the T.38 way
 /// ([`policy::should_remember`]); with `clear_on_success`, forget it after a successful T.38
 /// call. `was_listed` (from the lookup) adds an entry met by the call to the index, so entries

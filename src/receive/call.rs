@@ -730,29 +730,17 @@ impl Call {
                 return;
             }
         };
-        let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
-        let now = Local::now().timestamp();
-        match fallback::after_call(
-            &db,
+        let recorded = fallback::record_after_call(
+            &client,
+            fs,
             &key,
             Direction::Receive,
             &self.result,
-            fs.softmodem_fallback_clear_on_success,
             self.fallback_listed,
-            now,
         )
-        .await
-        {
-            Ok(change) => {
-                if let Some(text) = change.describe(&key) {
-                    log.log(&text);
-                    tracing::info!(station = %key, "{text}");
-                }
-            }
-            Err(e) => {
-                log.log(&format!("cannot update the T.38 fallback list: {e}"));
-                tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
-            }
+        .await;
+        if let Some(text) = recorded {
+            log.log(&text);
         }
     }
 

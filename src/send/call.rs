@@ -884,30 +884,17 @@ async fn remember_fallback(cfg: &Config, ctx: &Context, result: &FaxResult) {
             return;
         }
     };
-    let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
-    let now = Local::now().timestamp();
-    match fallback::after_call(
-        &db,
+    let recorded = fallback::record_after_call(
+        &client,
+        fs,
         &key,
         Direction::Send,
         result,
-        fs.softmodem_fallback_clear_on_success,
         ctx.fallback_listed,
-        now,
     )
-    .await
-    {
-        Ok(change) => {
-            if let Some(text) = change.describe(&key) {
-                ctx.log.log(&text);
-                tracing::info!(station = %key, "{text}");
-            }
-        }
-        Err(e) => {
-            ctx.log
-                .log(&format!("cannot update the T.38 fallback list: {e}"));
-            tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");
-        }
+    .await;
+    if let Some(text) = recorded {
+        ctx.log.log(&text);
     }
 }
 
