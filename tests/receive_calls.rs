@@ -412,16 +412,7 @@ async fn a_socket_without_full_control_is_refused() {
 async fn a_call_beyond_the_modems_is_received_as_overflow() {
     let d = Fsfaxd::start(1, "hangupafterresult = 60s");
     // The first call holds freeswitch0 (T.38 hang until it is hung up).
-    let first = call(
-        &d,
-        CallSetup {
-            script: RxScript::T38Hang { pages: 1 },
-            ..CallSetup::default()
-        },
-    )
-    .await;
-    assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
-    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
+    let first = hold_first_call(&d).await;
     let _second = call(&d, CallSetup::default()).await;
     assert!(
         wait_async(T, || d.faxrcvd_runs().len() == 1).await,
@@ -442,23 +433,8 @@ async fn a_call_beyond_the_modems_is_received_as_overflow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocateinbounddevices_rejects_a_call_when_no_modem_is_free() {
     let d = Fsfaxd::start(1, "allocateinbounddevices = true\nhangupafterresult = 60s");
-    let first = call(
-        &d,
-        CallSetup {
-            script: RxScript::T38Hang { pages: 1 },
-            ..CallSetup::default()
-        },
-    )
-    .await;
-    assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
-    // The first call holds its modem with its page received (so it reaches faxrcvd later).
-    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
-    let second = call(&d, CallSetup::default()).await;
-    assert!(second.wait_finished(T).await);
-    assert_eq!(
-        second.executed(),
-        [("respond".to_string(), "503".to_string())]
-    );
+    let first = hold_first_call(&d).await;
+    assert_rejected_with_503(&d).await;
     first.hangup();
     assert!(
         wait_async(T, || d.faxrcvd_runs().len() == 1).await,
@@ -470,21 +446,8 @@ async fn allocateinbounddevices_rejects_a_call_when_no_modem_is_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxinbound_rejects_with_503() {
     let d = Fsfaxd::start(2, "maxinbound = 1\nhangupafterresult = 60s");
-    let first = call(
-        &d,
-        CallSetup {
-            script: RxScript::T38Hang { pages: 1 },
-            ..CallSetup::default()
-        },
-    )
-    .await;
-    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
-    let second = call(&d, CallSetup::default()).await;
-    assert!(second.wait_finished(T).await);
-    assert_eq!(
-        second.executed(),
-        [("respond".to_string(), "503".to_string())]
-    );
+    let first = hold_first_call(&d).await;
+    assert_rejected_with_503(&d).await;
     first.hangup();
     assert!(wait_async(T, || d.faxrcvd_runs().len() == 1).await);
 }
@@ -599,5 +562,31 @@ async fn sighup_reloads_for_new_calls_and_keeps_a_broken_file_out() {
         c.log()
             .vars
             .contains(&("fax_ident".into(), "NEW-CSI".into()))
+    );
+}
+
+/// A first call (commid 1) that has received its page and holds the first modem: a T.38 hang
+/// until the test hangs it up, so it reaches faxrcvd only then.
+async fn hold_first_call(d: &Fsfaxd) -> FakeCall {
+    let first = call(
+        d,
+        CallSetup {
+            script: RxScript::T38Hang { pages: 1 },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await);
+    assert!(wait_async(T, || d.pages("recvq/fax000000001.tif") == Some(1)).await);
+    first
+}
+
+/// The next call is refused with SIP 503 and nothing else.
+async fn assert_rejected_with_503(d: &Fsfaxd) {
+    let second = call(d, CallSetup::default()).await;
+    assert!(second.wait_finished(T).await);
+    assert_eq!(
+        second.executed(),
+        [("respond".to_string(), "503".to_string())]
     );
 }

@@ -327,6 +327,21 @@ fn date(t: &DateTime<Local>) -> String {
     t.format("%m/%d/%y %H:%M").to_string()
 }
 
+/// A session's data format from spandsp's encoding name (`T.4 2-D`, `T.6`, ...; MH when
+/// unknown) and the record's DCS field for it: synthetic once the session connected (see
+/// [`synthetic_dcs`]), empty otherwise (written as `00 00 00`, as faxsend does).
+pub fn session_format(encoding: Option<&str>, connected: bool) -> (DataFormat, String) {
+    let df = encoding
+        .and_then(DataFormat::from_encoding_name)
+        .unwrap_or(DataFormat::Mh);
+    let dcs = if connected {
+        synthetic_dcs(df)
+    } else {
+        String::new()
+    };
+    (df, dcs)
+}
+
 /// A minimal DCS carrying only the data-format bits (T.30 bits 16 MR, 31 MMR, 78 JBIG, in the
 /// bit numbering xferfaxstats's `getDFfromDCS` uses). xferfaxstats takes the "TypData" column
 /// of 19-field records from the DCS, not from `params`; SpanDSP does not give us the real DCS,
@@ -410,6 +425,16 @@ mod tests {
         assert_eq!(Params::br_code(0), 0);
         assert_eq!(Params::br_code(1_000_000), 13);
         assert_eq!(Params::default().encode() >> 21, 1);
+    }
+
+    #[test]
+    fn session_format_defaults_and_connection() {
+        assert_eq!(session_format(None, false), (DataFormat::Mh, String::new()));
+        assert_eq!(
+            session_format(Some("T.6"), true),
+            (DataFormat::Mmr, synthetic_dcs(DataFormat::Mmr))
+        );
+        assert_eq!(session_format(Some("T.6"), false).1, "");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
 use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
-use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
+use crate::hylafax::xferfaxlog::{self, Params, RecvRecord, XferFaxLog};
 use crate::tiff;
 
 /// Received documents are made world-readable: `faxstat -r` and hfaxd clients list only files
@@ -191,12 +191,7 @@ fn write_xferfaxlog(
     let Some(path) = &cfg.hylafax.xferfaxlog else {
         return;
     };
-    let df = rec
-        .encoding
-        .as_deref()
-        .and_then(DataFormat::from_encoding_name)
-        .unwrap_or_default();
-    let connected = rec.bit_rate > 0;
+    let (df, dcs) = xferfaxlog::session_format(rec.encoding.as_deref(), rec.bit_rate > 0);
     let record = RecvRecord {
         start: rec.started,
         commid: rec.commid.clone(),
@@ -217,11 +212,7 @@ fn write_xferfaxlog(
         cid_name: rec.cidname.clone(),
         cid_number: rec.cidnum.clone(),
         callid_rest: vec![rec.recipient.clone(), rec.gateway.clone()],
-        dcs: if connected {
-            xferfaxlog::synthetic_dcs(df)
-        } else {
-            String::new()
-        },
+        dcs,
     };
     let log = XferFaxLog::new(spool.root(), &path.to_string_lossy());
     if let Err(e) = log.append(&record.to_line()) {

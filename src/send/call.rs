@@ -724,12 +724,8 @@ async fn conclude(
     attempt.commid = Some(ctx.commid.clone());
     attempt.job_secs = started.elapsed().as_secs();
 
+    // Counters were only raised when an originate really went out; no dial, no SEND record.
     let dialled = !matches!(call, CallEnd::NoDial(..));
-    if !dialled {
-        // A dial that never happened must not eat into maxdials: undo nothing, since the
-        // counters are only raised when an originate is really sent.
-        tracing::debug!("no dial was made in this attempt");
-    }
     if let CallEnd::Connected { result, .. } = &call {
         record_progress(ctx, job, result.transferred_pages);
         if cfg.freeswitch.softmodem_fallback {
@@ -769,12 +765,8 @@ fn write_xferfaxlog(
         return;
     };
     let q = job.q();
-    let df = attempt
-        .data_format
-        .as_deref()
-        .and_then(DataFormat::from_encoding_name)
-        .unwrap_or(DataFormat::Mh);
     let connected = attempt.connect_secs > 0 || attempt.signal_rate.is_some();
+    let (df, dcs) = xferfaxlog::session_format(attempt.data_format.as_deref(), connected);
     let record = SendRecord {
         start: start_time,
         commid: ctx.commid.clone(),
@@ -799,11 +791,7 @@ fn write_xferfaxlog(
         conntime: Duration::from_secs(attempt.connect_secs),
         reason: attempt.verdict.status.clone(),
         owner: q.owner().into_owned(),
-        dcs: if connected {
-            xferfaxlog::synthetic_dcs(df)
-        } else {
-            String::new()
-        },
+        dcs,
     };
     let log = XferFaxLog::new(spool.root(), &path.to_string_lossy());
     if let Err(e) = log.append(&record.to_line()) {
