@@ -45,11 +45,12 @@ fi
 export RUST_BACKTRACE=0
 cargo build --all-targets --locked
 status=0
-cargo nextest run --locked --no-fail-fast "$@" || status=$?
-# Documentation examples (nextest does not run them).
+# Documentation examples first (nextest does not run them), so the end of the log is nextest's
+# summary of what failed.
 if [ $# -eq 0 ]; then
     cargo test --doc --locked || status=$?
 fi
+cargo nextest run --locked --no-fail-fast "$@" || status=$?
 if [ "$status" != 0 ]; then
     echo "test.sh: FAILED (exit $status): the failed tests and their output are listed just above" >&2
 fi

@@ -187,6 +187,21 @@ impl Lab {
         Spool::new(self.dir.join("spool"))
     }
 
+    fn faxstat_jobs(&self) -> String {
+        let out = Command::new("/usr/bin/faxstat")
+            .args(["-h", &format!("localhost:{}", self.port), "-s", "-d"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The last lines faxq logged (the lab's syslog catcher), for failure messages.
+    fn syslog_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("syslog.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
     fn faxstat(&self) -> String {
         let out = Command::new("/usr/bin/faxstat")
             .args(["-h", &format!("localhost:{}", self.port), "-s"])
@@ -266,7 +281,15 @@ fn real_faxq_and_faxstat_see_our_virtual_modem() {
     );
     let lock =
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), reader.recv()).await });
-    assert_eq!(lock.expect("no L from faxq").unwrap(), DeviceMsg::Lock);
+    let Ok(lock) = lock else {
+        panic!(
+            "faxq never locked {dev} for the job (no L on FIFO.{dev} within 120 s).\n\
+             faxstat -s -d:\n{}\nfaxq's log:\n{}",
+            lab.faxstat_jobs(),
+            lab.syslog_tail()
+        );
+    };
+    assert_eq!(lock.unwrap(), DeviceMsg::Lock);
 
     let record_dir = wait_for("SendFaxCmd record", Duration::from_secs(120), || {
         let dir = lab.dir.join("sendfaxcmd");
