@@ -44,7 +44,8 @@ EXAMPLES:
 LOGGING:
     syslog (facility daemon), or stderr with -f or when stderr is a terminal.
     FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
-    e.g. FSFAX_LOG=info,fsfax::esl=debug.
+    e.g. FSFAX_LOG=info,fsfax::esl=debug. Syslog priorities (syslog-tracing's
+    lossless mapping): error=err, warn=warning, info=notice, debug=info.
 
 SIGNALS:
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops accepting calls and lets
@@ -174,6 +175,7 @@ EXAMPLES:
 LOGGING:
     syslog (facility daemon), or stderr when it is a terminal.
     FSFAX_LOG sets the level: error, warn, info (default), debug.
+    Syslog priorities: error=err, warn=warning, info=notice, debug=info.
 
 EXIT STATUS (read by faxq):
     0 retry later (also for configuration errors: fix the file and the job goes out),

@@ -8,7 +8,10 @@
 //!
 //! Levels are honest: `error!` = an operation failed (a fax lost, a job failed), `warn!` =
 //! something unexpected that fsfax worked around, `info!` = one line per call/job milestone,
-//! `debug!` = protocol detail. Syslog priorities match (`info!` is `LOG_INFO`, not `LOG_NOTICE`).
+//! `debug!` = protocol detail. Syslog lines go through the `syslog-tracing` crate, whose mapping
+//! is lossless but shifted at the bottom: `error!` → `LOG_ERR`, `warn!` → `LOG_WARNING`,
+//! `info!` → `LOG_NOTICE`, `debug!` → `LOG_INFO`, `trace!` → `LOG_DEBUG`. Filter the journal on
+//! `-p notice` for the milestones, `-p info` to add protocol detail.
 //!
 //! # Span convention
 //! Every line carries the fields of the spans it is inside, on syslog too
@@ -32,12 +35,14 @@
 //! Writes never fail loudly: fsfaxsend runs under faxq with stdout and stderr on a read-only
 //! `/dev/null`, so every write error is ignored (no panic, no abort).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
+use std::sync::Arc;
 
-use tracing::{Level, Metadata, Subscriber};
+use syslog_tracing::{Facility, InvalidCharAction, Options, Syslog, SyslogWriter};
+use tracing::{Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -70,15 +75,6 @@ impl LogGuard {
     }
 }
 
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        if self.destination == Destination::Syslog {
-            // SAFETY: closelog takes no arguments and is harmless if already closed.
-            unsafe { libc::closelog() };
-        }
-    }
-}
-
 /// Sets up the global logger for program `ident` (`c"fsfaxd"`, `c"fsfaxsend"`).
 ///
 /// `default_filter` applies when `FSFAX_LOG` is unset (use [`DEFAULT_FILTER`]). An invalid
@@ -101,12 +97,15 @@ pub fn init(ident: &'static CStr, foreground: bool, default_filter: &str) -> Log
             destination = Destination::Stderr;
         }
     }
-    if destination == Destination::Syslog {
-        // SAFETY: `ident` is 'static and NUL-terminated, as openlog keeps the pointer.
-        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-    }
+    // The syslog connection lives as long as the global logger (for the process). Only one
+    // can exist; a second `init` (tests) keeps the first logger anyway.
+    let syslog = match destination {
+        Destination::Syslog => Syslog::new(ident, Options::LOG_PID, Facility::Daemon)
+            .map(|s| Arc::new(s.invalid_chars(InvalidCharAction::ReplaceWith('?')))),
+        Destination::Stderr => None,
+    };
     let ansi = destination == Destination::Stderr && io::stderr().is_terminal();
-    let subscriber = build_subscriber(destination, LogWriter { destination }, filter, ansi);
+    let subscriber = build_subscriber(destination, LogWriter { syslog }, filter, ansi);
     // An existing global logger (a test harness) is not an error worth reporting.
     let _ = tracing::subscriber::set_global_default(subscriber);
     if let Some(warning) = filter_warning {
@@ -178,36 +177,36 @@ pub fn write_stderr(text: &str) {
     let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// Hands each event to syslog or stderr in one piece.
-#[derive(Debug, Clone, Copy)]
+/// Hands each event to syslog (through `syslog-tracing`) or stderr in one piece.
+#[derive(Clone)]
 struct LogWriter {
-    destination: Destination,
+    /// `None`: stderr.
+    syslog: Option<Arc<Syslog>>,
 }
 
 impl<'a> MakeWriter<'a> for LogWriter {
     type Writer = EventWriter;
 
     fn make_writer(&'a self) -> EventWriter {
-        EventWriter::new(self.destination, Level::INFO)
+        EventWriter::new(self.syslog.as_ref().map(|s| s.make_writer()))
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> EventWriter {
-        EventWriter::new(self.destination, *meta.level())
+        EventWriter::new(self.syslog.as_ref().map(|s| s.make_writer_for(meta)))
     }
 }
 
 /// Collects one formatted event and emits it when dropped, so a line is never split.
 struct EventWriter {
-    destination: Destination,
-    level: Level,
+    /// `None`: stderr.
+    syslog: Option<SyslogWriter>,
     buf: Vec<u8>,
 }
 
 impl EventWriter {
-    fn new(destination: Destination, level: Level) -> Self {
+    fn new(syslog: Option<SyslogWriter>) -> Self {
         EventWriter {
-            destination,
-            level,
+            syslog,
             buf: Vec::with_capacity(256),
         }
     }
@@ -229,44 +228,23 @@ impl Drop for EventWriter {
         if self.buf.is_empty() {
             return;
         }
-        match self.destination {
-            Destination::Stderr => {
+        match &mut self.syslog {
+            None => {
                 let _ = io::stderr().lock().write_all(&self.buf);
             }
-            Destination::Syslog => {
-                let line = syslog_line(&self.buf);
-                // SAFETY: "%s" with one NUL-terminated string argument.
-                unsafe {
-                    libc::syslog(
-                        libc::LOG_DAEMON | syslog_priority(self.level),
-                        c"%s".as_ptr(),
-                        line.as_ptr(),
-                    )
-                };
+            Some(syslog) => {
+                // One syslog(3) call per event, without the level's padding and the newline
+                // (the priority carries the level); NULs become `?` in the crate.
+                let _ = syslog.write_all(syslog_line(&self.buf));
+                let _ = syslog.flush();
             }
         }
     }
 }
 
-/// tracing level → syslog priority, without syslog-tracing's shift (it logs `info!` as NOTICE).
-fn syslog_priority(level: Level) -> libc::c_int {
-    match level {
-        Level::ERROR => libc::LOG_ERR,
-        Level::WARN => libc::LOG_WARNING,
-        Level::INFO => libc::LOG_INFO,
-        Level::DEBUG | Level::TRACE => libc::LOG_DEBUG,
-    }
-}
-
-/// One syslog message: padding and trailing newline dropped, NUL bytes (never valid in C strings)
-/// replaced by `?` so a hostile value cannot truncate the line.
-fn syslog_line(buf: &[u8]) -> CString {
-    let trimmed = buf.trim_ascii();
-    let bytes: Vec<u8> = trimmed
-        .iter()
-        .map(|&b| if b == 0 { b'?' } else { b })
-        .collect();
-    CString::new(bytes).unwrap_or_default()
+/// One syslog message: the level's padding and the trailing newline dropped.
+fn syslog_line(buf: &[u8]) -> &[u8] {
+    buf.trim_ascii()
 }
 
 #[cfg(test)]
@@ -346,16 +324,8 @@ mod tests {
     }
 
     #[test]
-    fn syslog_priorities_are_not_shifted() {
-        assert_eq!(syslog_priority(Level::ERROR), libc::LOG_ERR);
-        assert_eq!(syslog_priority(Level::WARN), libc::LOG_WARNING);
-        assert_eq!(syslog_priority(Level::INFO), libc::LOG_INFO);
-        assert_eq!(syslog_priority(Level::DEBUG), libc::LOG_DEBUG);
-    }
-
-    #[test]
-    fn syslog_line_strips_newline_and_nuls() {
-        assert_eq!(syslog_line(b" INFO a\0b\n").as_bytes(), b"INFO a?b");
+    fn syslog_line_strips_padding_and_newline() {
+        assert_eq!(syslog_line(b" INFO a b\n"), b"INFO a b");
     }
 
     #[test]
