@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use futures_util::stream;
 
 use crate::esl::{ClientError, InboundClient};
-use crate::fax::dialstring::db_key_safe;
+pub use crate::fax::dialstring::db_key_safe;
 use crate::fax::fallback::{self as policy, FallbackEntry};
 use crate::fax::{Direction, FaxResult, T38Status};
 

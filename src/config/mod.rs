@@ -332,7 +332,7 @@ pub struct GofaxsendSection {
     pub disable_ecm_after_retry: u32,
     /// `cidname`: caller-ID name: `sender`, `number`, `cidnum` or literal text; empty if absent
     /// (GOfax.IP's behaviour, not its README's).
-    pub cid_name: String,
+    pub cid_name: CidName,
     /// `failedresponse` (repeatable, or comma list): hangup causes that fail the job for good.
     pub failed_response: Vec<String>,
     /// `failovercauses` (fsfax, repeatable or comma list; default [`DEFAULT_FAILOVER_CAUSES`]):
@@ -360,7 +360,7 @@ impl Default for GofaxsendSection {
             dynamic_config: None,
             disable_v17_after_retry: 0,
             disable_ecm_after_retry: 0,
-            cid_name: String::new(),
+            cid_name: CidName::default(),
             failed_response: Vec::new(),
             failover_causes: DEFAULT_FAILOVER_CAUSES
                 .iter()
@@ -831,7 +831,7 @@ impl Config {
             ("gofaxsend", "dynamicconfig") => one(opt_path(&s.dynamic_config)),
             ("gofaxsend", "disablev17afterretry") => one(s.disable_v17_after_retry.to_string()),
             ("gofaxsend", "disableecmafterretry") => one(s.disable_ecm_after_retry.to_string()),
-            ("gofaxsend", "cidname") => one(quote(&s.cid_name)),
+            ("gofaxsend", "cidname") => one(quote(s.cid_name.as_str())),
             ("gofaxsend", "failedresponse") => list(&s.failed_response),
             ("gofaxsend", "failovercauses") => list(&s.failover_causes),
             ("gofaxsend", "originatetimeout") => dur(s.originate_timeout),
@@ -1077,7 +1077,7 @@ impl Builder<'_> {
             ("gofaxsend", "disableecmafterretry") => {
                 c.gofaxsend.disable_ecm_after_retry = retry_count(v)?
             }
-            ("gofaxsend", "cidname") => c.gofaxsend.cid_name = v.into(),
+            ("gofaxsend", "cidname") => c.gofaxsend.cid_name = CidName::from(v),
             ("gofaxsend", "failedresponse") => {
                 let causes = self.causes(key, v, line);
                 self.config.gofaxsend.failed_response.extend(causes);
@@ -1171,6 +1171,53 @@ fn retry_count(v: &str) -> Result<u32, String> {
 
 fn opt_path(v: &str) -> Option<PathBuf> {
     (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+/// `[gofaxsend] cidname`: where the caller-ID name of a send comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CidName {
+    /// `sender`: the job's sender (qfile `sender:`).
+    Sender,
+    /// `number`: the number dialled (qfile `number:`).
+    Number,
+    /// `cidnum`: the caller-ID number.
+    CidNumber,
+    /// Any other text, sent as it is; empty sends no name.
+    Fixed(String),
+    /// Not set: no name (GOfax.IP's behaviour).
+    #[default]
+    None,
+}
+
+impl CidName {
+    /// The word or text as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CidName::Sender => "sender",
+            CidName::Number => "number",
+            CidName::CidNumber => "cidnum",
+            CidName::Fixed(text) => text,
+            CidName::None => "",
+        }
+    }
+}
+
+impl From<&str> for CidName {
+    fn from(v: &str) -> CidName {
+        match v {
+            "sender" => CidName::Sender,
+            "number" => CidName::Number,
+            "cidnum" => CidName::CidNumber,
+            "" => CidName::None,
+            other => CidName::Fixed(other.to_owned()),
+        }
+    }
+}
+
+impl PartialEq<&str> for CidName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[cfg(test)]

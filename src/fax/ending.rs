@@ -101,11 +101,11 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     /// The result is in: hang up at this instant unless FreeSWITCH does.
-    HangUpAt(Instant),
+    HangUp(Instant),
     /// We asked for the hangup: kill the channel at this instant if it is still up.
-    KillAt(Instant),
+    Kill(Instant),
     /// The channel is gone (or killed): stop waiting for the result at this instant.
-    GiveUpAt(Instant),
+    GiveUp(Instant),
 }
 
 /// The call-ending machine of one call. See the module documentation.
@@ -151,7 +151,7 @@ impl CallEnding {
     pub fn deadline(&self) -> Instant {
         let cap = (self.cut.is_none()).then_some(self.limits.cap);
         let wait = self.wait.map(|w| match w {
-            Wait::HangUpAt(t) | Wait::KillAt(t) | Wait::GiveUpAt(t) => t,
+            Wait::HangUp(t) | Wait::Kill(t) | Wait::GiveUp(t) => t,
         });
         [cap, wait]
             .into_iter()
@@ -191,7 +191,7 @@ impl CallEnding {
         }
         // After a cut our own hangup is already on its way; otherwise give FreeSWITCH a moment.
         if self.wait.is_none() {
-            self.wait = Some(Wait::HangUpAt(now + self.limits.hangup_after_result));
+            self.wait = Some(Wait::HangUp(now + self.limits.hangup_after_result));
         }
         Step::default()
     }
@@ -203,8 +203,8 @@ impl CallEnding {
         }
         // The result follows the hangup on the real switch: wait for it, bounded. A wait
         // already giving up keeps its (earlier) instant.
-        if !matches!(self.wait, Some(Wait::GiveUpAt(_))) {
-            self.wait = Some(Wait::GiveUpAt(now + self.limits.result_after_hangup));
+        if !matches!(self.wait, Some(Wait::GiveUp(_))) {
+            self.wait = Some(Wait::GiveUp(now + self.limits.result_after_hangup));
         }
         Step::default()
     }
@@ -218,7 +218,7 @@ impl CallEnding {
             // Nothing to hang up; the wait for the result runs on.
             return Step::default();
         }
-        self.wait = Some(Wait::KillAt(now + self.limits.hangup_grace));
+        self.wait = Some(Wait::Kill(now + self.limits.hangup_grace));
         Step {
             command: Some(Command::HangUp),
             finish: None,
@@ -227,14 +227,14 @@ impl CallEnding {
 
     fn on_clock(&mut self, now: Instant) -> Step {
         match self.wait {
-            Some(Wait::HangUpAt(t)) if now >= t => {
-                self.wait = Some(Wait::KillAt(now + self.limits.hangup_grace));
+            Some(Wait::HangUp(t)) if now >= t => {
+                self.wait = Some(Wait::Kill(now + self.limits.hangup_grace));
                 Step {
                     command: Some(Command::HangUp),
                     finish: None,
                 }
             }
-            Some(Wait::KillAt(t)) if now >= t => {
+            Some(Wait::Kill(t)) if now >= t => {
                 // The channel ignored our hangup: kill it. With the result in, that is all;
                 // without it, the result may still trail the hangup the kill brings.
                 if self.result {
@@ -242,13 +242,13 @@ impl CallEnding {
                     step.command = Some(Command::Kill);
                     return step;
                 }
-                self.wait = Some(Wait::GiveUpAt(now + self.limits.result_after_hangup));
+                self.wait = Some(Wait::GiveUp(now + self.limits.result_after_hangup));
                 Step {
                     command: Some(Command::Kill),
                     finish: None,
                 }
             }
-            Some(Wait::GiveUpAt(t)) if now >= t => self.finish(),
+            Some(Wait::GiveUp(t)) if now >= t => self.finish(),
             _ if self.cut.is_none() && now >= self.limits.cap => self.cut_short(Cut::HardCap, now),
             _ => Step::default(),
         }

@@ -273,6 +273,11 @@ impl DeviceFifo {
         &self.path
     }
 
+    /// Sends one [`DeviceMsg`] without blocking; see [`DeviceFifo::send`].
+    pub fn send_msg(&self, msg: &DeviceMsg) -> Result<Delivery, ModemError> {
+        self.send(msg.wire())
+    }
+
     /// Sends `msg` (e.g. [`DEVICE_SEND_BEGIN`]) without blocking; no reader (fsfaxd not
     /// running) is not an error.
     pub fn send(&self, msg: &str) -> Result<Delivery, ModemError> {
@@ -369,6 +374,26 @@ pub enum DeviceMsg {
     Other(String),
 }
 
+impl DeviceMsg {
+    /// The message as written to the FIFO.
+    pub fn wire(&self) -> &str {
+        match self {
+            DeviceMsg::Hello => "HELLO",
+            DeviceMsg::Lock => "L",
+            DeviceMsg::SendBegin => DEVICE_SEND_BEGIN,
+            DeviceMsg::SendReady => DEVICE_SEND_READY,
+            DeviceMsg::Quit => "Q",
+            DeviceMsg::Other(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.wire())
+    }
+}
+
 /// Splits one read from `FIFO.<dev>` into messages: records end at NUL or newline,
 /// surrounding whitespace is trimmed, empty records are dropped.
 ///
@@ -380,8 +405,8 @@ pub fn parse_device_messages(bytes: &[u8]) -> Vec<DeviceMsg> {
         .map(|r| String::from_utf8_lossy(r).trim().to_owned())
         .filter(|r| !r.is_empty())
         .map(|r| match r.as_str() {
-            "SB" => DeviceMsg::SendBegin,
-            "SR" => DeviceMsg::SendReady,
+            DEVICE_SEND_BEGIN => DeviceMsg::SendBegin,
+            DEVICE_SEND_READY => DeviceMsg::SendReady,
             "Q" => DeviceMsg::Quit,
             s if s.starts_with('H') => DeviceMsg::Hello,
             s if s.starts_with('L') => DeviceMsg::Lock,

@@ -29,6 +29,7 @@ use crate::fax::dialstring::encode_fax_ident;
 use crate::fax::{Direction, FaxResult, Update};
 use crate::hylafax::journal::{DeliveryStage, PendingReception};
 use crate::hylafax::sessionlog::SessionLog;
+use crate::hylafax::xferfaxlog::DataFormat;
 use crate::hylafax::{dynconfig, seqf};
 
 /// FreeSWITCH keeps the socket this long after the hangup, so CHANNEL_HANGUP and the fax
@@ -773,7 +774,7 @@ impl Call {
             pages_reported: r.transferred_pages,
             bit_rate: r.transfer_rate.unwrap_or(0),
             ecm: r.ecm_used,
-            encoding: r.encoding_name().map(str::to_owned),
+            data_format: r.encoding_name().and_then(DataFormat::from_encoding_name),
             hangup_cause: r.hangup_cause.clone().unwrap_or_default(),
             duration,
             delivery: DeliveryStage::Received,

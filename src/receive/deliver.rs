@@ -15,7 +15,7 @@ use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
 use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
-use crate::hylafax::xferfaxlog::{self, Params, RecvRecord, XferFaxLog};
+use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
 use crate::tiff;
 
 /// Received documents are made world-readable: `faxstat -r` and hfaxd clients list only files
@@ -42,7 +42,8 @@ pub struct Reception {
     pub pages_reported: u32,
     pub bit_rate: u32,
     pub ecm: bool,
-    pub encoding: Option<String>,
+    /// The pages' data format, from spandsp's encoding name.
+    pub data_format: Option<DataFormat>,
     pub hangup_cause: String,
     pub duration: Duration,
     /// How far an earlier fsfaxd got handing this reception over (recovery only).
@@ -191,7 +192,7 @@ fn write_xferfaxlog(
     let Some(path) = &cfg.hylafax.xferfaxlog else {
         return;
     };
-    let (df, dcs) = xferfaxlog::session_format(rec.encoding.as_deref(), rec.bit_rate > 0);
+    let (df, dcs) = xferfaxlog::session_params(rec.data_format, rec.bit_rate > 0);
     let record = RecvRecord {
         start: rec.started,
         commid: rec.commid.clone(),
@@ -294,7 +295,7 @@ mod tests {
             pages_reported: 3,
             bit_rate: 14400,
             ecm: true,
-            encoding: None,
+            data_format: None,
             hangup_cause: "NORMAL_CLEARING".into(),
             duration: Duration::from_secs(30),
             delivery: DeliveryStage::Received,

@@ -104,7 +104,7 @@ fn reception(p: &PendingReception) -> Reception {
         pages_reported: 0,
         bit_rate: 0,
         ecm: false,
-        encoding: None,
+        data_format: None,
         hangup_cause: String::new(),
         duration: Duration::ZERO,
         delivery: p.delivery,
