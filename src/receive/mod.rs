@@ -12,8 +12,11 @@
 mod call;
 pub mod deliver;
 pub mod modems;
+mod outcome;
 pub mod recipient;
 pub mod recover;
+mod rxfax;
+mod screen;
 
 use std::io;
 use std::net::IpAddr;
