@@ -127,7 +127,7 @@ impl Call {
                 caller.recipient.number
             );
         }
-        let Some(_admitted) = self.daemon.admit(self.cfg.gofaxd.max_inbound) else {
+        let Some(_admitted) = self.daemon.admit() else {
             tracing::warn!(
                 max = self.cfg.gofaxd.max_inbound,
                 "maxinbound receptions already running; rejecting the call with 503"

@@ -170,6 +170,12 @@ impl Modems {
         for i in 0..n {
             self.announce(i);
         }
+        self.flushed().await;
+    }
+
+    /// Waits (bounded) until the writer has written everything queued so far: the status
+    /// files and faxq's messages.
+    pub async fn flushed(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Action::Flush(tx));
         let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
