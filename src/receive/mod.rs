@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
-use crate::esl::{ClientConfig, EventStream, InboundClient};
+use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient};
 use crate::hylafax::Spool;
 use crate::hylafax::journal::{Journal, JournalError};
 use crate::hylafax::modem::ModemError;
@@ -119,17 +119,15 @@ pub(crate) struct SwitchLink {
 
 impl SwitchLink {
     /// The shared client, connecting (again) when there is none or the last one closed.
-    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, String> {
+    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, SwitchError> {
         let fs = &cfg.freeswitch;
         let wait = fs.fallback_lookup_timeout;
         // Another call may be connecting; never wait on it longer than a lookup may take.
         let mut slot = tokio::time::timeout(wait, self.conn.lock())
             .await
-            .map_err(|_| {
-                format!(
-                    "no connection to FreeSWITCH at {} within {wait:?}",
-                    fs.socket
-                )
+            .map_err(|_| SwitchError::Busy {
+                socket: fs.socket.clone(),
+                wait,
             })?;
         if let Some((client, events)) = slot.as_ref() {
             if events.close_reason().is_none() {
@@ -142,12 +140,19 @@ impl SwitchLink {
             command_timeout: wait,
             ..ClientConfig::default()
         };
-        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl).await?;
         *slot = Some((client.clone(), events));
         Ok(client)
     }
+}
+
+/// Why the shared connection to FreeSWITCH is not there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SwitchError {
+    #[error("no connection to FreeSWITCH at {socket} within {wait:?}")]
+    Busy { socket: String, wait: Duration },
+    #[error(transparent)]
+    Connect(#[from] ClientError),
 }
 
 impl Daemon {
