@@ -9,8 +9,9 @@
 //! - [`result`]: [`FaxResult`], accumulated from the events of one call.
 //! - [`outcome`]: the single table from spandsp result codes / hangup causes to retry decisions.
 //! - [`ending`]: [`CallEnding`], when a call is over and what to send to make it so.
-//! - [`dialstring`]: building a safe `originate` for one gateway leg, plus `db` token checks.
-//! - [`fallback`]: the T.38 → audio fallback policy (station keys, trigger, expiry).
+//! - [`dialstring`]: building a safe `originate` for one gateway leg.
+//! - [`fallback`]: the T.38 → audio fallback policy (station keys, `db` token checks, trigger,
+//!   expiry).
 
 pub mod dialstring;
 pub mod ending;
