@@ -11,6 +11,7 @@
 pub mod client;
 pub mod codec;
 mod conn;
+mod error;
 pub mod frame;
 pub mod outbound;
 
