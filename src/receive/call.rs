@@ -256,12 +256,12 @@ impl Call {
                 "call ended before the fax: {}",
                 rec.failure.clone().unwrap_or_default()
             ));
-            deliver::write_call_record(&self.daemon.spool, &self.cfg, &rec);
+            deliver::write_call_record(&self.daemon.spool, &self.cfg, rec).await;
             log.end();
             return;
         }
         let d = &self.daemon;
-        let done = deliver::deliver(&d.spool, &self.cfg, &d.journal, &rec, &log).await;
+        let done = deliver::deliver(&d.spool, &self.cfg, &d.journal, rec, log).await;
         tracing::info!(
             pages = done.pages.unwrap_or(0),
             faxrcvd = done.faxrcvd_ran,

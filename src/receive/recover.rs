@@ -8,6 +8,7 @@
 //! recovery waits leaves the entries not yet delivered for the next start.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{Local, TimeZone};
@@ -34,7 +35,7 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Delivers or drops every pending reception, oldest first. Returns how many were delivered.
 pub(crate) async fn recover(
     spool: &Spool,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     journal: &Journal,
     switch: &SwitchLink,
     stopping: &CancellationToken,
@@ -90,7 +91,7 @@ pub(crate) async fn recover(
             pending.recvq_file
         ));
         let rec = reception(&pending);
-        let done = deliver::deliver(spool, cfg, journal, &rec, &log).await;
+        let done = deliver::deliver(spool, cfg, journal, rec, log).await;
         if done.faxrcvd_ran {
             delivered += 1;
         }
