@@ -525,18 +525,20 @@ mod tests {
         assert_eq!(r.m.deadline(), r.t0 + CAP);
     }
 
+    /// One thing that can happen to a call, for the orderings below.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum E {
+        Result,
+        Hangup,
+        Cap,
+        Shutdown,
+    }
+
     /// Every order of result, hangup, cap and shutdown (each at its own second, the clock
     /// running to the machine's deadlines in between) ends, in bounded time, with what was
     /// seen and the first cut as its reason.
     #[test]
     fn every_order_of_result_hangup_cap_and_shutdown() {
-        #[derive(Clone, Copy, Debug, PartialEq)]
-        enum E {
-            Result,
-            Hangup,
-            Cap,
-            Shutdown,
-        }
         let all = [E::Result, E::Hangup, E::Cap, E::Shutdown];
         let mut orders = Vec::new();
         permute(&mut all.to_vec(), 0, &mut orders);
@@ -583,21 +585,10 @@ mod tests {
             let f = r.done();
             assert_eq!(f.result, seen_result, "{order:?}");
             assert_eq!(f.gone, seen_gone, "{order:?}");
-            let expect_cut = if seen_result && seen_gone {
-                // Finished at the second of them, before any later cut.
-                let both = order
-                    .iter()
-                    .rposition(|e| matches!(e, E::Result | E::Hangup))
-                    .unwrap();
-                order[..both].iter().find_map(|e| match e {
-                    E::Cap => Some(Cut::HardCap),
-                    E::Shutdown => Some(Cut::Shutdown),
-                    _ => None,
-                })
-            } else {
-                first_cut
-            };
-            assert_eq!(f.cut, expect_cut, "{order:?}");
+            assert_eq!(
+                f.cut,
+                expected_cut(&order, seen_result && seen_gone, first_cut)
+            );
             assert!(
                 r.elapsed() <= CAP + 3 * GRACE + AFTER_HANGUP,
                 "{order:?} took {:?}",
@@ -610,6 +601,23 @@ mod tests {
                 assert_eq!(r.commands[0], Command::HangUp, "{order:?}");
             }
         }
+    }
+
+    /// With both result and hangup seen the call finished at the second of them, before any
+    /// later cut; otherwise the first cut is the reason.
+    fn expected_cut(order: &[E], both_seen: bool, first_cut: Option<Cut>) -> Option<Cut> {
+        if !both_seen {
+            return first_cut;
+        }
+        let both = order
+            .iter()
+            .rposition(|e| matches!(e, E::Result | E::Hangup))
+            .unwrap();
+        order[..both].iter().find_map(|e| match e {
+            E::Cap => Some(Cut::HardCap),
+            E::Shutdown => Some(Cut::Shutdown),
+            _ => None,
+        })
     }
 
     fn permute<T: Copy>(items: &mut Vec<T>, k: usize, out: &mut Vec<Vec<T>>) {
