@@ -133,7 +133,10 @@ key_table! {
                 Ok(())
             };
         "password": Kind::Value,
-            |c| if c.freeswitch.password.is_empty() { one(quote("")) } else { one("********".into()) },
+            |c| match c.freeswitch.password.as_str() {
+                "" => one(quote("")),
+                _ => one("********".into()),
+            },
             |b, v, _| {
                 b.config.freeswitch.password = v.into();
                 Ok(())
@@ -181,9 +184,13 @@ key_table! {
                 Ok(())
             };
         "softmodemfallbackexpiry": Kind::Value,
-            |c| one(c.freeswitch.softmodem_fallback_expiry.map_or_else(|| "never".into(), format_duration)),
+            |c| {
+                let expiry = c.freeswitch.softmodem_fallback_expiry;
+                one(expiry.map_or_else(|| "never".into(), format_duration))
+            },
             |b, v, _| {
-                b.config.freeswitch.softmodem_fallback_expiry = if v.trim().eq_ignore_ascii_case("never") {
+                let never = v.trim().eq_ignore_ascii_case("never");
+                b.config.freeswitch.softmodem_fallback_expiry = if never {
                     None
                 } else {
                     Some(timeout(v).map_err(|e| format!("{e}, or `never`"))?)
@@ -270,7 +277,8 @@ key_table! {
             |c| one(path_text(&c.gofaxd.faxrcvd_cmd)),
             |b, v, _| {
                 // GOfax.IP: empty means the default.
-                b.config.gofaxd.faxrcvd_cmd = opt_path(v).unwrap_or_else(|| PathBuf::from("bin/faxrcvd"));
+                let cmd = opt_path(v).unwrap_or_else(|| PathBuf::from("bin/faxrcvd"));
+                b.config.gofaxd.faxrcvd_cmd = cmd;
                 Ok(())
             };
         "allocateinbounddevices": Kind::Bool,

@@ -40,11 +40,14 @@ pub(super) async fn dial(
     job: &mut Job,
     stop: &mut Stop,
 ) -> Result<Answered, CallEnd> {
-    let (mut session, mut events) = tokio::select! {
+    let connected = tokio::select! {
         r = EslSession::connect(&cfg.freeswitch) => r,
-        sig = stop.recv() => return Err(CallEnd::NoDial(LocalError::Interrupted, format!("{sig} before dialling"))),
-    }
-    .map_err(|e| unreachable_switch(ctx, &e))?;
+        sig = stop.recv() => {
+            let why = format!("{sig} before dialling");
+            return Err(CallEnd::NoDial(LocalError::Interrupted, why));
+        }
+    };
+    let (mut session, mut events) = connected.map_err(|e| unreachable_switch(ctx, &e))?;
     let mut db_answers = true;
     if cfg.freeswitch.softmodem_fallback && !apply_fallback(cfg, ctx, &session.client).await {
         // The lookup timed out and took the connection with it: dial on a fresh one, and
@@ -226,7 +229,8 @@ impl Dialer<'_> {
                 },
                 () = &mut deadline => {
                     let why = format!(
-                        "no answer and no failure within {:?} ([gofaxsend] originatetimeout); call cancelled",
+                        "no answer and no failure within {:?} ([gofaxsend] originatetimeout); \
+                         call cancelled",
                         self.cfg.gofaxsend.originate_timeout
                     );
                     log.log(&why);
@@ -236,7 +240,8 @@ impl Dialer<'_> {
                 sig = self.stop.recv() => {
                     log.log(&format!("{sig} while dialling; call cancelled"));
                     self.session.kill(&uuid).await;
-                    return Err(CallEnd::LocalAfterDial(LocalError::Interrupted, format!("{sig} while dialling")));
+                    let why = format!("{sig} while dialling");
+                    return Err(CallEnd::LocalAfterDial(LocalError::Interrupted, why));
                 }
             }
         };
