@@ -558,9 +558,12 @@ impl VirtualModem {
             .open(&self.status)
             .map_err(err)?;
         lock::lock_exclusive(&file).map_err(err)?;
-        file.set_len(0).map_err(err)?;
-        file.write_all_at(format!("{text}\n").as_bytes(), 0)
-            .map_err(err)?;
+        // Over the old text first, then cut what is left of it: the file keeps its block, so
+        // on a full disk the status still changes (truncating first would free the block and
+        // the write could then find none).
+        let line = format!("{text}\n");
+        file.write_all_at(line.as_bytes(), 0).map_err(err)?;
+        file.set_len(line.len() as u64).map_err(err)?;
         Ok(())
     }
 
