@@ -111,7 +111,7 @@ pub enum ClientError {
     Command(#[from] CommandError),
 }
 
-/// Why a connection ended. Available from [`EventStream::close_reason`] and inside
+/// Why a connection ended. Available from [`EventStream::close_reason`](super::EventStream::close_reason) and inside
 /// [`ClientError::Closed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -67,7 +67,7 @@ pub struct Delivered {
 /// could not even be started keeps the entry, so the next start of fsfaxd delivers the fax.
 ///
 /// fsfaxd's rule for blocking work: what syncs, locks or reads whole files runs on the blocking
-/// pool, one trip per step ([`off_runtime`]): here the record keeping before faxrcvd (page
+/// pool, one trip per step (`off_runtime`): here the record keeping before faxrcvd (page
 /// count, permissions, xferfaxlog under its lock, journal stages) and after it.
 pub async fn deliver(
     spool: &Spool,

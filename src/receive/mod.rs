@@ -7,8 +7,14 @@
 //! told to stop. Its owner (the binary: SIGTERM, SIGINT, SIGHUP) steers it through a channel
 //! of [`Control`]s, so the daemon also runs in-process under a test. fsfaxd never forks.
 //!
-//! Files: [`modems`] (faxq, faxstat, FIFOs), `call` (one call, in protocol order), [`deliver`]
-//! (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up), [`recipient`] (SIP headers).
+//! Files: [`modems`] (faxq, faxstat, FIFOs; `ModemState`), `call` (one call, in protocol
+//! order), `screen` (the caller, DynamicConfig, the T.38 list), `rxfax` (answer, journal,
+//! rxfax, follow until `fax::CallEnding` says the call is over), `outcome` (how a reception
+//! ended), [`deliver`] (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up),
+//! [`recipient`] (SIP headers).
+//!
+//! Blocking work (syncs, locks, whole-file reads) runs on the blocking pool, one trip per
+//! step, never on the threads the calls share.
 
 mod call;
 pub mod deliver;

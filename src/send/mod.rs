@@ -11,6 +11,11 @@
 //! FreeSWITCH's own `gw1|gw2` failover breaks on the real switch (the second leg asks for the
 //! same UUID and is refused), so failover is ours, and only on causes that mean the gateway or
 //! route failed (`[gofaxsend] failovercauses`).
+//!
+//! Files: `call` (one attempt as its steps), `prepare`, `dial`, `transfer` (ended by
+//! `fax::CallEnding`), `conclude`, and `job` (the locked qfile, written through typed methods;
+//! the verdict once, in `Job::finish`). fsfaxsend serves one call on a current-thread runtime:
+//! its qfile writes run inline, as the only other task is that call's own socket reader.
 
 mod call;
 mod conclude;
