@@ -198,3 +198,32 @@ async fn remember_fallback(cfg: &Config, ctx: &Context, result: &FaxResult) {
         ctx.log.log(&text);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fax::SimpleHeaders;
+
+    /// The SEND record's data format comes from spandsp's encoding name as a `DataFormat`,
+    /// not from the qfile's HylaFAX name read back (which made every record MH).
+    #[test]
+    fn the_data_format_reaches_the_send_record() {
+        let mut result = FaxResult::new(Direction::Send);
+        result.apply(&SimpleHeaders::from_pairs([
+            ("Event-Name", "CUSTOM"),
+            ("Event-Subclass", "spandsp::txfaxpageresult"),
+            ("fax-document-transferred-pages", "1"),
+            ("fax-encoding-name", "T.6"),
+        ]));
+        let call = CallEnd::Connected {
+            result: Box::new(result),
+            cut_short: None,
+            answered_at: Instant::now(),
+        };
+        let attempt = attempt(&call, &[]);
+        assert_eq!(attempt.data_format, Some(DataFormat::Mmr));
+        let (df, dcs) = xferfaxlog::session_params(attempt.data_format, true);
+        assert_eq!(df, DataFormat::Mmr);
+        assert!(!dcs.is_empty());
+    }
+}
