@@ -398,3 +398,39 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, ServeError> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon runs in-process: no signals, a listener and a control channel from the test.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_in_process_until_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[freeswitch]\nsocket = 127.0.0.1:9\npassword = x\n\
+             [hylafax]\nspooldir = {}\nmodems = 1\n[gofaxd]\nsocket = 127.0.0.1:9\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text, std::path::Path::new("test.conf")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (control, orders) = mpsc::channel(1);
+        let daemon = tokio::spawn(run(config, listener, orders));
+        let status = dir.path().join("status/freeswitch0");
+        let read = || std::fs::read_to_string(&status).unwrap_or_default();
+        for _ in 0..100 {
+            if read().trim() == "Running and idle" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(read().trim(), "Running and idle");
+        // A connection that closes before a byte is a call dropped before it started.
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+        control.send(Control::Stop).await.unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        assert_eq!(read().trim(), "Down");
+    }
+}
