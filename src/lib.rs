@@ -1,8 +1,12 @@
 //! fsfax: a fax connector between HylaFAX and FreeSWITCH (mod_spandsp) over the Event Socket.
 //!
-//! Layers (see DESIGN.md): `esl` knows FreeSWITCH's Event Socket and nothing about fax;
-//! `hylafax` knows HylaFAX's spool files and FIFOs and nothing about sockets; `fax` is the fax
-//! domain (results, outcomes, dial strings). `receive` and `send` drive the three.
+//! Layers: `esl` knows FreeSWITCH's Event Socket and nothing about fax; `hylafax` knows
+//! HylaFAX's spool files and FIFOs and nothing about sockets; `fax` is the fax domain, pure
+//! (results, outcomes, dial strings, the fallback policy, and `fax::CallEnding`, the one
+//! machine both programs use to end a call). `fallback` keeps the T.38 fallback list in mod_db.
+//! `receive` (fsfaxd) and `send` (fsfaxsend) drive them; each reads as its protocol's steps
+//! (`send::call` prepare → dial → transfer → conclude; `receive::call` admit → screen →
+//! rxfax → deliver). The binaries are thin: flags, configuration, logging, signals.
 
 mod bridge;
 pub mod cli;

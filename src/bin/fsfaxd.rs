@@ -9,6 +9,9 @@ use fsfax::cli::{FallbackCommand, FsfaxdCli, FsfaxdCommand};
 use fsfax::config::{self, Config, Problem};
 use fsfax::fallback::admin;
 use fsfax::logging::{self, Destination, LogGuard, write_stderr, write_stdout};
+use fsfax::receive::{self, Control, ServeError};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -137,9 +140,63 @@ fn run(path: &Path, foreground: bool) -> ExitCode {
     serve(config)
 }
 
-/// The receive daemon; returns when fsfaxd was stopped (SIGTERM/SIGINT) or could not run.
+/// The receive daemon on a multi-threaded runtime; returns when fsfaxd was stopped
+/// (SIGTERM/SIGINT) or could not run.
 fn serve(config: Config) -> ExitCode {
-    fsfax::receive::serve(config)
+    receive::raise_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+enum DaemonError {
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The signals turned into the daemon's [`Control`]s, the listener, then the daemon.
+async fn daemon(config: Config) -> Result<(), DaemonError> {
+    let handler = |kind| signal(kind).map_err(DaemonError::Signals);
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    let mut hup = handler(SignalKind::hangup())?;
+    let (control, orders) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let order = tokio::select! {
+                _ = term.recv() => ("SIGTERM", Control::Stop),
+                _ = int.recv() => ("SIGINT", Control::Stop),
+                _ = hup.recv() => ("SIGHUP", Control::Reload),
+            };
+            if order.1 == Control::Stop {
+                tracing::info!("{}: stopping", order.0);
+            }
+            if control.send(order.1).await.is_err() {
+                return;
+            }
+        }
+    });
+    let listener = receive::bind(&config).await?;
+    receive::run(config, listener, orders).await?;
+    Ok(())
 }
 
 /// Logs configuration problems; with syslog they also go to stderr, where an admin starting

@@ -53,91 +53,409 @@ pub fn default_config_path() -> PathBuf {
     }
 }
 
-/// Every section and key fsfax accepts, in the order [`Config::effective_text`] prints them.
-pub const KEYS: &[(&str, &[&str])] = &[
-    (
-        "freeswitch",
-        &[
-            "socket",
-            "password",
-            "gateway",
-            "ident",
-            "header",
-            "verbose",
-            "softmodemfallback",
-            "connecttimeout",
-            "commandtimeout",
-            "softmodemfallbackexpiry",
-            "softmodemfallbackclearonsuccess",
-            "fallbacklookuptimeout",
-        ],
-    ),
-    ("hylafax", &["spooldir", "modems", "xferfaxlog"]),
-    (
-        "gofaxd",
-        &[
-            "socket",
-            "enablet38",
-            "requestt38",
-            "recipientfromdiversionheader",
-            "answerafter",
-            "waittime",
-            "dynamicconfig",
-            "faxrcvdcmd",
-            "allocateinbounddevices",
-            "allowedpeers",
-            "maxinbound",
-            "rejectcause",
-            "dynamicconfigtimeout",
-            "dynamicconfigfailure",
-            "faxrcvdtimeout",
-            "maxcallduration",
-            "hangupafterresult",
-            "shutdowntimeout",
-            "recipientheaders",
-        ],
-    ),
-    (
-        "gofaxsend",
-        &[
-            "enablet38",
-            "requestt38",
-            "faxnumber",
-            "callprefix",
-            "dynamicconfig",
-            "disablev17afterretry",
-            "disableecmafterretry",
-            "cidname",
-            "failedresponse",
-            "failovercauses",
-            "originatetimeout",
-            "maxcallduration",
-            "dynamicconfigtimeout",
-            "tiffcptimeout",
-            "hangupafterresult",
-        ],
-    ),
-];
+/// One table for every key: its section and name, its kind, how its value is shown in
+/// `--check-config` and how it is parsed. [`KEYS`] (the names, by section, in the order
+/// [`Config::effective_text`] prints them) is made from the same table.
+macro_rules! key_table {
+    ($($section:literal { $($name:literal : $kind:expr, $show:expr, $set:expr;)* })*) => {
+        /// Every section and key fsfax accepts, in the order [`Config::effective_text`] prints
+        /// them.
+        pub const KEYS: &[(&str, &[&str])] = &[$(($section, &[$($name),*])),*];
 
-/// Keys that may be repeated: each occurrence appends, a bare key clears the list.
-const MULTI_KEYS: &[(&str, &str)] = &[
-    ("freeswitch", "gateway"),
-    ("gofaxsend", "failedresponse"),
-    ("gofaxsend", "failovercauses"),
-];
+        /// How each key is parsed and shown.
+        const TABLE: &[Key] = &[$($(Key {
+            section: $section,
+            name: $name,
+            kind: $kind,
+            show: $show,
+            set: $set,
+        },)*)*];
+    };
+}
 
-/// Boolean keys: a bare key (no `=`) means `true`.
-const BOOL_KEYS: &[(&str, &str)] = &[
-    ("freeswitch", "verbose"),
-    ("freeswitch", "softmodemfallback"),
-    ("freeswitch", "softmodemfallbackclearonsuccess"),
-    ("gofaxd", "enablet38"),
-    ("gofaxd", "requestt38"),
-    ("gofaxd", "recipientfromdiversionheader"),
-    ("gofaxd", "allocateinbounddevices"),
-    ("gofaxsend", "enablet38"),
-    ("gofaxsend", "requestt38"),
-];
+/// One configuration key.
+struct Key {
+    section: &'static str,
+    name: &'static str,
+    kind: Kind,
+    /// The value(s) as they would be written in the file.
+    show: fn(&Config) -> Vec<String>,
+    /// Parses one value and stores it (`line` for warnings).
+    set: fn(&mut Builder<'_>, &str, usize) -> Result<(), String>,
+}
+
+/// How a key is written.
+enum Kind {
+    /// `key = value`; set again, the last value wins.
+    Value,
+    /// Boolean: a bare key (no `=`) means `true`.
+    Bool,
+    /// May be repeated: each occurrence appends, a bare key clears the list (this function).
+    List(fn(&mut Builder<'_>)),
+}
+
+fn key(section: &str, name: &str) -> Option<&'static Key> {
+    TABLE
+        .iter()
+        .find(|k| k.section == section && k.name == name)
+}
+
+fn one(v: String) -> Vec<String> {
+    vec![v]
+}
+
+fn path_text(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+fn opt_path_text(p: &Option<PathBuf>) -> String {
+    p.as_deref().map_or_else(|| quote(""), path_text)
+}
+
+fn dur(v: Duration) -> Vec<String> {
+    one(format_duration(v))
+}
+
+fn ms(v: Duration) -> Vec<String> {
+    one(v.as_millis().to_string())
+}
+
+fn list(v: &[String]) -> Vec<String> {
+    v.iter().map(|x| quote(x)).collect()
+}
+
+key_table! {
+    "freeswitch" {
+        "socket": Kind::Value,
+            |c| one(quote(&c.freeswitch.socket)),
+            |b, v, _| {
+                b.config.freeswitch.socket = v.into();
+                Ok(())
+            };
+        "password": Kind::Value,
+            |c| match c.freeswitch.password.as_str() {
+                "" => one(quote("")),
+                _ => one("********".into()),
+            },
+            |b, v, _| {
+                b.config.freeswitch.password = v.into();
+                Ok(())
+            };
+        "gateway": Kind::List(|b| b.config.freeswitch.gateways.clear()),
+            |c| list(&c.freeswitch.gateways),
+            |b, v, _| {
+                b.config.freeswitch.gateways.push(v.into());
+                Ok(())
+            };
+        "ident": Kind::Value,
+            |c| one(quote(&c.freeswitch.ident)),
+            |b, v, _| {
+                b.config.freeswitch.ident = v.into();
+                Ok(())
+            };
+        "header": Kind::Value,
+            |c| one(quote(&c.freeswitch.header)),
+            |b, v, _| {
+                b.config.freeswitch.header = v.into();
+                Ok(())
+            };
+        "verbose": Kind::Bool,
+            |c| one(c.freeswitch.verbose.to_string()),
+            |b, v, _| {
+                b.config.freeswitch.verbose = parse_bool(v)?;
+                Ok(())
+            };
+        "softmodemfallback": Kind::Bool,
+            |c| one(c.freeswitch.softmodem_fallback.to_string()),
+            |b, v, _| {
+                b.config.freeswitch.softmodem_fallback = parse_bool(v)?;
+                Ok(())
+            };
+        "connecttimeout": Kind::Value,
+            |c| dur(c.freeswitch.connect_timeout),
+            |b, v, _| {
+                b.config.freeswitch.connect_timeout = timeout(v)?;
+                Ok(())
+            };
+        "commandtimeout": Kind::Value,
+            |c| dur(c.freeswitch.command_timeout),
+            |b, v, _| {
+                b.config.freeswitch.command_timeout = timeout(v)?;
+                Ok(())
+            };
+        "softmodemfallbackexpiry": Kind::Value,
+            |c| {
+                let expiry = c.freeswitch.softmodem_fallback_expiry;
+                one(expiry.map_or_else(|| "never".into(), format_duration))
+            },
+            |b, v, _| {
+                let never = v.trim().eq_ignore_ascii_case("never");
+                b.config.freeswitch.softmodem_fallback_expiry = if never {
+                    None
+                } else {
+                    Some(timeout(v).map_err(|e| format!("{e}, or `never`"))?)
+                };
+                Ok(())
+            };
+        "softmodemfallbackclearonsuccess": Kind::Bool,
+            |c| one(c.freeswitch.softmodem_fallback_clear_on_success.to_string()),
+            |b, v, _| {
+                b.config.freeswitch.softmodem_fallback_clear_on_success = parse_bool(v)?;
+                Ok(())
+            };
+        "fallbacklookuptimeout": Kind::Value,
+            |c| dur(c.freeswitch.fallback_lookup_timeout),
+            |b, v, _| {
+                b.config.freeswitch.fallback_lookup_timeout = timeout(v)?;
+                Ok(())
+            };
+    }
+    "hylafax" {
+        "spooldir": Kind::Value,
+            |c| one(path_text(&c.hylafax.spooldir)),
+            |b, v, _| {
+                b.config.hylafax.spooldir = PathBuf::from(v);
+                Ok(())
+            };
+        "modems": Kind::Value,
+            |c| one(c.hylafax.modems.to_string()),
+            |b, v, _| {
+                b.config.hylafax.modems = uint32(v)?;
+                Ok(())
+            };
+        "xferfaxlog": Kind::Value,
+            |c| one(opt_path_text(&c.hylafax.xferfaxlog)),
+            |b, v, _| {
+                b.config.hylafax.xferfaxlog = opt_path(v);
+                Ok(())
+            };
+    }
+    "gofaxd" {
+        "socket": Kind::Value,
+            |c| one(quote(&c.gofaxd.socket)),
+            |b, v, _| {
+                b.config.gofaxd.socket = v.into();
+                Ok(())
+            };
+        "enablet38": Kind::Bool,
+            |c| one(c.gofaxd.enable_t38.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.enable_t38 = parse_bool(v)?;
+                Ok(())
+            };
+        "requestt38": Kind::Bool,
+            |c| one(c.gofaxd.request_t38.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.request_t38 = parse_bool(v)?;
+                Ok(())
+            };
+        "recipientfromdiversionheader": Kind::Bool,
+            |c| one(c.gofaxd.recipient_from_diversion_header.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.recipient_from_diversion_header = parse_bool(v)?;
+                Ok(())
+            };
+        "answerafter": Kind::Value,
+            |c| ms(c.gofaxd.answer_after),
+            |b, v, _| {
+                b.config.gofaxd.answer_after = millis(v)?;
+                Ok(())
+            };
+        "waittime": Kind::Value,
+            |c| ms(c.gofaxd.wait_time),
+            |b, v, _| {
+                b.config.gofaxd.wait_time = millis(v)?;
+                Ok(())
+            };
+        "dynamicconfig": Kind::Value,
+            |c| one(opt_path_text(&c.gofaxd.dynamic_config)),
+            |b, v, _| {
+                b.config.gofaxd.dynamic_config = opt_path(v);
+                Ok(())
+            };
+        "faxrcvdcmd": Kind::Value,
+            |c| one(path_text(&c.gofaxd.faxrcvd_cmd)),
+            |b, v, _| {
+                // GOfax.IP: empty means the default.
+                let cmd = opt_path(v).unwrap_or_else(|| PathBuf::from("bin/faxrcvd"));
+                b.config.gofaxd.faxrcvd_cmd = cmd;
+                Ok(())
+            };
+        "allocateinbounddevices": Kind::Bool,
+            |c| one(c.gofaxd.allocate_inbound_devices.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.allocate_inbound_devices = parse_bool(v)?;
+                Ok(())
+            };
+        "allowedpeers": Kind::Value,
+            |c| one(join(&c.gofaxd.allowed_peers)),
+            |b, v, _| {
+                b.config.gofaxd.allowed_peers = parse_peers(v)?;
+                Ok(())
+            };
+        "maxinbound": Kind::Value,
+            |c| one(c.gofaxd.max_inbound.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.max_inbound = uint32(v)?;
+                Ok(())
+            };
+        "rejectcause": Kind::Value,
+            |c| one(c.gofaxd.reject_cause.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.reject_cause = parse_uint(v, 699)
+                    .ok()
+                    .filter(|n| *n >= 400)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("`{v}` is not a SIP rejection; use a response code from 400 to 699")
+                    })?;
+                Ok(())
+            };
+        "dynamicconfigtimeout": Kind::Value,
+            |c| dur(c.gofaxd.dynamic_config_timeout),
+            |b, v, _| {
+                b.config.gofaxd.dynamic_config_timeout = timeout(v)?;
+                Ok(())
+            };
+        "dynamicconfigfailure": Kind::Value,
+            |c| one(c.gofaxd.dynamic_config_failure.to_string()),
+            |b, v, _| {
+                b.config.gofaxd.dynamic_config_failure = parse_dynamic_config_failure(v)?;
+                Ok(())
+            };
+        "faxrcvdtimeout": Kind::Value,
+            |c| dur(c.gofaxd.faxrcvd_timeout),
+            |b, v, _| {
+                b.config.gofaxd.faxrcvd_timeout = timeout(v)?;
+                Ok(())
+            };
+        "maxcallduration": Kind::Value,
+            |c| dur(c.gofaxd.max_call_duration),
+            |b, v, _| {
+                b.config.gofaxd.max_call_duration = timeout(v)?;
+                Ok(())
+            };
+        "hangupafterresult": Kind::Value,
+            |c| dur(c.gofaxd.hangup_after_result),
+            |b, v, _| {
+                b.config.gofaxd.hangup_after_result = parse_duration(v)?;
+                Ok(())
+            };
+        "shutdowntimeout": Kind::Value,
+            |c| dur(c.gofaxd.shutdown_timeout),
+            |b, v, _| {
+                b.config.gofaxd.shutdown_timeout = parse_duration(v)?;
+                Ok(())
+            };
+        "recipientheaders": Kind::Value,
+            |c| one(join(&c.gofaxd.recipient_headers)),
+            |b, v, _| {
+                b.config.gofaxd.recipient_headers = parse_recipient_headers(v)?;
+                Ok(())
+            };
+    }
+    "gofaxsend" {
+        "enablet38": Kind::Bool,
+            |c| one(c.gofaxsend.enable_t38.to_string()),
+            |b, v, _| {
+                b.config.gofaxsend.enable_t38 = parse_bool(v)?;
+                Ok(())
+            };
+        "requestt38": Kind::Bool,
+            |c| one(c.gofaxsend.request_t38.to_string()),
+            |b, v, _| {
+                b.config.gofaxsend.request_t38 = parse_bool(v)?;
+                Ok(())
+            };
+        "faxnumber": Kind::Value,
+            |c| one(quote(&c.gofaxsend.fax_number)),
+            |b, v, _| {
+                b.config.gofaxsend.fax_number = v.into();
+                Ok(())
+            };
+        "callprefix": Kind::Value,
+            |c| one(quote(&c.gofaxsend.call_prefix)),
+            |b, v, _| {
+                b.config.gofaxsend.call_prefix = v.into();
+                Ok(())
+            };
+        "dynamicconfig": Kind::Value,
+            |c| one(opt_path_text(&c.gofaxsend.dynamic_config)),
+            |b, v, _| {
+                b.config.gofaxsend.dynamic_config = opt_path(v);
+                Ok(())
+            };
+        "disablev17afterretry": Kind::Value,
+            |c| one(c.gofaxsend.disable_v17_after_retry.to_string()),
+            |b, v, _| {
+                b.config.gofaxsend.disable_v17_after_retry = retry_count(v)?;
+                Ok(())
+            };
+        "disableecmafterretry": Kind::Value,
+            |c| one(c.gofaxsend.disable_ecm_after_retry.to_string()),
+            |b, v, _| {
+                b.config.gofaxsend.disable_ecm_after_retry = retry_count(v)?;
+                Ok(())
+            };
+        "cidname": Kind::Value,
+            |c| one(quote(c.gofaxsend.cid_name.as_str())),
+            |b, v, _| {
+                b.config.gofaxsend.cid_name = CidName::from(v);
+                Ok(())
+            };
+        "failedresponse": Kind::List(|b| b.config.gofaxsend.failed_response.clear()),
+            |c| list(&c.gofaxsend.failed_response),
+            |b, v, line| {
+                let causes = b.causes("failedresponse", v, line);
+                b.config.gofaxsend.failed_response.extend(causes);
+                Ok(())
+            };
+        "failovercauses": Kind::List(|b| {
+                b.failover_seen = true;
+                b.config.gofaxsend.failover_causes.clear();
+            }),
+            |c| list(&c.gofaxsend.failover_causes),
+            |b, v, line| {
+                if !b.failover_seen {
+                    b.failover_seen = true;
+                    b.config.gofaxsend.failover_causes.clear();
+                }
+                let causes = b.causes("failovercauses", v, line);
+                b.config.gofaxsend.failover_causes.extend(causes);
+                Ok(())
+            };
+        "originatetimeout": Kind::Value,
+            |c| dur(c.gofaxsend.originate_timeout),
+            |b, v, _| {
+                b.config.gofaxsend.originate_timeout = timeout(v)?;
+                Ok(())
+            };
+        "maxcallduration": Kind::Value,
+            |c| dur(c.gofaxsend.max_call_duration),
+            |b, v, _| {
+                b.config.gofaxsend.max_call_duration = timeout(v)?;
+                Ok(())
+            };
+        "dynamicconfigtimeout": Kind::Value,
+            |c| dur(c.gofaxsend.dynamic_config_timeout),
+            |b, v, _| {
+                b.config.gofaxsend.dynamic_config_timeout = timeout(v)?;
+                Ok(())
+            };
+        "tiffcptimeout": Kind::Value,
+            |c| dur(c.gofaxsend.tiffcp_timeout),
+            |b, v, _| {
+                b.config.gofaxsend.tiffcp_timeout = timeout(v)?;
+                Ok(())
+            };
+        "hangupafterresult": Kind::Value,
+            |c| dur(c.gofaxsend.hangup_after_result),
+            |b, v, _| {
+                b.config.gofaxsend.hangup_after_result = parse_duration(v)?;
+                Ok(())
+            };
+    }
+}
 
 /// The whole configuration: one struct per INI section.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -332,7 +650,7 @@ pub struct GofaxsendSection {
     pub disable_ecm_after_retry: u32,
     /// `cidname`: caller-ID name: `sender`, `number`, `cidnum` or literal text; empty if absent
     /// (GOfax.IP's behaviour, not its README's).
-    pub cid_name: String,
+    pub cid_name: CidName,
     /// `failedresponse` (repeatable, or comma list): hangup causes that fail the job for good.
     pub failed_response: Vec<String>,
     /// `failovercauses` (fsfax, repeatable or comma list; default [`DEFAULT_FAILOVER_CAUSES`]):
@@ -360,7 +678,7 @@ impl Default for GofaxsendSection {
             dynamic_config: None,
             disable_v17_after_retry: 0,
             disable_ecm_after_retry: 0,
-            cid_name: String::new(),
+            cid_name: CidName::default(),
             failed_response: Vec::new(),
             failover_causes: DEFAULT_FAILOVER_CAUSES
                 .iter()
@@ -771,76 +1089,8 @@ impl Config {
     }
 
     /// The value(s) of one key as they would be written in the file.
-    fn value_text(&self, section: &str, key: &str) -> Vec<String> {
-        let fs = &self.freeswitch;
-        let hf = &self.hylafax;
-        let d = &self.gofaxd;
-        let s = &self.gofaxsend;
-        let one = |v: String| vec![v];
-        let path = |p: &Path| quote(&p.to_string_lossy());
-        let opt_path = |p: &Option<PathBuf>| p.as_deref().map_or_else(|| quote(""), path);
-        let dur = |v: Duration| one(format_duration(v));
-        let ms = |v: Duration| one(v.as_millis().to_string());
-        let list = |v: &[String]| v.iter().map(|x| quote(x)).collect::<Vec<_>>();
-        match (section, key) {
-            ("freeswitch", "socket") => one(quote(&fs.socket)),
-            ("freeswitch", "password") if fs.password.is_empty() => one(quote("")),
-            ("freeswitch", "password") => one("********".into()),
-            ("freeswitch", "gateway") => list(&fs.gateways),
-            ("freeswitch", "ident") => one(quote(&fs.ident)),
-            ("freeswitch", "header") => one(quote(&fs.header)),
-            ("freeswitch", "verbose") => one(fs.verbose.to_string()),
-            ("freeswitch", "softmodemfallback") => one(fs.softmodem_fallback.to_string()),
-            ("freeswitch", "connecttimeout") => dur(fs.connect_timeout),
-            ("freeswitch", "commandtimeout") => dur(fs.command_timeout),
-            ("freeswitch", "softmodemfallbackexpiry") => one(fs
-                .softmodem_fallback_expiry
-                .map_or_else(|| "never".into(), format_duration)),
-            ("freeswitch", "softmodemfallbackclearonsuccess") => {
-                one(fs.softmodem_fallback_clear_on_success.to_string())
-            }
-            ("freeswitch", "fallbacklookuptimeout") => dur(fs.fallback_lookup_timeout),
-            ("hylafax", "spooldir") => one(path(&hf.spooldir)),
-            ("hylafax", "modems") => one(hf.modems.to_string()),
-            ("hylafax", "xferfaxlog") => one(opt_path(&hf.xferfaxlog)),
-            ("gofaxd", "socket") => one(quote(&d.socket)),
-            ("gofaxd", "enablet38") => one(d.enable_t38.to_string()),
-            ("gofaxd", "requestt38") => one(d.request_t38.to_string()),
-            ("gofaxd", "recipientfromdiversionheader") => {
-                one(d.recipient_from_diversion_header.to_string())
-            }
-            ("gofaxd", "answerafter") => ms(d.answer_after),
-            ("gofaxd", "waittime") => ms(d.wait_time),
-            ("gofaxd", "dynamicconfig") => one(opt_path(&d.dynamic_config)),
-            ("gofaxd", "faxrcvdcmd") => one(path(&d.faxrcvd_cmd)),
-            ("gofaxd", "allocateinbounddevices") => one(d.allocate_inbound_devices.to_string()),
-            ("gofaxd", "allowedpeers") => one(join(&d.allowed_peers)),
-            ("gofaxd", "maxinbound") => one(d.max_inbound.to_string()),
-            ("gofaxd", "rejectcause") => one(d.reject_cause.to_string()),
-            ("gofaxd", "dynamicconfigtimeout") => dur(d.dynamic_config_timeout),
-            ("gofaxd", "dynamicconfigfailure") => one(d.dynamic_config_failure.to_string()),
-            ("gofaxd", "faxrcvdtimeout") => dur(d.faxrcvd_timeout),
-            ("gofaxd", "maxcallduration") => dur(d.max_call_duration),
-            ("gofaxd", "hangupafterresult") => dur(d.hangup_after_result),
-            ("gofaxd", "shutdowntimeout") => dur(d.shutdown_timeout),
-            ("gofaxd", "recipientheaders") => one(join(&d.recipient_headers)),
-            ("gofaxsend", "enablet38") => one(s.enable_t38.to_string()),
-            ("gofaxsend", "requestt38") => one(s.request_t38.to_string()),
-            ("gofaxsend", "faxnumber") => one(quote(&s.fax_number)),
-            ("gofaxsend", "callprefix") => one(quote(&s.call_prefix)),
-            ("gofaxsend", "dynamicconfig") => one(opt_path(&s.dynamic_config)),
-            ("gofaxsend", "disablev17afterretry") => one(s.disable_v17_after_retry.to_string()),
-            ("gofaxsend", "disableecmafterretry") => one(s.disable_ecm_after_retry.to_string()),
-            ("gofaxsend", "cidname") => one(quote(&s.cid_name)),
-            ("gofaxsend", "failedresponse") => list(&s.failed_response),
-            ("gofaxsend", "failovercauses") => list(&s.failover_causes),
-            ("gofaxsend", "originatetimeout") => dur(s.originate_timeout),
-            ("gofaxsend", "maxcallduration") => dur(s.max_call_duration),
-            ("gofaxsend", "dynamicconfigtimeout") => dur(s.dynamic_config_timeout),
-            ("gofaxsend", "tiffcptimeout") => dur(s.tiffcp_timeout),
-            ("gofaxsend", "hangupafterresult") => dur(s.hangup_after_result),
-            _ => Vec::new(),
-        }
+    fn value_text(&self, section: &str, name: &str) -> Vec<String> {
+        key(section, name).map_or_else(Vec::new, |k| (k.show)(self))
     }
 }
 
@@ -852,12 +1102,12 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
-fn is_multi(section: &str, key: &str) -> bool {
-    MULTI_KEYS.contains(&(section, key))
+fn is_multi(section: &str, name: &str) -> bool {
+    key(section, name).is_some_and(|k| matches!(k.kind, Kind::List(_)))
 }
 
-fn is_bool(section: &str, key: &str) -> bool {
-    BOOL_KEYS.contains(&(section, key))
+fn is_bool(section: &str, name: &str) -> bool {
+    key(section, name).is_some_and(|k| matches!(k.kind, Kind::Bool))
 }
 
 /// `host:port` or `[v6]:port` with a port from 1 to 65535.
@@ -997,121 +1247,16 @@ impl Builder<'_> {
         }
     }
 
-    fn clear(&mut self, section: &str, key: &str) {
-        match (section, key) {
-            ("freeswitch", "gateway") => self.config.freeswitch.gateways.clear(),
-            ("gofaxsend", "failedresponse") => self.config.gofaxsend.failed_response.clear(),
-            ("gofaxsend", "failovercauses") => {
-                self.failover_seen = true;
-                self.config.gofaxsend.failover_causes.clear();
-            }
-            _ => {}
+    fn clear(&mut self, section: &str, name: &str) {
+        if let Some(Kind::List(clear)) = key(section, name).map(|k| &k.kind) {
+            clear(self);
         }
     }
 
     /// Parses `v` for one known key and stores it.
-    fn set(&mut self, section: &str, key: &str, v: &str, line: usize) -> Result<(), String> {
-        let c = &mut self.config;
-        match (section, key) {
-            ("freeswitch", "socket") => c.freeswitch.socket = v.into(),
-            ("freeswitch", "password") => c.freeswitch.password = v.into(),
-            ("freeswitch", "gateway") => c.freeswitch.gateways.push(v.into()),
-            ("freeswitch", "ident") => c.freeswitch.ident = v.into(),
-            ("freeswitch", "header") => c.freeswitch.header = v.into(),
-            ("freeswitch", "verbose") => c.freeswitch.verbose = parse_bool(v)?,
-            ("freeswitch", "softmodemfallback") => c.freeswitch.softmodem_fallback = parse_bool(v)?,
-            ("freeswitch", "connecttimeout") => c.freeswitch.connect_timeout = timeout(v)?,
-            ("freeswitch", "commandtimeout") => c.freeswitch.command_timeout = timeout(v)?,
-            ("freeswitch", "softmodemfallbackexpiry") => {
-                c.freeswitch.softmodem_fallback_expiry = if v.trim().eq_ignore_ascii_case("never") {
-                    None
-                } else {
-                    Some(timeout(v).map_err(|e| format!("{e}, or `never`"))?)
-                }
-            }
-            ("freeswitch", "softmodemfallbackclearonsuccess") => {
-                c.freeswitch.softmodem_fallback_clear_on_success = parse_bool(v)?
-            }
-            ("freeswitch", "fallbacklookuptimeout") => {
-                c.freeswitch.fallback_lookup_timeout = timeout(v)?
-            }
-            ("hylafax", "spooldir") => c.hylafax.spooldir = PathBuf::from(v),
-            ("hylafax", "modems") => c.hylafax.modems = uint32(v)?,
-            ("hylafax", "xferfaxlog") => c.hylafax.xferfaxlog = opt_path(v),
-            ("gofaxd", "socket") => c.gofaxd.socket = v.into(),
-            ("gofaxd", "enablet38") => c.gofaxd.enable_t38 = parse_bool(v)?,
-            ("gofaxd", "requestt38") => c.gofaxd.request_t38 = parse_bool(v)?,
-            ("gofaxd", "recipientfromdiversionheader") => {
-                c.gofaxd.recipient_from_diversion_header = parse_bool(v)?
-            }
-            ("gofaxd", "answerafter") => c.gofaxd.answer_after = millis(v)?,
-            ("gofaxd", "waittime") => c.gofaxd.wait_time = millis(v)?,
-            ("gofaxd", "dynamicconfig") => c.gofaxd.dynamic_config = opt_path(v),
-            ("gofaxd", "faxrcvdcmd") => {
-                // GOfax.IP: empty means the default.
-                c.gofaxd.faxrcvd_cmd = opt_path(v).unwrap_or_else(|| PathBuf::from("bin/faxrcvd"))
-            }
-            ("gofaxd", "allocateinbounddevices") => {
-                c.gofaxd.allocate_inbound_devices = parse_bool(v)?
-            }
-            ("gofaxd", "allowedpeers") => c.gofaxd.allowed_peers = parse_peers(v)?,
-            ("gofaxd", "maxinbound") => c.gofaxd.max_inbound = uint32(v)?,
-            ("gofaxd", "rejectcause") => {
-                c.gofaxd.reject_cause = parse_uint(v, 699)
-                    .ok()
-                    .filter(|n| *n >= 400)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| {
-                        format!("`{v}` is not a SIP rejection; use a response code from 400 to 699")
-                    })?
-            }
-            ("gofaxd", "dynamicconfigtimeout") => c.gofaxd.dynamic_config_timeout = timeout(v)?,
-            ("gofaxd", "dynamicconfigfailure") => {
-                c.gofaxd.dynamic_config_failure = parse_dynamic_config_failure(v)?
-            }
-            ("gofaxd", "faxrcvdtimeout") => c.gofaxd.faxrcvd_timeout = timeout(v)?,
-            ("gofaxd", "maxcallduration") => c.gofaxd.max_call_duration = timeout(v)?,
-            ("gofaxd", "hangupafterresult") => c.gofaxd.hangup_after_result = parse_duration(v)?,
-            ("gofaxd", "shutdowntimeout") => c.gofaxd.shutdown_timeout = parse_duration(v)?,
-            ("gofaxd", "recipientheaders") => {
-                c.gofaxd.recipient_headers = parse_recipient_headers(v)?
-            }
-            ("gofaxsend", "enablet38") => c.gofaxsend.enable_t38 = parse_bool(v)?,
-            ("gofaxsend", "requestt38") => c.gofaxsend.request_t38 = parse_bool(v)?,
-            ("gofaxsend", "faxnumber") => c.gofaxsend.fax_number = v.into(),
-            ("gofaxsend", "callprefix") => c.gofaxsend.call_prefix = v.into(),
-            ("gofaxsend", "dynamicconfig") => c.gofaxsend.dynamic_config = opt_path(v),
-            ("gofaxsend", "disablev17afterretry") => {
-                c.gofaxsend.disable_v17_after_retry = retry_count(v)?
-            }
-            ("gofaxsend", "disableecmafterretry") => {
-                c.gofaxsend.disable_ecm_after_retry = retry_count(v)?
-            }
-            ("gofaxsend", "cidname") => c.gofaxsend.cid_name = v.into(),
-            ("gofaxsend", "failedresponse") => {
-                let causes = self.causes(key, v, line);
-                self.config.gofaxsend.failed_response.extend(causes);
-            }
-            ("gofaxsend", "failovercauses") => {
-                if !self.failover_seen {
-                    self.failover_seen = true;
-                    self.config.gofaxsend.failover_causes.clear();
-                }
-                let causes = self.causes(key, v, line);
-                self.config.gofaxsend.failover_causes.extend(causes);
-            }
-            ("gofaxsend", "originatetimeout") => c.gofaxsend.originate_timeout = timeout(v)?,
-            ("gofaxsend", "maxcallduration") => c.gofaxsend.max_call_duration = timeout(v)?,
-            ("gofaxsend", "dynamicconfigtimeout") => {
-                c.gofaxsend.dynamic_config_timeout = timeout(v)?
-            }
-            ("gofaxsend", "tiffcptimeout") => c.gofaxsend.tiffcp_timeout = timeout(v)?,
-            ("gofaxsend", "hangupafterresult") => {
-                c.gofaxsend.hangup_after_result = parse_duration(v)?
-            }
-            _ => return Err("known key without a handler (fsfax bug)".into()),
-        }
-        Ok(())
+    fn set(&mut self, section: &str, name: &str, v: &str, line: usize) -> Result<(), String> {
+        let key = key(section, name).ok_or("known key without a handler (fsfax bug)")?;
+        (key.set)(self, v, line)
     }
 
     /// Splits a hangup-cause list (fsfax also takes commas) and warns about unknown names.
@@ -1181,6 +1326,53 @@ fn retry_count(v: &str) -> Result<u32, String> {
 
 fn opt_path(v: &str) -> Option<PathBuf> {
     (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+/// `[gofaxsend] cidname`: where the caller-ID name of a send comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CidName {
+    /// `sender`: the job's sender (qfile `sender:`).
+    Sender,
+    /// `number`: the number dialled (qfile `number:`).
+    Number,
+    /// `cidnum`: the caller-ID number.
+    CidNumber,
+    /// Any other text, sent as it is; empty sends no name.
+    Fixed(String),
+    /// Not set: no name (GOfax.IP's behaviour).
+    #[default]
+    None,
+}
+
+impl CidName {
+    /// The word or text as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CidName::Sender => "sender",
+            CidName::Number => "number",
+            CidName::CidNumber => "cidnum",
+            CidName::Fixed(text) => text,
+            CidName::None => "",
+        }
+    }
+}
+
+impl From<&str> for CidName {
+    fn from(v: &str) -> CidName {
+        match v {
+            "sender" => CidName::Sender,
+            "number" => CidName::Number,
+            "cidnum" => CidName::CidNumber,
+            "" => CidName::None,
+            other => CidName::Fixed(other.to_owned()),
+        }
+    }
+}
+
+impl PartialEq<&str> for CidName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[cfg(test)]

@@ -475,7 +475,7 @@ fn sample_config_parses_and_documents_every_key() {
         enable_t38: false,
         request_t38: false,
         fax_number: String::new(),
-        cid_name: String::new(),
+        cid_name: CidName::None,
         failed_response: vec![],
         ..c.gofaxsend.clone()
     };

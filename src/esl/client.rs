@@ -13,8 +13,10 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
-use super::codec::{Command, CommandError, EslCodec, EslError};
-use super::conn::{self, CloseReason, EventStream, Handle, JobTx, TaskOptions};
+use super::codec::{Command, EslCodec};
+use super::conn::{self, EventStream, Handle, JobTx, TaskOptions};
+pub use super::error::ClientError;
+use super::error::CloseReason;
 use super::frame::{Event, Limits, Message, Reply};
 
 /// Timeouts and limits of an inbound connection.
@@ -42,111 +44,6 @@ impl Default for ClientConfig {
             event_queue_max: 10_000,
         }
     }
-}
-
-/// Errors of Event Socket connections and commands. Every variant names the peer.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// TCP connect failed.
-    #[error("cannot connect to FreeSWITCH event socket at {peer}: {source}")]
-    Connect {
-        /// Address we dialled.
-        peer: String,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// TCP connect did not finish in time.
-    #[error("timed out after {after:?} connecting to FreeSWITCH event socket at {peer}")]
-    ConnectTimeout {
-        /// Address we dialled.
-        peer: String,
-        /// The configured timeout.
-        after: Duration,
-    },
-    /// Greeting or `auth` reply did not arrive in time.
-    #[error("FreeSWITCH at {peer} did not complete authentication within {after:?}")]
-    AuthTimeout {
-        /// Address we dialled.
-        peer: String,
-        /// The configured timeout.
-        after: Duration,
-    },
-    /// FreeSWITCH refused the password (`-ERR invalid`).
-    #[error("FreeSWITCH at {peer} refused the event socket password (check [freeswitch] password)")]
-    AuthFailed {
-        /// Address we dialled.
-        peer: String,
-    },
-    /// `text/rude-rejection`: the event socket ACL does not allow us.
-    #[error(
-        "FreeSWITCH at {peer} rejected the connection (event socket apply-inbound-acl): {text}"
-    )]
-    Rejected {
-        /// Address we dialled.
-        peer: String,
-        /// FreeSWITCH's explanation.
-        text: String,
-    },
-    /// A message that makes no sense at this point of the handshake.
-    #[error("unexpected message from {peer} during {stage}: {got}")]
-    Unexpected {
-        /// Address of the peer.
-        peer: String,
-        /// Handshake stage.
-        stage: &'static str,
-        /// What arrived.
-        got: String,
-    },
-    /// Socket or framing error during the handshake.
-    #[error("event socket error from {peer}: {source}")]
-    Esl {
-        /// Address of the peer.
-        peer: String,
-        /// The codec error.
-        source: EslError,
-    },
-    /// A command got no reply in time. The connection was closed: a late reply would
-    /// otherwise be matched to the wrong command.
-    #[error("no reply from {peer} to {command:?} within {after:?}; connection closed")]
-    Timeout {
-        /// Address of the peer.
-        peer: String,
-        /// Label of the command.
-        command: String,
-        /// The timeout that expired.
-        after: Duration,
-    },
-    /// The connection is closed (or closed while the command was pending).
-    #[error("event socket connection to {peer} closed: {reason}")]
-    Closed {
-        /// Address of the peer.
-        peer: String,
-        /// Why it closed.
-        reason: CloseReason,
-    },
-    /// FreeSWITCH answered the command with something other than `+OK`.
-    #[error("{command:?} failed on {peer}: {reply}")]
-    CommandFailed {
-        /// Address of the peer.
-        peer: String,
-        /// Label of the command.
-        command: String,
-        /// `Reply-Text` (or api body).
-        reply: String,
-    },
-    /// The reply had the wrong type for the command.
-    #[error("unexpected reply from {peer} to {command:?}: {got}")]
-    UnexpectedReply {
-        /// Address of the peer.
-        peer: String,
-        /// Label of the command.
-        command: String,
-        /// What arrived.
-        got: String,
-    },
-    /// The command was refused before sending (CR/LF/NUL or an invalid token).
-    #[error(transparent)]
-    Command(#[from] CommandError),
 }
 
 /// True when an `api` body is an error (`-ERR ...`, including mod_db's `-ERR no reply\n`).

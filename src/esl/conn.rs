@@ -7,7 +7,6 @@
 //! that reads no events still gets its results.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,53 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use super::client::ClientError;
 use super::codec::{Command, EslCodec};
+use super::error::ClientError;
+pub use super::error::CloseReason;
 use super::frame::{DisconnectNotice, Event, Message};
-
-/// Why a connection ended. Available from [`EventStream::close_reason`] and inside
-/// [`ClientError::Closed`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed the socket (EOF).
-    PeerClosed,
-    /// A socket error.
-    Io(String),
-    /// The peer broke the protocol (bad frame, reply with no command waiting, rude rejection).
-    Protocol(String),
-    /// A command got no reply in time; the connection was closed because a late reply would
-    /// otherwise be matched to the wrong caller.
-    CommandTimeout {
-        /// Label of the command that timed out.
-        command: String,
-        /// Its timeout.
-        after: Duration,
-    },
-    /// More than `max` events were left unread.
-    EventQueueOverflow {
-        /// The configured `event_queue_max`.
-        max: usize,
-    },
-    /// Every handle and the event stream were dropped.
-    Dropped,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => write!(f, "the peer closed the connection"),
-            CloseReason::Io(e) => write!(f, "socket error: {e}"),
-            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            CloseReason::CommandTimeout { command, after } => {
-                write!(f, "no reply to {command:?} within {after:?}")
-            }
-            CloseReason::EventQueueOverflow { max } => {
-                write!(f, "more than {max} events were left unread")
-            }
-            CloseReason::Dropped => write!(f, "all handles were dropped"),
-        }
-    }
-}
 
 /// An item on an [`EventStream`].
 #[derive(Debug, Clone, PartialEq, Eq)]

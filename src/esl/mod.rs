@@ -4,13 +4,16 @@
 //! * [`frame`]: pure parser, bytes in, [`Message`] out (no I/O);
 //! * [`codec`]: `tokio_util` Decoder/Encoder plus the validated [`Command`] type;
 //! * [`client`]: inbound connection to FreeSWITCH (`:8021`), a cloneable handle plus a task;
-//! * [`outbound`]: a session FreeSWITCH opened to us with `socket ... async full`.
+//! * [`outbound`]: a session FreeSWITCH opened to us with `socket ... async full`;
+//! * `conn` (the connection task both share) and `error` (their errors, [`ClientError`] and
+//!   [`CloseReason`]), so no connection kind imports another.
 //!
 //! Both connection kinds deliver events on an [`EventStream`] of [`SessionItem`]s.
 
 pub mod client;
 pub mod codec;
 mod conn;
+mod error;
 pub mod frame;
 pub mod outbound;
 

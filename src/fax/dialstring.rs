@@ -506,19 +506,6 @@ fn encode_fax_text(name: &str, value: &str, max: usize) -> String {
     utf8_percent_encode(&value[..cut], FAX_TEXT_SET).to_string()
 }
 
-/// True when `s` can be one `/`-separated field of a mod_db API command (`db insert/<realm>/
-/// <key>/<value>`): non-empty, at most 255 bytes, only `[A-Za-z0-9+*#._@-]`. That excludes
-/// `/` and `,` (mod_db separators), whitespace and control characters (ESL line and argument
-/// splitting), quotes and `\` (removed by FreeSWITCH's argument cleanup) and `^` (custom
-/// separator syntax).
-pub fn db_key_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '+' | '*' | '#' | '.' | '_' | '@' | '-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,33 +668,6 @@ mod tests {
             .decode_utf8()
             .unwrap();
         assert_eq!(decoded, "é".repeat(10));
-    }
-
-    #[test]
-    fn db_tokens() {
-        for ok in [
-            "fallback",
-            "override-0401234",
-            "+49401234",
-            "fax_enable_t38",
-            "1795345788",
-        ] {
-            assert!(db_key_safe(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "a/b",
-            "a,b",
-            "a b",
-            "a\tb",
-            "a\n",
-            "'a'",
-            "a\\b",
-            "^^:a",
-            &"1".repeat(256),
-        ] {
-            assert!(!db_key_safe(bad), "{bad:?}");
-        }
     }
 
     // ---- A FreeSWITCH-like parser, following mod_commands/switch_utils/switch_ivr_originate ----

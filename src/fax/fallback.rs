@@ -44,7 +44,6 @@
 //! an entry older than it no longer applies; an unreadable value counts as present and never
 //! expires (logged), so a hand-made `db insert/fallback/<key>/yes` still works.
 
-use super::dialstring::db_key_safe;
 use super::result::{Direction, FaxResult, T38Status};
 use std::time::Duration;
 use tracing::warn;
@@ -164,6 +163,19 @@ pub fn entry_active(value: &str, now: i64, expiry: Option<Duration>) -> bool {
         FallbackEntry::Since(t) => !is_expired(t, now, expiry),
         FallbackEntry::Undated => true,
     }
+}
+
+/// True when `s` can be one `/`-separated field of a mod_db API command (`db insert/<realm>/
+/// <key>/<value>`): non-empty, at most 255 bytes, only `[A-Za-z0-9+*#._@-]`. That excludes
+/// `/` and `,` (mod_db separators), whitespace and control characters (ESL line and argument
+/// splitting), quotes and `\` (removed by FreeSWITCH's argument cleanup) and `^` (custom
+/// separator syntax).
+pub fn db_key_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '+' | '*' | '#' | '.' | '_' | '@' | '-')
+        })
 }
 
 #[cfg(test)]
@@ -338,5 +350,32 @@ mod tests {
         assert!(entry_active("1000", 1_500, day));
         assert!(!entry_active("1000", 1_000 + 86_400, day));
         assert!(entry_active("1000", i64::MAX, None));
+    }
+
+    #[test]
+    fn db_tokens() {
+        for ok in [
+            "fallback",
+            "override-0401234",
+            "+49401234",
+            "fax_enable_t38",
+            "1795345788",
+        ] {
+            assert!(db_key_safe(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a,b",
+            "a b",
+            "a\tb",
+            "a\n",
+            "'a'",
+            "a\\b",
+            "^^:a",
+            &"1".repeat(256),
+        ] {
+            assert!(!db_key_safe(bad), "{bad:?}");
+        }
     }
 }

@@ -273,6 +273,11 @@ impl DeviceFifo {
         &self.path
     }
 
+    /// Sends one [`DeviceMsg`] without blocking; see [`DeviceFifo::send`].
+    pub fn send_msg(&self, msg: &DeviceMsg) -> Result<Delivery, ModemError> {
+        self.send(msg.wire())
+    }
+
     /// Sends `msg` (e.g. [`DEVICE_SEND_BEGIN`]) without blocking; no reader (fsfaxd not
     /// running) is not an error.
     pub fn send(&self, msg: &str) -> Result<Delivery, ModemError> {
@@ -369,6 +374,26 @@ pub enum DeviceMsg {
     Other(String),
 }
 
+impl DeviceMsg {
+    /// The message as written to the FIFO.
+    pub fn wire(&self) -> &str {
+        match self {
+            DeviceMsg::Hello => "HELLO",
+            DeviceMsg::Lock => "L",
+            DeviceMsg::SendBegin => DEVICE_SEND_BEGIN,
+            DeviceMsg::SendReady => DEVICE_SEND_READY,
+            DeviceMsg::Quit => "Q",
+            DeviceMsg::Other(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.wire())
+    }
+}
+
 /// Splits one read from `FIFO.<dev>` into messages: records end at NUL or newline,
 /// surrounding whitespace is trimmed, empty records are dropped.
 ///
@@ -380,8 +405,8 @@ pub fn parse_device_messages(bytes: &[u8]) -> Vec<DeviceMsg> {
         .map(|r| String::from_utf8_lossy(r).trim().to_owned())
         .filter(|r| !r.is_empty())
         .map(|r| match r.as_str() {
-            "SB" => DeviceMsg::SendBegin,
-            "SR" => DeviceMsg::SendReady,
+            DEVICE_SEND_BEGIN => DeviceMsg::SendBegin,
+            DEVICE_SEND_READY => DeviceMsg::SendReady,
             "Q" => DeviceMsg::Quit,
             s if s.starts_with('H') => DeviceMsg::Hello,
             s if s.starts_with('L') => DeviceMsg::Lock,
@@ -533,9 +558,12 @@ impl VirtualModem {
             .open(&self.status)
             .map_err(err)?;
         lock::lock_exclusive(&file).map_err(err)?;
-        file.set_len(0).map_err(err)?;
-        file.write_all_at(format!("{text}\n").as_bytes(), 0)
-            .map_err(err)?;
+        // Over the old text first, then cut what is left of it: the file keeps its block, so
+        // on a full disk the status still changes (truncating first would free the block and
+        // the write could then find none).
+        let line = format!("{text}\n");
+        file.write_all_at(line.as_bytes(), 0).map_err(err)?;
+        file.set_len(line.len() as u64).map_err(err)?;
         Ok(())
     }
 

@@ -328,12 +328,16 @@ fn date(t: &DateTime<Local>) -> String {
 }
 
 /// A session's data format from spandsp's encoding name (`T.4 2-D`, `T.6`, ...; MH when
-/// unknown) and the record's DCS field for it: synthetic once the session connected (see
-/// [`synthetic_dcs`]), empty otherwise (written as `00 00 00`, as faxsend does).
+/// unknown) and the record's DCS field for it: see [`session_params`].
 pub fn session_format(encoding: Option<&str>, connected: bool) -> (DataFormat, String) {
-    let df = encoding
-        .and_then(DataFormat::from_encoding_name)
-        .unwrap_or(DataFormat::Mh);
+    session_params(encoding.and_then(DataFormat::from_encoding_name), connected)
+}
+
+/// A session's data format (MH when unknown) and the record's DCS field for it: synthetic once
+/// the session connected (see [`synthetic_dcs`]), empty otherwise (written as `00 00 00`, as
+/// faxsend does).
+pub fn session_params(format: Option<DataFormat>, connected: bool) -> (DataFormat, String) {
+    let df = format.unwrap_or(DataFormat::Mh);
     let dcs = if connected {
         synthetic_dcs(df)
     } else {

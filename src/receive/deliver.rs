@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
@@ -15,7 +16,7 @@ use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
 use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
-use crate::hylafax::xferfaxlog::{self, Params, RecvRecord, XferFaxLog};
+use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
 use crate::tiff;
 
 /// Received documents are made world-readable: `faxstat -r` and hfaxd clients list only files
@@ -42,7 +43,8 @@ pub struct Reception {
     pub pages_reported: u32,
     pub bit_rate: u32,
     pub ecm: bool,
-    pub encoding: Option<String>,
+    /// The pages' data format, from spandsp's encoding name.
+    pub data_format: Option<DataFormat>,
     pub hangup_cause: String,
     pub duration: Duration,
     /// How far an earlier fsfaxd got handing this reception over (recovery only).
@@ -63,81 +65,145 @@ pub struct Delivered {
 /// Writes the xferfaxlog record, runs faxrcvd for a document with pages, and removes the
 /// journal entry once faxrcvd has run (or when there is nothing to hand over). A faxrcvd that
 /// could not even be started keeps the entry, so the next start of fsfaxd delivers the fax.
+///
+/// fsfaxd's rule for blocking work: what syncs, locks or reads whole files runs on the blocking
+/// pool, one trip per step (`off_runtime`): here the record keeping before faxrcvd (page
+/// count, permissions, xferfaxlog under its lock, journal stages) and after it.
 pub async fn deliver(
     spool: &Spool,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     journal: &Journal,
-    rec: &Reception,
-    log: &SessionLog,
+    rec: Reception,
+    log: SessionLog,
 ) -> Delivered {
-    let path = spool.join(&rec.recvq_file);
-    let pages = document_pages(&path, log);
-    let errmsg = error_message(rec, pages);
-    if pages.is_some() {
-        if let Err(e) =
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
-        {
-            tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
-        }
-    }
-    log.log(&format!(
-        "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
-        rec.recvq_file,
-        pages.unwrap_or(0),
-        rec.bit_rate,
-        rec.remote_id,
-        if rec.hangup_cause.is_empty() {
-            "unknown"
-        } else {
-            &rec.hangup_cause
-        },
-        if errmsg.is_empty() {
-            "OK".to_owned()
-        } else {
-            errmsg.clone()
-        }
-    ));
-    // Each step is journalled before the next, so a restart repeats none of them.
-    if rec.delivery < DeliveryStage::Logged {
-        write_xferfaxlog(spool, cfg, rec, pages, &errmsg);
-        set_delivery(journal, &rec.commid, DeliveryStage::Logged);
-    }
+    let mut h = HandOver {
+        spool: spool.clone(),
+        cfg: cfg.clone(),
+        journal: journal.clone(),
+        rec,
+        log,
+    };
+    let before = off_runtime(move || {
+        let step = h.before_faxrcvd();
+        (h, step)
+    })
+    .await;
+    let Some((h, (pages, errmsg, hand_over))) = before else {
+        // The runtime is going away; the journal entry stays for the next start.
+        return Delivered {
+            pages: None,
+            errmsg: String::new(),
+            faxrcvd_ran: false,
+        };
+    };
     let mut faxrcvd_ran = false;
     let mut keep_journal = false;
-    if pages.is_some() && rec.delivery == DeliveryStage::Handed {
-        log.log("faxrcvd was started by the previous fsfaxd: not run again");
-        tracing::warn!(
-            commid = %rec.commid,
-            "faxrcvd was already started for this fax before fsfaxd stopped; not running it twice"
-        );
-    } else if pages.is_some() {
-        set_delivery(journal, &rec.commid, DeliveryStage::Handed);
-        match run_faxrcvd(spool, cfg, rec, &errmsg, log).await {
+    if hand_over {
+        match run_faxrcvd(&h.spool, &h.cfg, &h.rec, &errmsg, &h.log).await {
             Ok(()) => faxrcvd_ran = true,
-            Err(FaxrcvdError::Spawn { .. }) => {
-                keep_journal = true;
-                set_delivery(journal, &rec.commid, DeliveryStage::Logged);
-            }
+            Err(FaxrcvdError::Spawn { .. }) => keep_journal = true,
             Err(_) => faxrcvd_ran = true,
         }
-    } else {
-        log.log("no document with pages: faxrcvd not run");
-        tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
     }
-    if keep_journal {
-        tracing::error!(
-            commid = %rec.commid,
-            "faxrcvd could not be started; the reception stays in the journal and is delivered \
-             when fsfaxd starts again"
-        );
-    } else if let Err(e) = journal.remove(&rec.commid) {
-        tracing::error!("{e}");
-    }
-    log.end();
+    off_runtime(move || h.after_faxrcvd(keep_journal)).await;
     Delivered {
         pages,
         errmsg,
         faxrcvd_ran,
+    }
+}
+
+/// Runs blocking work on the blocking pool; `None` only when the runtime is shutting down.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(e) => {
+            tracing::error!("blocking work did not run: {e}");
+            None
+        }
+    }
+}
+
+/// A reception being handed over, owning what the blocking steps need.
+struct HandOver {
+    spool: Spool,
+    cfg: Arc<Config>,
+    journal: Journal,
+    rec: Reception,
+    log: SessionLog,
+}
+
+impl HandOver {
+    /// Page count, permissions, the session log line, xferfaxlog and the journal stages.
+    /// Returns the pages, the error message, and whether faxrcvd is to run.
+    fn before_faxrcvd(&mut self) -> (Option<u32>, String, bool) {
+        let (rec, log) = (&self.rec, &self.log);
+        let path = self.spool.join(&rec.recvq_file);
+        let pages = document_pages(&path, log);
+        let errmsg = error_message(rec, pages);
+        if pages.is_some() {
+            if let Err(e) =
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
+            {
+                tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
+            }
+        }
+        log.log(&format!(
+            "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
+            rec.recvq_file,
+            pages.unwrap_or(0),
+            rec.bit_rate,
+            rec.remote_id,
+            if rec.hangup_cause.is_empty() {
+                "unknown"
+            } else {
+                &rec.hangup_cause
+            },
+            if errmsg.is_empty() { "OK" } else { &errmsg }
+        ));
+        // Each step is journalled before the next, so a restart repeats none of them.
+        if rec.delivery < DeliveryStage::Logged {
+            write_xferfaxlog(&self.spool, &self.cfg, rec, pages, &errmsg);
+            set_delivery(&self.journal, &rec.commid, DeliveryStage::Logged);
+        }
+        let hand_over = match pages {
+            Some(_) if rec.delivery == DeliveryStage::Handed => {
+                log.log("faxrcvd was started by the previous fsfaxd: not run again");
+                tracing::warn!(
+                    commid = %rec.commid,
+                    "faxrcvd was already started for this fax before fsfaxd stopped; not running it twice"
+                );
+                false
+            }
+            Some(_) => {
+                set_delivery(&self.journal, &rec.commid, DeliveryStage::Handed);
+                true
+            }
+            None => {
+                log.log("no document with pages: faxrcvd not run");
+                tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
+                false
+            }
+        };
+        (pages, errmsg, hand_over)
+    }
+
+    /// The journal entry goes, unless faxrcvd could not be started: then it stays, a step back.
+    fn after_faxrcvd(self, keep_journal: bool) {
+        let commid = &self.rec.commid;
+        if keep_journal {
+            set_delivery(&self.journal, commid, DeliveryStage::Logged);
+            tracing::error!(
+                commid = %commid,
+                "faxrcvd could not be started; the reception stays in the journal and is delivered \
+                 when fsfaxd starts again"
+            );
+        } else if let Err(e) = self.journal.remove(commid) {
+            tracing::error!("{e}");
+        }
+        self.log.end();
     }
 }
 
@@ -147,10 +213,15 @@ fn set_delivery(journal: &Journal, commid: &str, stage: DeliveryStage) {
     }
 }
 
-/// The xferfaxlog record of a call that ended before rxfax: it happened, so it is logged.
-pub fn write_call_record(spool: &Spool, cfg: &Config, rec: &Reception) {
-    let errmsg = error_message(rec, None);
-    write_xferfaxlog(spool, cfg, rec, None, &errmsg);
+/// The xferfaxlog record of a call that ended before rxfax: it happened, so it is logged
+/// (on the blocking pool: the append takes xferfaxlog's lock).
+pub async fn write_call_record(spool: &Spool, cfg: &Arc<Config>, rec: Reception) {
+    let (spool, cfg) = (spool.clone(), cfg.clone());
+    off_runtime(move || {
+        let errmsg = error_message(&rec, None);
+        write_xferfaxlog(&spool, &cfg, &rec, None, &errmsg);
+    })
+    .await;
 }
 
 /// Pages of the received document; `None` when it is missing, empty or unreadable.
@@ -191,7 +262,7 @@ fn write_xferfaxlog(
     let Some(path) = &cfg.hylafax.xferfaxlog else {
         return;
     };
-    let (df, dcs) = xferfaxlog::session_format(rec.encoding.as_deref(), rec.bit_rate > 0);
+    let (df, dcs) = xferfaxlog::session_params(rec.data_format, rec.bit_rate > 0);
     let record = RecvRecord {
         start: rec.started,
         commid: rec.commid.clone(),
@@ -294,7 +365,7 @@ mod tests {
             pages_reported: 3,
             bit_rate: 14400,
             ecm: true,
-            encoding: None,
+            data_format: None,
             hangup_cause: "NORMAL_CLEARING".into(),
             duration: Duration::from_secs(30),
             delivery: DeliveryStage::Received,

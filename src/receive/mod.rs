@@ -1,35 +1,43 @@
 //! fsfaxd: receives faxes from FreeSWITCH into HylaFAX for every line at once, and runs the
 //! virtual modems fsfaxsend sends with (the job of one faxgetty per modem).
 //!
-//! [`serve`] reads top to bottom like the daemon's life: spool and journal, virtual modems
+//! [`run`] reads top to bottom like the daemon's life: spool and journal, virtual modems
 //! announced to faxq, the listener for FreeSWITCH's outbound sockets (allow-listed peers
 //! only), recovery of receptions a previous run left behind, then one task per call until
-//! SIGTERM. SIGHUP re-reads the configuration for new calls. fsfaxd never forks.
+//! told to stop. Its owner (the binary: SIGTERM, SIGINT, SIGHUP) steers it through a channel
+//! of [`Control`]s, so the daemon also runs in-process under a test. fsfaxd never forks.
 //!
-//! Files: [`modems`] (faxq, faxstat, FIFOs), `call` (one call, in protocol order), [`deliver`]
-//! (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up), [`recipient`] (SIP headers).
+//! Files: [`modems`] (faxq, faxstat, FIFOs; `ModemState`), `call` (one call, in protocol
+//! order), `screen` (the caller, DynamicConfig, the T.38 list), `rxfax` (answer, journal,
+//! rxfax, follow until `fax::CallEnding` says the call is over), `outcome` (how a reception
+//! ended), [`deliver`] (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up),
+//! [`recipient`] (SIP headers).
+//!
+//! Blocking work (syncs, locks, whole-file reads) runs on the blocking pool, one trip per
+//! step, never on the threads the calls share.
 
 mod call;
 pub mod deliver;
 pub mod modems;
+mod outcome;
 pub mod recipient;
 pub mod recover;
+mod rxfax;
+mod screen;
 
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
-use crate::esl::{ClientConfig, EventStream, InboundClient};
+use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient};
 use crate::hylafax::Spool;
 use crate::hylafax::journal::{Journal, JournalError};
 use crate::hylafax::modem::ModemError;
@@ -50,33 +58,32 @@ pub enum ServeError {
     Modem(#[from] ModemError),
     #[error("cannot listen on {addr} ([gofaxd] socket): {source}")]
     Listen { addr: String, source: io::Error },
-    #[error("cannot install signal handlers: {0}")]
-    Signals(io::Error),
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(io::Error),
 }
 
-/// Runs the receive daemon until SIGTERM/SIGINT; the exit status for the binary.
-pub fn serve(config: Config) -> ExitCode {
-    raise_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ServeError::Runtime);
-    let outcome = runtime.and_then(|rt| rt.block_on(run(config)));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+/// What the daemon's owner tells it while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration file for new calls (SIGHUP).
+    Reload,
+    /// Stop taking calls and let the running ones finish within `shutdowntimeout`; a second
+    /// `Stop` hangs them up at once (SIGTERM, SIGINT).
+    Stop,
+}
+
+/// Binds `[gofaxd] socket`, for [`run`].
+pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(&config.gofaxd.socket)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.gofaxd.socket.clone(),
+            source,
+        })
 }
 
 /// Each call holds a socket, a recvq file and a session log: raise the soft limit on open
 /// files to the hard one (systemd and shells start daemons at 1024), so a busy line does not
 /// run out of descriptors.
-fn raise_file_limit() {
+pub fn raise_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
@@ -94,8 +101,11 @@ pub(crate) struct Daemon {
     pub(crate) spool: Spool,
     pub(crate) modems: Modems,
     pub(crate) journal: Journal,
-    /// Receptions in progress (for `maxinbound`).
-    inbound: AtomicU32,
+    /// One permit per reception in progress, `maxinbound` of them (`None`: no cap).
+    inbound: Option<Arc<Semaphore>>,
+    /// Cancelled when fsfaxd is told to stop: no new work starts (recovery leaves what it has
+    /// not begun to deliver for the next start).
+    pub(crate) stopping: CancellationToken,
     /// Cancelled when the shutdown timeout is over: calls hang up and leave their journal.
     pub(crate) kill: CancellationToken,
     /// The connection for T.38 fallback lookups and writes.
@@ -115,17 +125,15 @@ pub(crate) struct SwitchLink {
 
 impl SwitchLink {
     /// The shared client, connecting (again) when there is none or the last one closed.
-    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, String> {
+    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, SwitchError> {
         let fs = &cfg.freeswitch;
         let wait = fs.fallback_lookup_timeout;
         // Another call may be connecting; never wait on it longer than a lookup may take.
         let mut slot = tokio::time::timeout(wait, self.conn.lock())
             .await
-            .map_err(|_| {
-                format!(
-                    "no connection to FreeSWITCH at {} within {wait:?}",
-                    fs.socket
-                )
+            .map_err(|_| SwitchError::Busy {
+                socket: fs.socket.clone(),
+                wait,
             })?;
         if let Some((client, events)) = slot.as_ref() {
             if events.close_reason().is_none() {
@@ -138,42 +146,39 @@ impl SwitchLink {
             command_timeout: wait,
             ..ClientConfig::default()
         };
-        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl).await?;
         *slot = Some((client.clone(), events));
         Ok(client)
     }
 }
 
-/// One admitted reception; dropping it frees its place under `maxinbound`.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    daemon: Arc<Daemon>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.daemon.inbound.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Why the shared connection to FreeSWITCH is not there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SwitchError {
+    #[error("no connection to FreeSWITCH at {socket} within {wait:?}")]
+    Busy { socket: String, wait: Duration },
+    #[error(transparent)]
+    Connect(#[from] ClientError),
 }
 
 impl Daemon {
-    /// A place for one more reception, unless `max` (> 0) are running.
-    pub(crate) fn admit(self: &Arc<Self>, max: u32) -> Option<Admission> {
-        let before = self.inbound.fetch_add(1, Ordering::AcqRel);
-        if max > 0 && before >= max {
-            self.inbound.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    /// A place for one more reception (its permit, held for the call), unless `maxinbound`
+    /// are running: `None` then.
+    pub(crate) fn admit(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.inbound {
+            None => Some(None),
+            Some(places) => places.clone().try_acquire_owned().ok().map(Some),
         }
-        Some(Admission {
-            daemon: self.clone(),
-        })
     }
 }
 
-/// The daemon itself, on the current runtime.
-pub async fn run(mut config: Config) -> Result<(), ServeError> {
+/// The daemon itself, on the current runtime, until a [`Control::Stop`] (or the end of
+/// `control`) and the drain after it.
+pub async fn run(
+    mut config: Config,
+    listener: TcpListener,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), ServeError> {
     let root = absolute(&config.hylafax.spooldir)?;
     // Relative paths in the configuration are spool-relative; an absolute spool keeps them so.
     config.hylafax.spooldir = root.clone();
@@ -183,56 +188,66 @@ pub async fn run(mut config: Config) -> Result<(), ServeError> {
         std::fs::create_dir_all(&path).map_err(|source| ServeError::Spool { path, source })?;
     }
     let journal = Journal::open(spool.root())?;
-    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
-
     let modems = Modems::create(&spool, config.hylafax.modems)?;
+    modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
-    let listener = match TcpListener::bind(&config.gofaxd.socket).await {
-        Ok(l) => l,
-        Err(source) => {
-            modems.shut_down().await;
-            return Err(ServeError::Listen {
-                addr: config.gofaxd.socket.clone(),
-                source,
-            });
-        }
-    };
     tracing::info!(
         spool = %root.display(),
         modems = ?modems.names(),
         "listening on {} for FreeSWITCH",
         listener.local_addr().map_or_else(|_| config.gofaxd.socket.clone(), |a| a.to_string())
     );
+    let max = config.gofaxd.max_inbound;
     let daemon = Arc::new(Daemon {
         spool,
         modems: modems.clone(),
         journal,
-        inbound: AtomicU32::new(0),
+        inbound: (max > 0).then(|| Arc::new(Semaphore::new(max as usize))),
+        stopping: CancellationToken::new(),
         kill: CancellationToken::new(),
         switch: SwitchLink::default(),
     });
     let mut config = Arc::new(config);
     let mut calls: JoinSet<()> = JoinSet::new();
-    {
-        let (daemon, config) = (daemon.clone(), config.clone());
-        calls.spawn(async move {
-            let n = recover::recover(&daemon.spool, &config, &daemon.journal, &daemon.switch).await;
-            if n > 0 {
-                tracing::info!("{n} interrupted receptions delivered");
-            }
-        });
+    calls.spawn(recover_task(daemon.clone(), config.clone()));
+    serve(&listener, &daemon, &mut config, &mut calls, &mut control).await;
+    drop(listener);
+    daemon.stopping.cancel();
+    let grace = config.gofaxd.shutdown_timeout;
+    drain(&mut calls, &daemon, grace, &mut control).await;
+    modems.shut_down().await;
+    for reader in readers {
+        reader.abort();
     }
+    tracing::info!("fsfaxd stopped");
+    Ok(())
+}
+
+/// Receptions a previous run left behind, while fsfaxd runs.
+async fn recover_task(daemon: Arc<Daemon>, config: Arc<Config>) {
+    let d = &daemon;
+    let n = recover::recover(&d.spool, &config, &d.journal, &d.switch, &d.stopping).await;
+    if n > 0 {
+        tracing::info!("{n} interrupted receptions delivered");
+    }
+}
+
+/// Accepts FreeSWITCH's connections, one task per call, until told to stop.
+async fn serve(
+    listener: &TcpListener,
+    daemon: &Arc<Daemon>,
+    config: &mut Arc<Config>,
+    calls: &mut JoinSet<()>,
+    control: &mut mpsc::Receiver<Control>,
+) {
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Before reading a byte: only FreeSWITCH may talk to us.
-                    if !allowed(&config, peer.ip()) {
+                    if !allowed(config, peer.ip()) {
                         tracing::warn!(%peer, "connection refused: peer not in [gofaxd] allowedpeers");
                         drop(stream);
                         continue;
@@ -248,45 +263,40 @@ pub async fn run(mut config: Config) -> Result<(), ServeError> {
             },
             Some(_) = calls.join_next(), if !calls.is_empty() => {}
             _ = resync.tick() => daemon.modems.resync_if_unreachable(),
-            _ = hup.recv() => reload(&mut config),
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                break;
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: stopping");
-                break;
-            }
+            order = control.recv() => match order {
+                Some(Control::Reload) => reload(config),
+                Some(Control::Stop) | None => return,
+            },
         }
     }
-    drop(listener);
-    drain(
-        &mut calls,
-        &daemon,
-        config.gofaxd.shutdown_timeout,
-        &mut term,
-    )
-    .await;
-    modems.shut_down().await;
-    for reader in readers {
-        reader.abort();
-    }
-    tracing::info!("fsfaxd stopped");
-    Ok(())
 }
 
-/// Lets running receptions finish within `grace` (a second SIGTERM cuts it short), then hangs
+/// Lets running receptions finish within `grace` (a second stop cuts it short), then hangs
 /// up the rest; their journal entries stay for the next start.
-async fn drain(calls: &mut JoinSet<()>, daemon: &Daemon, grace: Duration, term: &mut Signal) {
+async fn drain(
+    calls: &mut JoinSet<()>,
+    daemon: &Daemon,
+    grace: Duration,
+    control: &mut mpsc::Receiver<Control>,
+) {
     if !calls.is_empty() {
         tracing::info!(
             running = calls.len(),
             "no new calls; waiting up to {grace:?} for running receptions"
         );
     }
+    let second_stop = async {
+        loop {
+            match control.recv().await {
+                Some(Control::Stop) => return,
+                Some(Control::Reload) => tracing::info!("stopping: reload ignored"),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
     let finished = tokio::select! {
         r = tokio::time::timeout(grace, join_all(calls)) => r.is_ok(),
-        _ = term.recv() => false,
+        () = second_stop => false,
     };
     if finished {
         return;
@@ -359,6 +369,10 @@ fn reload(current: &mut Arc<Config>) {
             "[gofaxd] socket",
             fresh.gofaxd.socket != current.gofaxd.socket,
         ),
+        (
+            "[gofaxd] maxinbound",
+            fresh.gofaxd.max_inbound != current.gofaxd.max_inbound,
+        ),
     ];
     for (key, changed) in kept {
         if changed {
@@ -368,6 +382,7 @@ fn reload(current: &mut Arc<Config>) {
     fresh.hylafax.spooldir = current.hylafax.spooldir.clone();
     fresh.hylafax.modems = current.hylafax.modems;
     fresh.gofaxd.socket = current.gofaxd.socket.clone();
+    fresh.gofaxd.max_inbound = current.gofaxd.max_inbound;
     *current = Arc::new(fresh);
     tracing::info!("configuration reloaded");
 }
@@ -382,4 +397,40 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, ServeError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon runs in-process: no signals, a listener and a control channel from the test.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_in_process_until_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[freeswitch]\nsocket = 127.0.0.1:9\npassword = x\n\
+             [hylafax]\nspooldir = {}\nmodems = 1\n[gofaxd]\nsocket = 127.0.0.1:9\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text, std::path::Path::new("test.conf")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (control, orders) = mpsc::channel(1);
+        let daemon = tokio::spawn(run(config, listener, orders));
+        let status = dir.path().join("status/freeswitch0");
+        let read = || std::fs::read_to_string(&status).unwrap_or_default();
+        for _ in 0..100 {
+            if read().trim() == "Running and idle" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(read().trim(), "Running and idle");
+        // A connection that closes before a byte is a call dropped before it started.
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+        control.send(Control::Stop).await.unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        assert_eq!(read().trim(), "Down");
+    }
 }

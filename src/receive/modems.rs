@@ -1,8 +1,9 @@
 //! fsfaxd's virtual modems `freeswitch0..N-1`: what faxq and faxstat see of them.
 //!
-//! One shared table (behind a mutex) holds each modem's state: receiving (a lease taken by a
-//! call), locked or sending for faxq/fsfaxsend, or down. Every change is turned into the status
-//! text and the faxq messages of the *effective* state and queued to one writer thread, so a
+//! One shared table (behind a mutex) holds each modem's facts: a reception's hold (a lease
+//! taken by a call), locked or sending for faxq/fsfaxsend, or down. Every change is turned into
+//! the status text and the faxq messages of the effective `ModemState` and queued to one
+//! writer thread, so a
 //! call never waits on a FIFO (a full pipe can stall a write for a second) and messages leave
 //! in order. When faxq is not running the messages are dropped, and the latest state of every
 //! modem is sent again when faxq says `HELLO` and every [`RESYNC_INTERVAL`] while it is away.
@@ -35,13 +36,69 @@ enum Outbound {
     Sending,
 }
 
+/// Whether a reception holds a modem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Inbound {
+    Free,
+    /// A call took the modem; its commid once it has one.
+    Held {
+        commid: Option<String>,
+    },
+}
+
 #[derive(Debug)]
 struct Slot {
     modem: VirtualModem,
-    /// `Some(commid)` while a reception holds the modem (empty until the commid is known).
-    receiving: Option<String>,
+    inbound: Inbound,
     outbound: Outbound,
+    /// fsfaxd is stopping: the modem is down whatever else it does.
     down: bool,
+}
+
+/// What a modem shows faxq and faxstat: the effective state of its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModemState {
+    /// fsfaxd is stopping (`+dev:D`, "Down").
+    Down,
+    /// A reception holds it (`+dev:B`, its commid once known).
+    Receiving { commid: Option<String> },
+    /// fsfaxsend said `SB` (`+dev:U`).
+    Sending,
+    /// faxq said `L` (it counts the modem busy itself).
+    Locked,
+    /// Free for anything (`+dev:N`, `+dev:R`).
+    Idle,
+}
+
+impl Slot {
+    fn state(&self) -> ModemState {
+        if self.down {
+            return ModemState::Down;
+        }
+        if let Inbound::Held { commid } = &self.inbound {
+            return ModemState::Receiving {
+                commid: commid.clone(),
+            };
+        }
+        match self.outbound {
+            Outbound::Sending => ModemState::Sending,
+            Outbound::Locked => ModemState::Locked,
+            Outbound::Idle => ModemState::Idle,
+        }
+    }
+}
+
+impl ModemState {
+    /// The status file's text.
+    fn status(&self) -> &'static str {
+        match self {
+            ModemState::Down => status::DOWN,
+            ModemState::Receiving { .. } => status::RECEIVING,
+            ModemState::Sending => status::SENDING,
+            ModemState::Locked => status::LOCKED,
+            ModemState::Idle => status::IDLE,
+        }
+    }
 }
 
 /// One write for the writer thread.
@@ -84,7 +141,7 @@ impl Modems {
             }
             slots.push(Slot {
                 modem,
-                receiving: None,
+                inbound: Inbound::Free,
                 outbound: Outbound::Idle,
                 down: false,
             });
@@ -124,11 +181,9 @@ impl Modems {
     /// busy (`+dev:B`, "Answering the phone"). `None` when every modem is in use.
     pub fn acquire(&self) -> Option<Lease> {
         let mut slots = self.lock();
-        let idx = slots
-            .iter()
-            .position(|s| !s.down && s.receiving.is_none() && s.outbound == Outbound::Idle)?;
+        let idx = slots.iter().position(|s| s.state() == ModemState::Idle)?;
         let slot = &mut slots[idx];
-        slot.receiving = Some(String::new());
+        slot.inbound = Inbound::Held { commid: None };
         let dev = slot.modem.dev().to_owned();
         let modem = slot.modem.clone();
         drop(slots);
@@ -170,6 +225,12 @@ impl Modems {
         for i in 0..n {
             self.announce(i);
         }
+        self.flushed().await;
+    }
+
+    /// Waits (bounded) until the writer has written everything queued so far: the status
+    /// files and faxq's messages.
+    pub async fn flushed(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Action::Flush(tx));
         let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
@@ -258,37 +319,31 @@ impl Modems {
 
     /// Queues the status text and faxq messages of modem `idx`'s effective state.
     fn announce(&self, idx: usize) {
-        let (modem, receiving, outbound, down) = {
+        let (modem, state) = {
             let slots = self.lock();
             let Some(s) = slots.get(idx) else {
                 return;
             };
-            (s.modem.clone(), s.receiving.clone(), s.outbound, s.down)
+            (s.modem.clone(), s.state())
         };
         let dev = modem.dev().to_owned();
-        if down {
-            self.faxq(FaxqMessage::down(&dev));
-            self.send(Action::Status(modem, status::DOWN));
-        } else if let Some(commid) = receiving {
-            self.faxq(FaxqMessage::busy(&dev));
-            if !commid.is_empty() {
-                self.faxq(FaxqMessage::commid(&dev, Some(&commid)));
-            }
-            self.send(Action::Status(modem, status::RECEIVING));
-        } else {
-            match outbound {
-                Outbound::Sending => {
-                    self.faxq(FaxqMessage::in_use(&dev));
-                    self.send(Action::Status(modem, status::SENDING));
-                }
-                // faxq already counts a modem it locked as busy.
-                Outbound::Locked => self.send(Action::Status(modem, status::LOCKED)),
-                Outbound::Idle => {
-                    self.faxq(FaxqMessage::number(&dev, ""));
-                    self.send(Action::Status(modem, status::IDLE));
-                    self.faxq(FaxqMessage::ready(&dev, &self.inner.caps));
+        let text = state.status();
+        match &state {
+            ModemState::Down => self.faxq(FaxqMessage::down(&dev)),
+            ModemState::Receiving { commid } => {
+                self.faxq(FaxqMessage::busy(&dev));
+                if let Some(commid) = commid {
+                    self.faxq(FaxqMessage::commid(&dev, Some(commid)));
                 }
             }
+            ModemState::Sending => self.faxq(FaxqMessage::in_use(&dev)),
+            // faxq already counts a modem it locked as busy.
+            ModemState::Locked => {}
+            ModemState::Idle => self.faxq(FaxqMessage::number(&dev, "")),
+        }
+        self.send(Action::Status(modem, text));
+        if state == ModemState::Idle {
+            self.faxq(FaxqMessage::ready(&dev, &self.inner.caps));
         }
     }
 
@@ -296,14 +351,16 @@ impl Modems {
         self.faxq(FaxqMessage::recv(dev, RecvEvent::End, ""));
         self.faxq(FaxqMessage::commid(dev, None));
         if let Some(slot) = self.lock().get_mut(idx) {
-            slot.receiving = None;
+            slot.inbound = Inbound::Free;
         }
         self.announce(idx);
     }
 
     fn set_commid(&self, idx: usize, commid: &str) {
         if let Some(slot) = self.lock().get_mut(idx) {
-            slot.receiving = Some(commid.to_owned());
+            slot.inbound = Inbound::Held {
+                commid: Some(commid.to_owned()),
+            };
         }
     }
 

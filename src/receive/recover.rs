@@ -4,12 +4,15 @@
 //! write before `rxfax` and faxrcvd. A document that exists is delivered now, with an error
 //! message saying so (its completeness is unknown); an entry without a document is dropped.
 //! FreeSWITCH's `rxfax` does not stop when our socket goes, so a reception may still be
-//! running: while its call is up (`uuid_exists`), the document is not touched.
+//! running: while its call is up (`uuid_exists`), the document is not touched. A stop while
+//! recovery waits leaves the entries not yet delivered for the next start.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{Local, TimeZone};
+use tokio_util::sync::CancellationToken;
 
 use super::SwitchLink;
 use super::deliver::{self, Reception};
@@ -32,9 +35,10 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Delivers or drops every pending reception, oldest first. Returns how many were delivered.
 pub(crate) async fn recover(
     spool: &Spool,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     journal: &Journal,
     switch: &SwitchLink,
+    stopping: &CancellationToken,
 ) -> usize {
     let list = {
         let journal = journal.clone();
@@ -65,8 +69,17 @@ pub(crate) async fn recover(
             }
             continue;
         }
-        wait_for_call_end(cfg, switch, &pending.call_uuid).await;
-        wait_until_quiet(&path).await;
+        let waited = async {
+            wait_for_call_end(cfg, switch, &pending.call_uuid).await;
+            wait_until_quiet(&path).await;
+        };
+        tokio::select! {
+            () = waited => {}
+            () = stopping.cancelled() => {
+                tracing::info!("stopping: interrupted receptions left for the next start");
+                break;
+            }
+        }
         tracing::warn!(
             commid = %pending.commid,
             file = %pending.recvq_file,
@@ -78,7 +91,7 @@ pub(crate) async fn recover(
             pending.recvq_file
         ));
         let rec = reception(&pending);
-        let done = deliver::deliver(spool, cfg, journal, &rec, &log).await;
+        let done = deliver::deliver(spool, cfg, journal, rec, log).await;
         if done.faxrcvd_ran {
             delivered += 1;
         }
@@ -104,7 +117,7 @@ fn reception(p: &PendingReception) -> Reception {
         pages_reported: 0,
         bit_rate: 0,
         ecm: false,
-        encoding: None,
+        data_format: None,
         hangup_cause: String::new(),
         duration: Duration::ZERO,
         delivery: p.delivery,

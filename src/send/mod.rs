@@ -11,10 +11,19 @@
 //! FreeSWITCH's own `gw1|gw2` failover breaks on the real switch (the second leg asks for the
 //! same UUID and is refused), so failover is ours, and only on causes that mean the gateway or
 //! route failed (`[gofaxsend] failovercauses`).
+//!
+//! Files: `call` (one attempt as its steps), `prepare`, `dial`, `transfer` (ended by
+//! `fax::CallEnding`), `conclude`, and `job` (the locked qfile, written through typed methods;
+//! the verdict once, in `Job::finish`). fsfaxsend serves one call on a current-thread runtime:
+//! its qfile writes run inline, as the only other task is that call's own socket reader.
 
 mod call;
+mod conclude;
+mod dial;
 pub mod document;
 mod job;
+mod prepare;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +32,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::fax::{Disposition, FaxOutcome, JobResult};
 use crate::hylafax::Spool;
-use crate::hylafax::modem::DeviceFifo;
+use crate::hylafax::modem::{DeviceFifo, DeviceMsg};
+use crate::hylafax::xferfaxlog::DataFormat;
 
 pub use job::Job;
 
@@ -72,30 +82,40 @@ async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> 
             return Disposition::Retry.returned();
         }
     };
-    let config = match config {
-        Ok(c) => c,
-        Err(why) => {
-            let result = FaxOutcome::Local {
+    let attempt = match &config {
+        Ok(config) => attempt(config, modem, &mut job, &mut stop).await,
+        Err(why) => Attempt::verdict_only(
+            FaxOutcome::Local {
                 error: crate::fax::LocalError::Internal,
                 detail: &format!("fsfaxsend configuration unusable: {why}"),
                 dial_attempted: false,
             }
-            .classify(&[]);
-            return job.finish(&Attempt::verdict_only(result));
-        }
+            .classify(&[]),
+        ),
     };
-    let spool = Spool::new(&config.hylafax.spooldir);
-    warn_if_elsewhere(&spool);
-    tell_modem(&spool, modem, "SB");
-    let result = call::send(config, &spool, modem, &mut job, &mut stop).await;
-    let code = job.finish(&result);
-    tell_modem(&spool, modem, "SR");
+    let code = job.finish(&attempt);
+    if let Ok(config) = config {
+        tell_modem(
+            &Spool::new(&config.hylafax.spooldir),
+            modem,
+            DeviceMsg::SendReady,
+        );
+    }
     tracing::info!(
         returned = code,
-        status = %result.verdict.status,
+        status = %attempt.verdict.status,
         "job attempt finished"
     );
     code
+}
+
+/// The attempt with a usable configuration, between the modem's `SB` and (after the verdict
+/// is written) its `SR`.
+async fn attempt(config: &Config, modem: &str, job: &mut Job, stop: &mut call::Stop) -> Attempt {
+    let spool = Spool::new(&config.hylafax.spooldir);
+    warn_if_elsewhere(&spool);
+    tell_modem(&spool, modem, DeviceMsg::SendBegin);
+    call::send(config, &spool, modem, job, stop).await
 }
 
 /// faxq runs us in its spool; a `[hylafax] spooldir` naming another directory means logs and
@@ -117,9 +137,9 @@ fn warn_if_elsewhere(spool: &Spool) {
 
 /// Tells fsfaxd what its virtual modem is doing (`SB` sending, `SR` ready again). Never blocks:
 /// with fsfaxd not running the message is dropped.
-fn tell_modem(spool: &Spool, modem: &str, msg: &str) {
-    match DeviceFifo::new(spool, modem).and_then(|fifo| fifo.send(msg)) {
-        Ok(delivery) => tracing::debug!(?delivery, msg, "modem FIFO"),
+fn tell_modem(spool: &Spool, modem: &str, msg: DeviceMsg) {
+    match DeviceFifo::new(spool, modem).and_then(|fifo| fifo.send_msg(&msg)) {
+        Ok(delivery) => tracing::debug!(?delivery, %msg, "modem FIFO"),
         Err(e) => tracing::debug!("cannot tell fsfaxd {msg}: {e}"),
     }
 }
@@ -135,8 +155,8 @@ pub struct Attempt {
     pub remote_id: Option<String>,
     /// Negotiated signalling rate (bit/s).
     pub signal_rate: Option<u32>,
-    /// Encoding of the pages (`T.4 2-D`, `T.6`, ...).
-    pub data_format: Option<String>,
+    /// Data format of the pages, from spandsp's encoding name.
+    pub data_format: Option<DataFormat>,
     /// ECM used.
     pub ecm: bool,
     /// Seconds from answer to hangup.

@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use futures_util::stream;
 
 use crate::esl::{ClientError, InboundClient};
-use crate::fax::dialstring::db_key_safe;
+pub use crate::fax::fallback::db_key_safe;
 use crate::fax::fallback::{self as policy, FallbackEntry};
 use crate::fax::{Direction, FaxResult, T38Status};
 
@@ -711,45 +711,6 @@ pub fn local_time(unix: i64) -> String {
         .unwrap_or_else(|| format!("@{unix}"))
 }
 
-/// An age in the two largest units: `3d 4h`, `5h 12m`, `42s`; `in the future` for skewed clocks.
-pub fn age_text(secs: i64) -> String {
-    if secs < 0 {
-        return "in the future".into();
-    }
-    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
-}
-
-/// One line of `fsfaxd fallback list` / `show`: key, date added (local time), age, and
-/// `expired` when older than `expiry`.
-pub fn entry_line(entry: &ListedEntry, now: i64, expiry: Option<Duration>) -> String {
-    match entry.entry {
-        FallbackEntry::Since(t) => {
-            let expired = if policy::is_expired(t, now, expiry) {
-                "  expired"
-            } else {
-                ""
-            };
-            format!(
-                "{:<20} {}  {:>8}{expired}",
-                entry.key.as_str(),
-                local_time(t),
-                age_text(now - t)
-            )
-        }
-        FallbackEntry::Undated => format!(
-            "{:<20} (value {:?}: no date, never expires)",
-            entry.key.as_str(),
-            entry.value
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,27 +775,6 @@ mod tests {
             parse_reply("-ERR db Command not found!\n"),
             DbReply::Err("-ERR db Command not found!".into())
         );
-    }
-
-    #[test]
-    fn ages_and_lines() {
-        assert_eq!(age_text(42), "42s");
-        assert_eq!(age_text(125), "2m 5s");
-        assert_eq!(age_text(3 * 3600 + 60), "3h 1m");
-        assert_eq!(age_text(3 * 86_400 + 4 * 3600), "3d 4h");
-        assert_eq!(age_text(-5), "in the future");
-        let e = ListedEntry {
-            key: StationKey::stored("0401234").unwrap(),
-            value: "1000".into(),
-            entry: FallbackEntry::Since(1000),
-        };
-        let day = Some(Duration::from_secs(86_400));
-        let line = entry_line(&e, 1000 + 86_400, day);
-        assert!(line.starts_with("0401234 "), "{line}");
-        assert!(line.contains(&local_time(1000)), "{line}");
-        assert!(line.ends_with("1d 0h  expired"), "{line}");
-        assert!(!entry_line(&e, 1000 + 60, day).contains("expired"));
-        assert!(!entry_line(&e, i64::MAX / 2, None).contains("expired"));
     }
 
     /// A mod_db in memory with the real `list` cut, for the listing logic.

@@ -1,0 +1,341 @@
+//! The reception itself, in protocol order: answer, journal the reception, `rxfax`, then
+//! follow its events until [`CallEnding`] says the call is over. Everything waits with a
+//! bound; a shutdown hangs the call up and leaves its journal entry for the next start.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+
+use super::call::{Accepted, Call};
+use super::outcome::End;
+use crate::esl::{OutboundError, SessionItem};
+use crate::fax::dialstring::encode_fax_ident;
+use crate::fax::{Command, Cut, Finish, Gone, Input, Update};
+use crate::hylafax::journal::{DeliveryStage, PendingReception};
+use crate::hylafax::seqf::{self, SeqfError};
+
+/// How long a hangup we asked for may take before the channel is killed.
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long the fax result may trail the hangup before we stop waiting for it.
+pub(super) const RESULT_AFTER_HANGUP: Duration = Duration::from_secs(5);
+/// Bound on the short exchanges at the end of a call (respond, exit, hangup).
+pub(super) const SHORT: Duration = Duration::from_secs(5);
+
+impl Call {
+    /// Answer, journal, rxfax, follow. Returns the spool-relative file once rxfax was started.
+    pub(super) async fn receive(&mut self, call: &Accepted) -> (Option<String>, End) {
+        if let Err(end) = self.answer().await {
+            return (None, end);
+        }
+        let spool = self.daemon.spool.clone();
+        let (recvq_file, path) = match allocate_recvq_file(spool).await {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!("{e}");
+                return (None, End::Failed(e.to_string()));
+            }
+        };
+        call.log.log(&format!("Rxfax to {}", path.display()));
+        self.journal(call, &recvq_file).await;
+        let sets = [
+            Some(format!("fax_enable_t38={}", call.t38.enable)),
+            Some(format!("fax_enable_t38_request={}", call.t38.request)),
+            (!call.ident.is_empty())
+                .then(|| format!("fax_ident={}", encode_fax_ident(&call.ident))),
+        ];
+        for set in sets.iter().flatten() {
+            if let Err(end) = self.app("set", set).await {
+                return (Some(recvq_file), end);
+            }
+        }
+        let path_arg = path.to_string_lossy().into_owned();
+        if let Err(e) = self.session.execute("rxfax", &path_arg).await {
+            return (Some(recvq_file), self.exec_failed(e).await);
+        }
+        // Queued behind rxfax: a normal reception ends with our hangup as soon as rxfax returns.
+        let _ = self.session.execute("hangup", "").await;
+        call.lease.receiving();
+        tracing::info!(file = %recvq_file, "receiving");
+        let end = self.follow(call).await;
+        (Some(recvq_file), end)
+    }
+
+    /// `ring_ready` and the answer delay, `answer`, then the configured silence.
+    async fn answer(&mut self) -> Result<(), End> {
+        let g = self.cfg.gofaxd.clone();
+        if !g.answer_after.is_zero() {
+            self.app("ring_ready", "").await?;
+            self.app("sleep", &g.answer_after.as_millis().to_string())
+                .await?;
+        }
+        self.app("answer", "").await?;
+        if !g.wait_time.is_zero() {
+            let arg = format!("silence_stream://{}", g.wait_time.as_millis());
+            self.app("playback", &arg).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one application and waits for it to complete, within the call's limits.
+    async fn app(&mut self, app: &str, arg: &str) -> Result<(), End> {
+        let run = async {
+            let exec = self.session.execute(app, arg).await?;
+            exec.completed().await
+        };
+        let cap = Instant::from_std(self.ending.cap());
+        let outcome = tokio::select! {
+            _ = self.daemon.kill.cancelled() => Err(End::Shutdown),
+            _ = sleep_until(cap) => Err(End::MaxDuration),
+            r = run => Ok(r),
+        };
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.exec_failed(e).await),
+            Err(end) => {
+                self.kill().await;
+                Err(end)
+            }
+        }
+    }
+
+    async fn exec_failed(&mut self, e: OutboundError) -> End {
+        match e {
+            OutboundError::HungUp { .. } => {
+                self.drain(Duration::from_millis(500)).await;
+                tracing::info!(
+                    cause = self.result.hangup_cause.as_deref().unwrap_or(""),
+                    "caller hung up before the fax started"
+                );
+                End::HungUpBeforeFax
+            }
+            other => {
+                tracing::warn!("{other}");
+                End::ConnectionLost(other.to_string())
+            }
+        }
+    }
+
+    /// Follows the reception's events until [`CallEnding`] says the call is over.
+    async fn follow(&mut self, call: &Accepted) -> End {
+        let mut shutdown_fed = false;
+        let mut lost = String::new();
+        // What the events said before rxfax counts too.
+        let now = std::time::Instant::now();
+        let seen = [
+            self.result.final_result_seen.then_some(Input::FaxResult),
+            self.result.hangup_seen.then_some(Input::Gone(Gone::Hangup)),
+        ];
+        for input in seen.into_iter().flatten() {
+            if let Some(finish) = self.ending.on(input, now).finish {
+                return end_of(finish, lost);
+            }
+        }
+        let finish = loop {
+            let deadline = Instant::from_std(self.ending.deadline());
+            let input = tokio::select! {
+                _ = self.daemon.kill.cancelled(), if !shutdown_fed => {
+                    shutdown_fed = true;
+                    Some(Input::Shutdown)
+                }
+                _ = sleep_until(deadline) => Some(Input::Clock),
+                item = self.events.recv() => match item {
+                    Some(SessionItem::Event(ev)) => self.on_event(&ev, call),
+                    // The linger notice comes after the hangup; events may still follow it.
+                    Some(SessionItem::Disconnect(n)) if n.disposition() == Some("linger") => {
+                        Some(Input::Gone(Gone::LingerNotice))
+                    }
+                    Some(SessionItem::Disconnect(_)) => {
+                        lost = "FreeSWITCH sent a disconnect notice".into();
+                        Some(Input::ConnectionLost)
+                    }
+                    None => {
+                        lost = self.events.close_reason().map(|r| r.to_string()).unwrap_or_default();
+                        tracing::warn!("connection to FreeSWITCH lost during the reception: {lost}");
+                        Some(Input::ConnectionLost)
+                    }
+                },
+            };
+            let Some(input) = input else { continue };
+            let step = self.ending.on(input, std::time::Instant::now());
+            if let Some(command) = step.command {
+                self.send(command, call).await;
+            }
+            if let Some(finish) = step.finish {
+                break finish;
+            }
+        };
+        end_of(finish, lost)
+    }
+
+    /// Applies one event: the modem's page count, the session log, and what it means for the
+    /// end of the call.
+    fn on_event(&mut self, ev: &crate::esl::Event, call: &Accepted) -> Option<Input> {
+        match self.result.apply(ev)? {
+            Update::Page(n) => {
+                call.lease.page(n);
+                call.log.log(&format!("RECV: page {n} received"));
+                None
+            }
+            Update::Negotiated => {
+                let r = &self.result;
+                call.log.log(&format!(
+                    "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {:?}",
+                    r.transfer_rate.unwrap_or(0),
+                    r.ecm_used,
+                    r.remote_station_id.as_deref().unwrap_or(""),
+                    r.t38_status
+                ));
+                None
+            }
+            Update::FinalResult => {
+                let r = &self.result;
+                call.log.log(&format!(
+                    "RECV: fax result {} (code {}), {} pages",
+                    r.result_text.as_deref().unwrap_or(""),
+                    r.result_code.unwrap_or(0),
+                    r.transferred_pages
+                ));
+                Some(Input::FaxResult)
+            }
+            Update::Hangup => Some(Input::Gone(Gone::Hangup)),
+            Update::Answered => None,
+        }
+    }
+
+    /// Sends what the call-ending machine asked for.
+    async fn send(&mut self, command: Command, call: &Accepted) {
+        match (command, self.ending.cut()) {
+            (Command::HangUp, Some(Cut::HardCap)) => {
+                tracing::warn!(
+                    "reception still running after maxcallduration {:?}; hanging up",
+                    self.cfg.gofaxd.max_call_duration
+                );
+                call.log.log("maxcallduration reached: hanging up");
+            }
+            (Command::HangUp, None) => {
+                call.log.log("no hangup after the fax result: hanging up");
+                tracing::info!(
+                    "no hangup {:?} after the fax result; hanging up",
+                    self.cfg.gofaxd.hangup_after_result
+                );
+            }
+            _ => {}
+        }
+        match command {
+            Command::HangUp => {
+                let _ = timeout(SHORT, self.session.hangup("NORMAL_CLEARING")).await;
+            }
+            Command::Kill => self.uuid_kill().await,
+        }
+    }
+
+    /// Applies whatever events arrive within `grace` (or until the call is complete).
+    pub(super) async fn drain(&mut self, grace: Duration) {
+        let end = Instant::now() + grace;
+        while !self.result.is_complete() {
+            match timeout_at(end, self.events.recv()).await {
+                Ok(Some(SessionItem::Event(ev))) => {
+                    self.result.apply(&ev);
+                }
+                Ok(Some(SessionItem::Disconnect(_))) => {}
+                _ => break,
+            }
+            if self.result.hangup_seen && !self.result.answered() {
+                break;
+            }
+        }
+    }
+
+    /// Before rxfax: hangs the channel up now; kills it if the hangup does not happen.
+    async fn kill(&mut self) {
+        let _ = timeout(SHORT, self.session.hangup("NORMAL_CLEARING")).await;
+        let end = Instant::now() + KILL_GRACE;
+        while !self.result.hangup_seen {
+            match timeout_at(end, self.events.recv()).await {
+                Ok(Some(SessionItem::Event(ev))) => {
+                    self.result.apply(&ev);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(_) => {
+                    self.uuid_kill().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn uuid_kill(&self) {
+        let cmd = format!("uuid_kill {}", self.session.channel_uuid());
+        let _ = timeout(SHORT, self.session.api(&cmd)).await;
+    }
+
+    /// The durable record that makes a crash after this point recoverable.
+    async fn journal(&self, call: &Accepted, recvq_file: &str) {
+        let caller = &call.caller;
+        let rec = PendingReception {
+            commid: call.commid.clone(),
+            recvq_file: recvq_file.to_owned(),
+            modem: call.lease.name().to_owned(),
+            cidnum: caller.cidnum.clone(),
+            cidname: caller.cidname.clone(),
+            recipient: caller.recipient.number.clone(),
+            gateway: caller.gateway.clone(),
+            call_uuid: self.session.channel_uuid().to_owned(),
+            started: call.started.timestamp(),
+            delivery: DeliveryStage::Received,
+        };
+        let journal = self.daemon.journal.clone();
+        match tokio::task::spawn_blocking(move || journal.add(&rec)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(
+                "{e}; receiving anyway, but a crash during this call would orphan the fax"
+            ),
+            Err(e) => tracing::error!("journal write did not run: {e}"),
+        }
+    }
+}
+
+/// How the reception ended, from how the call did.
+fn end_of(finish: Finish, lost: String) -> End {
+    match finish.cut {
+        Some(Cut::HardCap) => End::MaxDuration,
+        Some(Cut::Shutdown) => End::Shutdown,
+        Some(Cut::ConnectionLost) => End::ConnectionLost(lost),
+        None if finish.result => End::Complete,
+        None => End::NoResult,
+    }
+}
+
+/// Why a call could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RecvqError {
+    #[error("{0}")]
+    Seqf(#[from] SeqfError),
+    #[error("{0}")]
+    Blocking(#[from] tokio::task::JoinError),
+    #[error("cannot find a free recvq file name (10 numbers in a row were taken)")]
+    AllTaken,
+}
+
+/// `seqf::next` off the async threads (it locks and fsyncs).
+pub(super) async fn next_number(path: std::path::PathBuf) -> Result<u32, RecvqError> {
+    Ok(tokio::task::spawn_blocking(move || seqf::next(&path)).await??)
+}
+
+/// The next free `recvq/faxNNNNNNNNN.tif` (a number whose file exists is skipped: another
+/// program on the spool may have used it).
+pub(super) async fn allocate_recvq_file(
+    spool: crate::hylafax::Spool,
+) -> Result<(String, std::path::PathBuf), RecvqError> {
+    for _ in 0..10 {
+        let n = next_number(spool.recvq_seqf()).await?;
+        let rel = seqf::recvq_relative(n);
+        let abs = spool.join(&rel);
+        if !abs.exists() {
+            return Ok((rel, abs));
+        }
+        tracing::warn!(file = %abs.display(), "recvq file exists already; taking the next number");
+    }
+    Err(RecvqError::AllTaken)
+}

@@ -1,0 +1,319 @@
+//! Step 2 of an attempt: connect to FreeSWITCH, apply the station's T.38 fallback and the
+//! per-destination overrides, then one originate per gateway, in order, until one answers or a
+//! cause says the destination itself answered.
+
+use chrono::Local;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::esl::{ClientError, EventStream, InboundClient, SessionItem};
+use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
+use crate::fax::outcome::{normalize_cause, should_fail_over};
+use crate::fax::{Direction, FaxResult, LocalError, OriginateRequest};
+
+use super::Job;
+use super::call::{CallEnd, EVENTS, EslSession, Stop, close_text};
+use super::prepare::Context;
+
+/// An answered call, handed to the transfer step.
+pub(super) struct Answered {
+    pub session: EslSession,
+    pub events: EventStream,
+    pub uuid: Uuid,
+    /// What the events said while dialling (the answer time).
+    pub result: FaxResult,
+}
+
+/// How one gateway's originate went.
+enum Leg {
+    /// Answered: the call and what its events said so far.
+    Answered(Uuid, Box<FaxResult>),
+    /// The originate failed with this cause.
+    Failed(String),
+}
+
+/// Dials the job's number through the gateways; `Err` says how the attempt ended without an
+/// answer.
+pub(super) async fn dial(
+    cfg: &Config,
+    ctx: &mut Context,
+    job: &mut Job,
+    stop: &mut Stop,
+) -> Result<Answered, CallEnd> {
+    let connected = tokio::select! {
+        r = EslSession::connect(&cfg.freeswitch) => r,
+        sig = stop.recv() => {
+            let why = format!("{sig} before dialling");
+            return Err(CallEnd::NoDial(LocalError::Interrupted, why));
+        }
+    };
+    let (mut session, mut events) = connected.map_err(|e| unreachable_switch(ctx, &e))?;
+    let mut db_answers = true;
+    if cfg.freeswitch.softmodem_fallback && !apply_fallback(cfg, ctx, &session.client).await {
+        // The lookup timed out and took the connection with it: dial on a fresh one, and
+        // skip the overrides, which would wait on the same mod_db.
+        db_answers = false;
+        events = session
+            .reconnect()
+            .await
+            .map_err(|e| unreachable_switch(ctx, &e))?;
+    }
+    if db_answers {
+        apply_overrides(ctx, &session.client).await;
+    } else {
+        ctx.log
+            .log("mod_db did not answer: per-destination overrides skipped for this attempt");
+    }
+    let dialer = Dialer {
+        cfg,
+        ctx,
+        job,
+        stop,
+        session,
+        events,
+    };
+    dialer.through_gateways().await
+}
+
+fn unreachable_switch(ctx: &Context, e: &ClientError) -> CallEnd {
+    ctx.log.log(&format!("{e}"));
+    CallEnd::NoDial(LocalError::FreeswitchUnreachable, e.to_string())
+}
+
+/// The attempt while it dials: the connection and what the originates need.
+struct Dialer<'a> {
+    cfg: &'a Config,
+    ctx: &'a mut Context,
+    job: &'a mut Job,
+    stop: &'a mut Stop,
+    session: EslSession,
+    events: EventStream,
+}
+
+impl Dialer<'_> {
+    /// One originate per gateway until one answers or the cause says not to go on.
+    async fn through_gateways(mut self) -> Result<Answered, CallEnd> {
+        let mut attempts = Vec::new();
+        let mut last_cause = String::new();
+        let gateways = self.ctx.gateways.clone();
+        for (i, gateway) in gateways.iter().enumerate() {
+            let cause = match self.originate(gateway, i).await? {
+                Leg::Answered(uuid, result) => {
+                    return Ok(Answered {
+                        session: self.session,
+                        events: self.events,
+                        uuid,
+                        result: *result,
+                    });
+                }
+                Leg::Failed(cause) => cause,
+            };
+            attempts.push(format!("{gateway}: {cause}"));
+            last_cause = cause.clone();
+            let more = i + 1 < gateways.len();
+            if !(more && should_fail_over(&cause, &self.cfg.gofaxsend.failover_causes)) {
+                break;
+            }
+        }
+        let _ = self.session.client.exit().await;
+        Err(CallEnd::OriginateFailed {
+            cause: last_cause,
+            attempts,
+        })
+    }
+
+    /// One originate through `gateway` (the `i`th), followed until it is answered or fails.
+    async fn originate(&mut self, gateway: &str, i: usize) -> Result<Leg, CallEnd> {
+        let uuid = Uuid::new_v4();
+        let job_uuid = Uuid::new_v4().to_string();
+        tracing::Span::current().record("uuid", tracing::field::display(uuid));
+        let log = &self.ctx.log;
+        let request = OriginateRequest {
+            uuid,
+            gateway: gateway.to_owned(),
+            number: self.ctx.dialled.clone(),
+            vars: self.ctx.vars.clone(),
+            txfax_path: self.ctx.prepared.path.clone(),
+            start_page: self.ctx.prepared.start_page,
+            end_page: None,
+        };
+        let command = match request.build() {
+            Ok(c) => c,
+            Err(e) => {
+                log.log(&format!("Gateway {gateway}: {e}"));
+                return Ok(Leg::Failed(e.to_string()));
+            }
+        };
+        if let Err(e) = self.subscribe(&uuid, &job_uuid, i == 0).await {
+            log.log(&format!("{e}"));
+            let error = (LocalError::EslDropped, e.to_string());
+            return Err(if i == 0 {
+                CallEnd::NoDial(error.0, error.1)
+            } else {
+                CallEnd::LocalAfterDial(error.0, error.1)
+            });
+        }
+        let dialled = &self.ctx.dialled;
+        self.job
+            .count_dial(&format!("Dialing {dialled} via {gateway}"));
+        log.log(&format!(
+            "DIAL {dialled} via gateway {gateway} (call {uuid})"
+        ));
+        tracing::info!(gateway = %gateway, number = %dialled, "originate");
+        let (reply, result) = self.await_answer(&command, &job_uuid, uuid).await?;
+        let reply = reply.trim();
+        if reply.starts_with("+OK") {
+            self.ctx
+                .log
+                .log(&format!("CONNECTED via gateway {gateway}"));
+            tracing::info!(gateway = %gateway, "answered");
+            return Ok(Leg::Answered(uuid, Box::new(result)));
+        }
+        let cause = normalize_cause(reply);
+        self.ctx.log.log(&format!("Gateway {gateway}: {cause}"));
+        tracing::info!(gateway = %gateway, cause = %cause, "originate failed");
+        Ok(Leg::Failed(cause))
+    }
+
+    /// Filters before the subscription, so no other call's events are ever queued for us.
+    async fn subscribe(&self, uuid: &Uuid, job_uuid: &str, first: bool) -> Result<(), ClientError> {
+        let client = &self.session.client;
+        client.filter("Unique-ID", &uuid.to_string()).await?;
+        client.filter("Job-UUID", job_uuid).await?;
+        if first {
+            client.event_plain(EVENTS).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the originate and waits for its BACKGROUND_JOB reply, within `originatetimeout`.
+    async fn await_answer(
+        &mut self,
+        command: &str,
+        job_uuid: &str,
+        uuid: Uuid,
+    ) -> Result<(String, FaxResult), CallEnd> {
+        let log = &self.ctx.log;
+        let dropped = |why: String| CallEnd::LocalAfterDial(LocalError::EslDropped, why);
+        let background = match self
+            .session
+            .client
+            .bgapi_with_job_uuid(command, job_uuid)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                // The originate may be running in FreeSWITCH even though its reply never came.
+                log.log(&format!("{e}"));
+                self.session.kill_after_drop(&uuid).await;
+                return Err(dropped(e.to_string()));
+            }
+        };
+        let mut result = FaxResult::for_channel(Direction::Send, uuid.to_string());
+        let deadline = tokio::time::sleep(self.cfg.gofaxsend.originate_timeout);
+        tokio::pin!(deadline);
+        let background = background.result();
+        tokio::pin!(background);
+        let reply = loop {
+            tokio::select! {
+                r = &mut background => break r,
+                item = self.events.recv() => match item {
+                    Some(SessionItem::Event(ev)) => { result.apply(&ev); }
+                    Some(SessionItem::Disconnect(_)) => {}
+                    None => {
+                        let why = close_text(&self.events);
+                        log.log(&format!("Lost the event socket while dialling: {why}"));
+                        self.session.kill_after_drop(&uuid).await;
+                        return Err(dropped(why));
+                    }
+                },
+                () = &mut deadline => {
+                    let why = format!(
+                        "no answer and no failure within {:?} ([gofaxsend] originatetimeout); \
+                         call cancelled",
+                        self.cfg.gofaxsend.originate_timeout
+                    );
+                    log.log(&why);
+                    self.session.kill(&uuid).await;
+                    return Err(CallEnd::LocalAfterDial(LocalError::Timeout, why));
+                }
+                sig = self.stop.recv() => {
+                    log.log(&format!("{sig} while dialling; call cancelled"));
+                    self.session.kill(&uuid).await;
+                    let why = format!("{sig} while dialling");
+                    return Err(CallEnd::LocalAfterDial(LocalError::Interrupted, why));
+                }
+            }
+        };
+        match reply {
+            Ok(body) => Ok((body, result)),
+            Err(e) => {
+                log.log(&format!("{e}"));
+                self.session.kill_after_drop(&uuid).await;
+                Err(dropped(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The T.38 fallback memory: audio for stations that failed with T.38 before. Returns false
+/// when FreeSWITCH did not answer and the connection is no longer usable.
+async fn apply_fallback(cfg: &Config, ctx: &mut Context, client: &InboundClient) -> bool {
+    let Some(key) = StationKey::outbound(&ctx.dialled, &ctx.call_prefix) else {
+        return true;
+    };
+    let fs = &cfg.freeswitch;
+    let db = FallbackDb::new(client, fs.fallback_lookup_timeout);
+    let now = Local::now().timestamp();
+    let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
+    if let Some(text) = found.describe(&key, Direction::Send) {
+        ctx.log.log(&text);
+        match &found {
+            Lookup::Unavailable(_) => tracing::warn!(station = %key, "{text}"),
+            _ => tracing::info!(station = %key, "{text}"),
+        }
+    }
+    if found.audio() {
+        ctx.vars.enable_t38 = Some(false);
+        ctx.vars.enable_t38_request = Some(false);
+    }
+    ctx.fallback_listed = found.listed();
+    !matches!(
+        found,
+        Lookup::Unavailable(FallbackError::Timeout { .. } | FallbackError::Esl { .. })
+    )
+}
+
+/// Per-destination overrides an admin stored in mod_db (`override-<number>` realm), limited to
+/// fax and caller-ID variables.
+async fn apply_overrides(ctx: &mut Context, client: &InboundClient) {
+    if !db_key_safe(&ctx.dialled) {
+        return;
+    }
+    let realm = format!("override-{}", ctx.dialled);
+    let Ok(list) = client.api(&format!("db list/{realm}")).await else {
+        return;
+    };
+    let list = list.trim();
+    if list.starts_with("-ERR") || list == "!err!" || list.is_empty() {
+        return;
+    }
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !db_key_safe(name) {
+            continue;
+        }
+        let Ok(value) = client.api(&format!("db select/{realm}/{name}")).await else {
+            continue;
+        };
+        let value = value.trim_end_matches('\n');
+        if value.starts_with("-ERR") || value == "!err!" {
+            continue;
+        }
+        match ctx.vars.apply_override(name, value) {
+            Ok(()) => ctx
+                .log
+                .log(&format!("Override from mod_db: {name}={value}")),
+            Err(e) => tracing::warn!("ignored mod_db override {realm}/{name}: {e}"),
+        }
+    }
+}
