@@ -84,11 +84,16 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     let busy = lab.submit("5551002", &document());
     let failed = lab.submit("5551003", &document());
     // A bound for a hang only: faxq, fsfaxsend and the fake take well under a second each.
+    // The busy job sleeps after each attempt; whether faxq retries it at once after the first
+    // busy (it may) is faxq's scheduling: the test counts what happened on the wire instead.
     let settled = lab.wait_for(Duration::from_secs(300), |lab| {
         state(lab, done).as_deref() == Some("7")
             && state(lab, failed).as_deref() == Some("8")
-            && lab.qfile_field(busy, "totdials").as_deref() == Some("1")
             && state(lab, busy).as_deref() == Some("3")
+            && lab.qfile_field(busy, "totdials").is_some_and(|d| d != "0")
+            && lab
+                .qfile_field(busy, "status")
+                .is_some_and(|s| s.starts_with("Busy signal detected"))
     });
     assert!(
         settled,
@@ -113,10 +118,13 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     // Requeued with our status text, visible in faxstat.
     let status = lab.qfile_field(busy, "status").unwrap();
     assert!(status.starts_with("Busy signal detected"), "{status}");
-    let faxstat = lab.faxstat(&["-s"]);
+    let shown = lab.wait_for(Duration::from_secs(120), |lab| {
+        lab.faxstat(&["-s"]).contains("Busy signal detected")
+    });
     assert!(
-        faxstat.contains("Busy signal detected"),
-        "faxstat -s does not show our status:\n{faxstat}"
+        shown,
+        "faxstat -s does not show our status:\n{}",
+        lab.faxstat(&["-s"])
     );
 
     // failedresponse: faxq failed the job for good.
@@ -128,13 +136,34 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     let done_list = lab.faxstat(&["-d"]);
     assert!(done_list.contains("CALL_REJECTED"), "{done_list}");
 
-    // What went on the wire: three bgapi originates, one per job.
-    assert_eq!(fs.originates().len(), 3);
+    // What went on the wire: one bgapi originate per dial faxq's qfiles count (the busy job's
+    // totdials may have grown since the wait ended: faxq can retry it meanwhile).
+    let busy_dials = |fs: &FakeFs| {
+        fs.originates()
+            .iter()
+            .filter(|o| {
+                o.originate
+                    .legs()
+                    .first()
+                    .is_some_and(|l| l.number == "5551002")
+            })
+            .count()
+    };
     assert!(fs.originates().iter().all(|o| o.background));
+    let wire = busy_dials(&fs);
+    let counted: usize = lab
+        .qfile_field(busy, "totdials")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        wire == counted || wire == counted + 1,
+        "the busy job's totdials ({counted}) against the fake's originates for it ({wire})"
+    );
+    assert_eq!(fs.originates().len() - wire, 2, "{:#?}", fs.originates());
     let xfer = fs::read_to_string(lab.spool().join("log/xferfaxlog")).unwrap();
-    assert_eq!(
-        xfer.lines().filter(|l| l.contains("\tSEND\t")).count(),
-        3,
-        "{xfer}"
+    let sends = xfer.lines().filter(|l| l.contains("\tSEND\t")).count();
+    assert!(
+        sends == 2 + counted || sends == 2 + wire,
+        "one SEND record per attempt: {sends} records, {counted} busy dials counted, {wire} on the wire\n{xfer}"
     );
 }
