@@ -41,18 +41,7 @@ impl Fsfaxd {
     pub fn start(modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let dir = tempfile::tempdir().unwrap();
         prepare_spool(&dir.path().join("spool"));
-        let mut d = Fsfaxd {
-            dir,
-            // Port 0: the OS picks a free port, read back from the "listening on" log line,
-            // so tests running at once never race for one.
-            addr: "127.0.0.1:0".parse().unwrap(),
-            child: None,
-            extra: gofaxd_extra.to_owned(),
-            modems,
-        };
-        d.write_config();
-        d.spawn();
-        d
+        Fsfaxd::launch(dir, modems, gofaxd_extra)
     }
 
     /// Starts fsfaxd on an existing spool (e.g. a real HylaFAX lab's), with the spool's own
@@ -60,8 +49,14 @@ impl Fsfaxd {
     pub fn start_on(spool: &Path, modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(spool, dir.path().join("spool")).unwrap();
+        Fsfaxd::launch(dir, modems, gofaxd_extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let mut d = Fsfaxd {
             dir,
+            // Port 0: the OS picks a free port, read back from the "listening on" log line,
+            // so tests running at once never race for one.
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             extra: gofaxd_extra.to_owned(),
