@@ -4,3 +4,4 @@
 
 pub mod ccitt;
 pub mod pcf;
+pub mod page;
