@@ -3,5 +3,5 @@
 //! document with the tag line drawn into the top of each page ([`page`]).
 
 pub mod ccitt;
-pub mod pcf;
 pub mod page;
+pub mod pcf;

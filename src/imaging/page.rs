@@ -139,9 +139,7 @@ pub fn render_band(font: &Font, fields: &[String], g: Geometry) -> Vec<Vec<bool>
         Scale::Half => canvas
             .chunks(2)
             .map(|pair| {
-                let merged: Vec<bool> = (0..fw)
-                    .map(|x| pair.iter().any(|r| r[x]))
-                    .collect();
+                let merged: Vec<bool> = (0..fw).map(|x| pair.iter().any(|r| r[x])).collect();
                 widen(&merged)
             })
             .collect(),
@@ -221,7 +219,9 @@ fn page_strips(
         .values(ifd, TAG_STRIP_BYTE_COUNTS)
         .ok_or(ImagingError::Corrupt("page without strip byte counts"))?;
     if offsets.len() != counts.len() {
-        return Err(ImagingError::Corrupt("strip offsets and byte counts differ"));
+        return Err(ImagingError::Corrupt(
+            "strip offsets and byte counts differ",
+        ));
     }
     let mut strips = Vec::with_capacity(offsets.len());
     for (&o, &c) in offsets.iter().zip(&counts) {
