@@ -115,6 +115,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "dynamicconfigtimeout",
             "tiffcptimeout",
             "hangupafterresult",
+            "taglinefailure",
         ],
     ),
 ];
@@ -348,6 +349,20 @@ pub struct GofaxsendSection {
     pub tiffcp_timeout: Duration,
     /// `hangupafterresult` (fsfax, default 5s): wait for the hangup after the fax result.
     pub hangup_after_result: Duration,
+    /// `taglinefailure` (fsfax, `send` or `retry`, default `send`): what a job does when its
+    /// configured tag line cannot be imaged (bad font, unreadable or unsupported document).
+    pub tag_line_failure: TagLineFailure,
+}
+
+/// What to do with a job whose tag line cannot be imaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagLineFailure {
+    /// Send the document without tag line (and say so in the log and the job's status), as
+    /// HylaFAX's faxsend does when its TagLineFont is unusable.
+    #[default]
+    Send,
+    /// Requeue the job (`returned:0`) until an admin fixes the font or the document.
+    Retry,
 }
 
 impl Default for GofaxsendSection {
@@ -371,6 +386,7 @@ impl Default for GofaxsendSection {
             dynamic_config_timeout: Duration::from_secs(10),
             tiffcp_timeout: Duration::from_secs(60),
             hangup_after_result: Duration::from_secs(5),
+            tag_line_failure: TagLineFailure::Send,
         }
     }
 }
@@ -839,6 +855,10 @@ impl Config {
             ("gofaxsend", "dynamicconfigtimeout") => dur(s.dynamic_config_timeout),
             ("gofaxsend", "tiffcptimeout") => dur(s.tiffcp_timeout),
             ("gofaxsend", "hangupafterresult") => dur(s.hangup_after_result),
+            ("gofaxsend", "taglinefailure") => one(match s.tag_line_failure {
+                TagLineFailure::Send => "send".into(),
+                TagLineFailure::Retry => "retry".into(),
+            }),
             _ => Vec::new(),
         }
     }
@@ -1098,6 +1118,13 @@ impl Builder<'_> {
             ("gofaxsend", "tiffcptimeout") => c.gofaxsend.tiffcp_timeout = timeout(v)?,
             ("gofaxsend", "hangupafterresult") => {
                 c.gofaxsend.hangup_after_result = parse_duration(v)?
+            }
+            ("gofaxsend", "taglinefailure") => {
+                c.gofaxsend.tag_line_failure = match v.trim().to_ascii_lowercase().as_str() {
+                    "send" => TagLineFailure::Send,
+                    "retry" => TagLineFailure::Retry,
+                    _ => return Err(format!("{v:?} is neither send nor retry")),
+                }
             }
             _ => return Err("known key without a handler (fsfax bug)".into()),
         }

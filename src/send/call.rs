@@ -205,7 +205,7 @@ async fn prepare(
         return Err(failed("No gateway configured ([freeswitch] gateway)"));
     }
 
-    let vars = channel_vars(cfg, job, &script);
+    let mut vars = channel_vars(cfg, job, &script);
     // Document paths in the qfile are relative to faxq's spool, which is our working
     // directory when faxq runs us (the qfile path is relative to it too).
     let cwd = std::env::current_dir().ok();
@@ -237,6 +237,11 @@ async fn prepare(
             local(LocalError::Internal, &e.to_string())
         }
     })?;
+    let tagged = super::tagline::apply(cfg, spool, modem, job, &script, prepared, &temp_dir, &log)?;
+    if tagged.imaged {
+        vars.fax_header = Some(String::new());
+    }
+    let prepared = tagged.prepared;
     Ok(Context {
         jobid,
         commid,

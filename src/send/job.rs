@@ -13,6 +13,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The job's qfile, locked for the whole attempt.
 pub struct Job {
     q: QFile,
+    /// Said in the final status whatever the verdict (e.g. "sent without tag line").
+    note: Option<String>,
 }
 
 impl Job {
@@ -29,7 +31,7 @@ impl Job {
             ),
         )?;
         q.write()?;
-        Ok(Job { q })
+        Ok(Job { q, note: None })
     }
 
     /// The parsed qfile.
@@ -51,6 +53,11 @@ impl Job {
         self.save();
     }
 
+    /// Keeps `text` for the final status, after the verdict's own.
+    pub fn note(&mut self, text: &str) {
+        self.note = Some(text.to_string());
+    }
+
     /// Writes the qfile as it is now.
     pub fn save(&mut self) {
         if let Err(e) = self.q.write() {
@@ -68,7 +75,11 @@ impl Job {
                 tracing::warn!("{e}");
             }
         };
-        set("status", &v.status);
+        match &self.note {
+            Some(note) if v.status.is_empty() => set("status", note),
+            Some(note) => set("status", &format!("{}; {note}", v.status)),
+            None => set("status", &v.status),
+        }
         set("statuscode", &v.statuscode.to_string());
         set("returned", &returned.to_string());
         if let Some(csi) = &attempt.remote_id {

@@ -15,6 +15,7 @@
 mod call;
 pub mod document;
 mod job;
+mod tagline;
 
 use std::path::{Path, PathBuf};
 
