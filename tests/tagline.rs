@@ -5,8 +5,11 @@
 //! The font is HylaFAX's own `lutRS18.pcf` as Debian installs it (hylafax-server); it is not
 //! vendored (its license asks for notices we would rather not carry for a test).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use chrono::TimeZone;
 use fsfax::hylafax::qfile::QFileContent;
@@ -14,17 +17,20 @@ use fsfax::hylafax::tagline::{DEFAULT_FORMAT, JobFields, TagLine};
 use fsfax::imaging::page::{Geometry, band_rows, imprint, render_band};
 use fsfax::imaging::pcf::Font;
 
-fn font() -> Font {
-    let candidates = [
+fn font_path() -> &'static Path {
+    const CANDIDATES: [&str; 2] = [
         "/var/spool/hylafax/etc/lutRS18.pcf",
         "/etc/hylafax/lutRS18.pcf",
     ];
-    let path = candidates
+    CANDIDATES
         .iter()
         .map(Path::new)
         .find(|p| p.exists())
-        .expect("HylaFAX's lutRS18.pcf is missing: install hylafax-server");
-    Font::parse(&std::fs::read(path).unwrap()).unwrap()
+        .expect("HylaFAX's lutRS18.pcf is missing: install hylafax-server")
+}
+
+fn font() -> Font {
+    Font::parse(&std::fs::read(font_path()).unwrap()).unwrap()
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -353,4 +359,189 @@ fn the_glyphs_are_the_fonts_own() {
         .count();
     let glyph_ink = glyph.rows.iter().flatten().filter(|p| **p).count();
     assert_eq!(ink, glyph_ink, "ink outside the glyph");
+}
+
+// fsfaxsend, the real binary, against the fake FreeSWITCH.
+
+use support::fakefs::{CallScript, FakeConfig, FakeFs};
+use support::send::{MODEM, SendEnv, wait_exit};
+
+const FORMAT: &str = "TagLineFormat: \"From %%n|%c|Page %%P of %%T\"\n";
+
+/// A resumed job: 2 of test12.tif's 12 pages went out before.
+fn resumed_job(env: &SendEnv, job: u32) {
+    let q = env.qfile(job, "0401234", &[("test12.tif", 2)], &[]);
+    let text = std::fs::read_to_string(&q)
+        .unwrap()
+        .replace("npages:0\ntotpages:3\n", "npages:2\ntotpages:12\n");
+    std::fs::write(&q, text).unwrap();
+}
+
+fn modem_config(env: &SendEnv, text: &str) {
+    std::fs::write(env.spool.join(format!("etc/config.{MODEM}")), text).unwrap();
+}
+
+#[tokio::test]
+async fn fsfaxsend_sends_a_tagged_copy_and_asks_spandsp_for_no_header() {
+    // The far end never answers: the document stays in place until we stop fsfaxsend, so it
+    // can be read whatever the machine's speed.
+    let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::Silent)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["originatetimeout = 120s"], &[]);
+    modem_config(
+        &env,
+        &format!("TagLineFont: {}\n{FORMAT}", font_path().display()),
+    );
+    resumed_job(&env, 21);
+    let child = env.spawn(21);
+    let pid = child.id().unwrap() as i32;
+    assert!(
+        fs.wait_for(Duration::from_secs(60), |fs| !fs.originates().is_empty())
+            .await
+    );
+    let o = fs.originates()[0].clone();
+    let path = PathBuf::from(o.originate.app_arg.clone().unwrap_or_default());
+    assert!(
+        path.starts_with(env.spool.join("tmp")) && path.to_string_lossy().ends_with("-tagline.tif"),
+        "txfax gets the tagged copy in tmp/: {path:?}"
+    );
+    assert_eq!(o.var("fax_header"), None, "spandsp must draw no header");
+    assert_eq!(
+        o.var("fax_start_page"),
+        None,
+        "the copy holds only the pages to send"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sent.tif");
+    std::fs::copy(&path, &copy).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(child, Duration::from_secs(60)).await, 0);
+    assert_eq!(
+        env.temp_files(),
+        0,
+        "the tagged copy is removed after the attempt"
+    );
+    // The job's own document is untouched.
+    let own = std::fs::read(env.spool.join("docq/doc21-0.tif")).unwrap();
+    assert_eq!(own, std::fs::read(fixture("test12.tif")).unwrap());
+
+    let pages = decode(&copy, dir.path());
+    let original = decode(&fixture("test12.tif"), dir.path());
+    assert_eq!(pages.len(), 10);
+    let font = font();
+    let band = band_rows(&font, 98.0);
+    let g = Geometry {
+        width: 1728,
+        x_dpi: 204.0,
+        y_dpi: 98.0,
+    };
+    for (i, p) in pages.iter().enumerate() {
+        assert!(p.rows[band..] == original[i + 2].rows[band..], "page {i}");
+        // The third field, in the last third of the line: "Page 3 of 12" on the first page.
+        let want = render_band(
+            &font,
+            &[
+                String::new(),
+                String::new(),
+                format!("Page {} of 12", i + 3),
+            ],
+            g,
+        );
+        for (r, row) in want.iter().enumerate() {
+            assert!(p.rows[r][1152..] == row[1152..], "page {i} row {r}");
+        }
+        // The first field names the sender's number ([gofaxsend] faxnumber).
+        let want = render_band(
+            &font,
+            &["From 4711".into(), String::new(), String::new()],
+            g,
+        );
+        for (r, row) in want.iter().enumerate() {
+            assert!(p.rows[r][..576] == row[..576], "page {i} row {r}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn fsfaxsend_done_with_tag_line_cleans_up() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    modem_config(&env, &format!("TagLineFont: {}\n", font_path().display()));
+    env.qfile(22, "0402222", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(22).await, 2);
+    assert_eq!(env.field(22, "returned"), "2");
+    assert_eq!(env.field(22, "npages"), "3");
+    assert_eq!(fs.originates()[0].var("fax_header"), None);
+    assert_eq!(env.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn a_bad_font_sends_without_tag_line_and_says_so() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    std::fs::write(env.spool.join("etc/bad.pcf"), b"not a font").unwrap();
+    modem_config(&env, "TagLineFont: etc/bad.pcf\n");
+    env.qfile(23, "0402323", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(23).await, 2);
+    assert_eq!(env.field(23, "returned"), "2");
+    let status = env.field(23, "status");
+    assert!(
+        status.contains("Sent without tag line") && status.contains("bad.pcf"),
+        "{status}"
+    );
+    let o = &fs.originates()[0];
+    // Today's behaviour: spandsp draws [freeswitch] header on the job's own document.
+    assert!(o.var("fax_header").is_some_and(|h| h.contains("ACME")));
+    assert!(
+        o.originate
+            .app_arg
+            .clone()
+            .unwrap_or_default()
+            .contains("/docq/")
+    );
+}
+
+#[tokio::test]
+async fn a_bad_font_with_taglinefailure_retry_requeues_without_dialling() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["taglinefailure = retry"], &[]);
+    modem_config(&env, "TagLineFont: etc/missing.pcf\n");
+    env.qfile(24, "0402424", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(24).await, 0);
+    assert_eq!(env.field(24, "returned"), "0");
+    let status = env.field(24, "status");
+    assert!(
+        status.contains("Tag line cannot be imaged") && status.contains("missing.pcf"),
+        "{status}"
+    );
+    assert!(fs.originates().is_empty(), "nothing was dialled");
+}
+
+#[tokio::test]
+async fn an_empty_format_keeps_todays_header() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    modem_config(
+        &env,
+        &format!(
+            "TagLineFont: {}\nTagLineFormat: \"\"\n",
+            font_path().display()
+        ),
+    );
+    env.qfile(25, "0402525", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(25).await, 2);
+    let o = &fs.originates()[0];
+    assert!(o.var("fax_header").is_some_and(|h| h.contains("ACME")));
+    assert!(
+        o.originate
+            .app_arg
+            .clone()
+            .unwrap_or_default()
+            .contains("/docq/")
+    );
 }
