@@ -195,6 +195,69 @@ pub fn imprint(
     })
 }
 
+/// The top `rows` rows of page `page` (0-based) as pixels (true = black), decoded by our own
+/// decoder: for pictures and checks, not on the send path.
+pub fn top_rows(doc: &[u8], page: usize, rows: usize) -> Result<Vec<Vec<bool>>, ImagingError> {
+    let tiff = Tiff::parse(doc)?;
+    let ifd = tiff
+        .pages
+        .get(page)
+        .ok_or(ImagingError::Corrupt("no such page"))?;
+    let one = |tag| tiff.values(ifd, tag).and_then(|v| v.first().copied());
+    let t4 = one(TAG_T4_OPTIONS).unwrap_or(0);
+    let coding = match one(TAG_COMPRESSION) {
+        Some(3) if t4 & 1 == 1 => Coding::Mr,
+        Some(3) => Coding::Mh,
+        Some(4) => Coding::Mmr,
+        other => {
+            return Err(ImagingError::Unsupported {
+                page: page as u32,
+                what: format!("TIFF compression {other:?}"),
+            });
+        }
+    };
+    let width = one(TAG_WIDTH).ok_or(ImagingError::Corrupt("page without width"))?;
+    let layout = Layout {
+        coding,
+        width: u16::try_from(width).map_err(|_| ImagingError::Corrupt("width"))?,
+        byte_aligned_eol: t4 & 4 == 4,
+    };
+    let offsets = tiff.values(ifd, TAG_STRIP_OFFSETS).unwrap_or_default();
+    let counts = tiff.values(ifd, TAG_STRIP_BYTE_COUNTS).unwrap_or_default();
+    let mut out = Vec::with_capacity(rows);
+    for (&o, &c) in offsets.iter().zip(&counts) {
+        if out.len() >= rows {
+            break;
+        }
+        let mut strip = tiff
+            .data
+            .get(o as usize..(o as usize).saturating_add(c as usize))
+            .ok_or(ImagingError::Corrupt("strip outside the file"))?
+            .to_vec();
+        if one(TAG_FILL_ORDER) == Some(2) {
+            reverse_bits(&mut strip);
+        }
+        let (lines, _) = ccitt::decode_top(&strip, layout, rows - out.len()).map_err(|source| {
+            ImagingError::Coding {
+                page: page as u32,
+                source,
+            }
+        })?;
+        for l in lines {
+            let mut row = vec![false; width as usize];
+            let mut black = false;
+            let mut from = 0usize;
+            for &x in l.iter().chain(std::iter::once(&(width as u16))) {
+                row[from..x as usize].fill(black);
+                black = !black;
+                from = x as usize;
+            }
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
 enum PageStrips {
     New(Vec<Vec<u8>>),
     AsIs(String, Vec<Vec<u8>>),
