@@ -91,12 +91,12 @@ fn decode(path: &Path, dir: &Path) -> Vec<Page> {
     let mut at = u32_at(4) as usize;
     while at != 0 {
         let n = u16_at(at) as usize;
-        let (mut width, mut length, mut photometric) = (0, 0, 0);
+        let (mut width, mut length, mut photometric, mut fill_order) = (0, 0, 0, 1);
         let (mut offsets, mut counts) = (Vec::new(), Vec::new());
         for i in 0..n {
             let e = at + 2 + 12 * i;
             let (tag, kind, count) = (u16_at(e), u16_at(e + 2), u32_at(e + 4) as usize);
-            if ![256, 257, 262, 273, 279].contains(&tag) {
+            if ![256, 257, 262, 266, 273, 279].contains(&tag) {
                 continue;
             }
             let size = if kind == 3 { 2 } else { 4 };
@@ -118,6 +118,7 @@ fn decode(path: &Path, dir: &Path) -> Vec<Page> {
                 256 => width = vals[0],
                 257 => length = vals[0],
                 262 => photometric = vals[0],
+                266 => fill_order = vals[0],
                 273 => offsets = vals,
                 279 => counts = vals,
                 _ => {}
@@ -132,7 +133,8 @@ fn decode(path: &Path, dir: &Path) -> Vec<Page> {
             .map(|y| {
                 (0..width)
                     .map(|x| {
-                        let bit = bytes[y * stride + x / 8] >> (7 - x % 8) & 1 == 1;
+                        let shift = if fill_order == 2 { x % 8 } else { 7 - x % 8 };
+                        let bit = bytes[y * stride + x / 8] >> shift & 1 == 1;
                         // MinIsWhite (0): a set bit is black.
                         bit == (photometric == 0)
                     })
@@ -271,6 +273,15 @@ fn mh_mr_mmr_at_standard_resolution() {
         0,
         d,
     );
+    let more = [
+        (&["-c", "g4", "-r", "5"][..], "mmr-strips.tif"),
+        // Bits stored LSB first (FillOrder 2).
+        (&["-c", "g3:2d", "-f", "lsb2msb"][..], "mr-lsb.tif"),
+        (&["-c", "g4", "-f", "lsb2msb"][..], "mmr-lsb.tif"),
+    ];
+    for (args, name) in more {
+        check_document(&variant("test3.tif", args, d, name), 98.0, 0, d);
+    }
 }
 
 #[test]
