@@ -82,7 +82,11 @@ async fn faxq_job_goes_out_with_hylafax_tag_line() {
         sent.starts_with(spool.join("tmp")) && sent.to_string_lossy().ends_with("-tagline.tif"),
         "{sent:?}"
     );
-    assert_eq!(o.var("fax_header"), None);
+    assert_eq!(
+        o.var("fax_header").as_deref(),
+        Some("%00"),
+        "no spandsp header"
+    );
     let keep = tempfile::tempdir().unwrap();
     let tagged = fs::read(&sent).unwrap();
     // The job's own document as faxq prepared it in docq.

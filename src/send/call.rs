@@ -239,7 +239,7 @@ async fn prepare(
     })?;
     let tagged = super::tagline::apply(cfg, spool, modem, job, &script, prepared, &temp_dir, &log)?;
     if tagged.imaged {
-        vars.fax_header = Some(String::new());
+        vars.fax_header = Some(super::tagline::NO_HEADER.to_string());
     }
     let prepared = tagged.prepared;
     Ok(Context {

@@ -1,11 +1,11 @@
-//! HylaFAX-style tag lines on the pages fsfaxsend sends: the text from [`crate::hylafax::tagline`],
-//! the drawing from [`crate::imaging`], joined here.
+//! HylaFAX-style tag lines on the pages fsfaxsend sends: the text from
+//! [`crate::hylafax::tagline`], the drawing from [`crate::imaging`], joined here.
 //!
 //! A tag line applies when HylaFAX's `TagLineFont` is set for the modem and the format that
 //! applies is not empty; then the document for `txfax` becomes a copy in `tmp/` with the tag
-//! line drawn into each page, and spandsp is asked to draw no header of its own. Otherwise
-//! nothing changes: `[freeswitch] header` (or DynamicConfig's `TagLine`) goes to spandsp as
-//! before. A tag line that cannot be drawn never passes silently: `[gofaxsend] taglinefailure`
+//! line drawn into each page, and spandsp is asked to draw no header of its own
+//! ([`NO_HEADER`]). Otherwise nothing changes: `[freeswitch] header` (or DynamicConfig's
+//! `TagLine`) goes to spandsp as before. A tag line that cannot be drawn never passes silently: `[gofaxsend] taglinefailure`
 //! sends without it (the default, as faxsend does with an unusable font) or requeues the job,
 //! and the job's status and the session log say which and why.
 
@@ -22,6 +22,12 @@ use crate::imaging::pcf::Font;
 
 use super::document::Prepared;
 use super::job::Job;
+
+/// The `fax_header` that makes spandsp draw no header over the tag line. An empty value cannot
+/// do it: FreeSWITCH drops `fax_header=` and mod_spandsp then takes spandsp.conf's `header`.
+/// A NUL goes on the wire percent-encoded (`fax_header='%00'`), and mod_spandsp's url-decode
+/// turns it into an empty string, for which spandsp images no header line.
+pub const NO_HEADER: &str = "\0";
 
 /// What [`apply`] hands back: the document for `txfax` and whether it carries a tag line (then
 /// `fax_header` must stay empty).
