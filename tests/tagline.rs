@@ -562,3 +562,31 @@ async fn an_empty_format_keeps_todays_header() {
             .contains("/docq/")
     );
 }
+
+#[tokio::test]
+async fn an_encoding_that_cannot_be_imaged_is_sent_without_tag_line_and_says_so() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    modem_config(&env, &format!("TagLineFont: {}\n", font_path().display()));
+    env.qfile(26, "0402626", &[("test1.tif", 0)], &[]);
+    // The same page, its Compression tag claiming LZW (5).
+    let doc = env.spool.join("docq/doc26-0.tif");
+    let mut d = std::fs::read(&doc).unwrap();
+    let at = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+    let n = u16::from_le_bytes([d[at], d[at + 1]]) as usize;
+    let e = (0..n)
+        .map(|i| at + 2 + 12 * i)
+        .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == 259)
+        .unwrap();
+    d[e + 8..e + 10].copy_from_slice(&5u16.to_le_bytes());
+    std::fs::write(&doc, d).unwrap();
+    assert_eq!(env.run(26).await, 2);
+    let status = env.field(26, "status");
+    assert!(
+        status.contains("Sent without tag line") && status.contains("page 1: TIFF compression 5"),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(env.spool.join(format!("log/c{}", env.field(26, "commid"))))
+        .unwrap();
+    assert!(log.contains("Sent without tag line"), "{log}");
+}

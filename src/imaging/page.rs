@@ -35,9 +35,10 @@ pub enum ImagingError {
     NotTiff(&'static str),
     #[error("corrupt TIFF document ({0})")]
     Corrupt(&'static str),
-    #[error("page {page}: {what} is not supported for tag lines")]
+    /// `page` is 0-based; messages count from 1.
+    #[error("page {}: {what} is not supported for tag lines", page + 1)]
     Unsupported { page: u32, what: String },
-    #[error("page {page}: {source}")]
+    #[error("page {}: {source}", page + 1)]
     Coding { page: u32, source: CodingError },
 }
 
@@ -675,5 +676,53 @@ mod tests {
             imprint(b"GIF89a", 0, &font, &|_| vec![]),
             Err(ImagingError::NotTiff(_))
         ));
+    }
+
+    /// `test1.tif` (little-endian, one page) with its Compression tag set to `value`.
+    fn with_compression(value: u16) -> Vec<u8> {
+        let mut d = fixture("test1.tif");
+        assert_eq!(&d[..2], b"II");
+        let at = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+        let n = u16::from_le_bytes([d[at], d[at + 1]]) as usize;
+        let e = (0..n)
+            .map(|i| at + 2 + 12 * i)
+            .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == TAG_COMPRESSION)
+            .unwrap();
+        d[e + 8..e + 10].copy_from_slice(&value.to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn jbig_pages_are_left_as_they_are_and_reported() {
+        let font = Font::parse(&tiny_font()).unwrap();
+        let doc = with_compression(9);
+        let out = imprint(&doc, 0, &font, &|_| vec!["A".into()]).unwrap();
+        assert_eq!(out.untouched.len(), 1);
+        assert!(out.untouched[0].1.contains("JBIG"));
+        let (a, b) = (Tiff::parse(&doc).unwrap(), Tiff::parse(&out.bytes).unwrap());
+        let strip = |t: &Tiff<'_>| {
+            let o = t.values(&t.pages[0], TAG_STRIP_OFFSETS).unwrap()[0] as usize;
+            let c = t.values(&t.pages[0], TAG_STRIP_BYTE_COUNTS).unwrap()[0] as usize;
+            t.data[o..o + c].to_vec()
+        };
+        assert_eq!(strip(&a), strip(&b), "the JBIG data is sent as it is");
+    }
+
+    #[test]
+    fn other_encodings_and_broken_data_are_errors() {
+        let font = Font::parse(&tiny_font()).unwrap();
+        let e = imprint(&with_compression(5), 0, &font, &|_| vec!["A".into()]).unwrap_err();
+        assert!(e.to_string().contains("compression 5"), "{e}");
+        // A strip cut short: the band's lines are not all there.
+        let mut doc = fixture("test1.tif");
+        let at = u32::from_le_bytes([doc[4], doc[5], doc[6], doc[7]]) as usize;
+        let n = u16::from_le_bytes([doc[at], doc[at + 1]]) as usize;
+        let e = (0..n)
+            .map(|i| at + 2 + 12 * i)
+            .find(|&e| u16::from_le_bytes([doc[e], doc[e + 1]]) == TAG_STRIP_BYTE_COUNTS)
+            .unwrap();
+        doc[e + 8..e + 12].copy_from_slice(&4u32.to_le_bytes());
+        let e = imprint(&doc, 0, &font, &|_| vec!["A".into()]).unwrap_err();
+        assert!(matches!(e, ImagingError::Coding { page: 0, .. }), "{e}");
     }
 }
