@@ -590,3 +590,72 @@ async fn an_encoding_that_cannot_be_imaged_is_sent_without_tag_line_and_says_so(
         .unwrap();
     assert!(log.contains("Sent without tag line"), "{log}");
 }
+
+/// Runs fsfaxsend on `job` against a far end that never answers, reads the document handed to
+/// `txfax` while the call is pending, then stops fsfaxsend with SIGTERM (a retry).
+async fn sent_document(env: &SendEnv, fs: &FakeFs, job: u32) -> Vec<u8> {
+    let child = env.spawn(job);
+    let pid = child.id().unwrap() as i32;
+    assert!(
+        fs.wait_for(Duration::from_secs(60), |fs| !fs.originates().is_empty())
+            .await
+    );
+    let path = fs.originates()[0]
+        .originate
+        .app_arg
+        .clone()
+        .unwrap_or_default();
+    let bytes = std::fs::read(&path).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(child, Duration::from_secs(60)).await, 0);
+    bytes
+}
+
+#[tokio::test]
+async fn dynamicconfig_tagline_wins_over_the_modem_config() {
+    let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::Silent)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let script = env.spool.join("bin/dynconf");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'TagLine: \"%%l|p%%P\"'\necho 'LocalIdentifier: ACME GmbH'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_config(
+        &[],
+        &[
+            &format!("dynamicconfig = {}", script.display()),
+            "originatetimeout = 120s",
+        ],
+        &[],
+    );
+    modem_config(
+        &env,
+        &format!("TagLineFont: {}\n{FORMAT}", font_path().display()),
+    );
+    env.qfile(27, "0402727", &[("test3.tif", 0)], &[]);
+    let sent = sent_document(&env, &fs, 27).await;
+    let o = &fs.originates()[0];
+    assert_eq!(o.var("fax_header").as_deref(), Some("%00"));
+    let font = font();
+    let g = Geometry {
+        width: 1728,
+        x_dpi: 204.0,
+        y_dpi: 98.0,
+    };
+    let band = band_rows(&font, 98.0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dyn.tif");
+    std::fs::write(&path, &sent).unwrap();
+    let pages = decode(&path, dir.path());
+    for (i, p) in pages.iter().enumerate() {
+        let want = render_band(&font, &["ACME GmbH".into(), format!("p{}", i + 1)], g);
+        assert!(p.rows[..band] == want[..], "page {i}");
+    }
+}

@@ -12,7 +12,7 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, TimeZone};
 
 use super::Spool;
-use super::qfile::QFileContent as QFile;
+use super::qfile::QFileContent;
 
 /// HylaFAX's default `TagLineFormat` (hylafax-config(5)).
 pub const DEFAULT_FORMAT: &str = "From %%n|%c|Page %%P of %%T";
@@ -94,7 +94,7 @@ impl TagLineSettings {
 
     /// The format that applies to `job`: DynamicConfigOutgoing's `TagLine` wins, then the job's
     /// `tagline:` when `UseJobTagLine` allows it, then `TagLineFormat`, then HylaFAX's default.
-    pub fn format_for(&self, job: &QFile, dynamic: Option<&str>) -> String {
+    pub fn format_for(&self, job: &QFileContent, dynamic: Option<&str>) -> String {
         if let Some(d) = dynamic.filter(|d| !d.is_empty()) {
             return d.to_string();
         }
@@ -161,7 +161,7 @@ pub struct JobFields {
 impl JobFields {
     /// The qfile's values; `local_identifier` and `fax_number` come from the configuration
     /// (`%l` falls back to the number when no LocalIdentifier is set, as in HylaFAX).
-    pub fn from_qfile(q: &QFile, local_identifier: Option<&str>, fax_number: &str) -> Self {
+    pub fn from_qfile(q: &QFileContent, local_identifier: Option<&str>, fax_number: &str) -> Self {
         let g = |tag: &str| q.get_lossy(tag).unwrap_or_default().into_owned();
         JobFields {
             subaddress: g("subaddr"),
@@ -331,14 +331,14 @@ mod tests {
     use super::*;
     use chrono::{FixedOffset, TimeZone};
 
-    fn qfile(extra: &str) -> QFile {
+    fn qfile(extra: &str) -> QFileContent {
         let text = format!(
             "jobid:17\ngroupid:16\nexternal:+49 30 1234\nnumber:0301234\ncompany:ACME Corp\n\
              fromcompany:Sender GmbH\nlocation:Berlin\nfromlocation:Hamburg\nreceiver:Bob\n\
              sender:Alice\nregarding:Invoice 42\nvoice:555-1\nfromvoice:555-2\nsubaddr:77\n\
              jobtag:tag-9\nmailaddr:alice@example.org\nnpages:2\ntotpages:12\n{extra}"
         );
-        QFile::parse("sendq/q17", text.as_bytes()).unwrap()
+        QFileContent::parse("sendq/q17", text.as_bytes()).unwrap()
     }
 
     fn when() -> DateTime<FixedOffset> {
@@ -348,7 +348,7 @@ mod tests {
             .unwrap()
     }
 
-    fn line(format: &str, q: &QFile, session_pages: u32) -> TagLine {
+    fn line(format: &str, q: &QFileContent, session_pages: u32) -> TagLine {
         let fields = JobFields::from_qfile(q, Some("ACME FAX"), "+49 30 999");
         TagLine::new(format, &when(), fields, session_pages)
     }
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn local_identifier_falls_back_to_the_number_and_totals_to_the_session() {
-        let q = QFile::parse("sendq/q1", b"jobid:1\n").unwrap();
+        let q = QFileContent::parse("sendq/q1", b"jobid:1\n").unwrap();
         let fields = JobFields::from_qfile(&q, None, "+1 555");
         let t = TagLine::new("%%l|%%P/%%T", &when(), fields, 3);
         assert_eq!(t.fields(2), ["+1 555", "2/3"]);

@@ -30,7 +30,7 @@ use super::job::Job;
 pub const NO_HEADER: &str = "\0";
 
 /// What [`apply`] hands back: the document for `txfax` and whether it carries a tag line (then
-/// `fax_header` must stay empty).
+/// `fax_header` must be [`NO_HEADER`]).
 pub struct Applied {
     pub prepared: Prepared,
     pub imaged: bool,
