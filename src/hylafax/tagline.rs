@@ -299,9 +299,11 @@ where
         ) {
             len = 3;
         }
-        let Some(spec) = rest.get(..len).filter(|s| s.len() == len) else {
-            out.push_str(rest);
-            return out;
+        let Some(spec) = rest.get(..len) else {
+            // The end of the format, or a multibyte character after `%`: not a conversion.
+            out.push('%');
+            rest = &rest[1..];
+            continue;
         };
         let spec = match spec.chars().last() {
             Some(c) if c.is_ascii() => spec,
@@ -414,6 +416,7 @@ mod tests {
         // `%Q` is no strftime conversion and `%q` no server escape: both stay as written.
         assert_eq!(t.text(1), "2026-12-04 14:18 %q %Q 100% %");
         assert_eq!(line("ünï %ü", &q, 1).text(1), "ünï %ü");
+        assert_eq!(line("%ü %Y %-ü %", &q, 1).text(1), "%ü 2026 %-ü %");
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn decode_1d(r: &mut Bits<'_>, width: u16, line: usize) -> Result<Vec<u16>, Codi
         if pos == width {
             return Ok(out);
         }
-        out.push(pos as u16);
+        push_change(&mut out, pos as u16);
         black_run = !black_run;
     }
 }
@@ -216,7 +216,7 @@ fn decode_2d(
                     return Err(CodingError::BadCode { line, bit: at });
                 }
                 if a1 < w {
-                    out.push(a1 as u16);
+                    push_change(&mut out, a1 as u16);
                 }
                 a0 = a1;
                 black_now = !black_now;
@@ -231,7 +231,7 @@ fn decode_2d(
                 }
                 for x in [a1, a2] {
                     if x < w {
-                        out.push(x as u16);
+                        push_change(&mut out, x as u16);
                     }
                 }
                 a0 = a2;
@@ -241,6 +241,16 @@ fn decode_2d(
         }
     }
     Ok(out)
+}
+
+/// Adds a changing element; one at the same column as the last cancels it (a run of length
+/// zero), so lists stay strictly increasing whatever the coder chose.
+fn push_change(out: &mut Vec<u16>, x: u16) {
+    if out.last() == Some(&x) {
+        out.pop();
+    } else {
+        out.push(x);
+    }
 }
 
 /// Changing elements of a row of pixels (true = black).
@@ -568,5 +578,17 @@ mod tests {
         let e = decode_top(&[0x00, 0x10, 0xff], layout(Coding::Mr), 2);
         assert!(e.is_err());
         assert_eq!(changes(&[false, true, true, false]), vec![1, 3]);
+    }
+
+    #[test]
+    fn zero_length_runs_cancel() {
+        // MH: white 0, black 0, white 5, black 3, white rest: the same pixels as [5, 8].
+        let mut w = BitWriter::with_capacity(16);
+        w.eol(false);
+        for (black_run, n) in [(false, 0), (true, 0), (false, 5), (true, 3), (false, 56)] {
+            put_run(&mut w, black_run, n);
+        }
+        let (lines, _) = decode_top(&w.finish(), layout(Coding::Mh), 1).unwrap();
+        assert_eq!(lines, vec![vec![5, 8]]);
     }
 }

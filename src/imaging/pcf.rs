@@ -6,8 +6,10 @@
 //! contents, then tables each starting with their own format word (byte order, bit order,
 //! row padding).
 
-/// The most glyphs a font may have; lutRS18 has 191. Bounds what a hostile file can ask for.
+/// The most glyphs a font may have; lutRS18 has 228. Bounds what a hostile file can ask for.
 const MAX_GLYPHS: usize = 65_536;
+/// The largest glyph box, either way, in pixels (lutRS18's are under 30).
+const MAX_GLYPH_SIDE: i32 = 512;
 
 const PCF_METRICS: u32 = 1 << 2;
 const PCF_BITMAPS: u32 = 1 << 3;
@@ -186,13 +188,18 @@ fn read_metrics(data: &[u8], at: usize) -> Result<Vec<Metrics>, PcfError> {
                 Ok(i32::from(r.u16(p + 2 * i)? as i16))
             }
         };
-        out.push(Metrics {
+        let m = Metrics {
             left: v(0)?,
             right: v(1)?,
             advance: v(2)?,
             ascent: v(3)?,
             descent: v(4)?,
-        });
+        };
+        let sides = [m.right - m.left, m.ascent + m.descent, m.advance.abs()];
+        if sides.iter().any(|s| *s > MAX_GLYPH_SIDE) {
+            return Err(PcfError::Corrupt("implausibly large glyph"));
+        }
+        out.push(m);
         p += if compressed { 5 } else { 12 };
     }
     Ok(out)
