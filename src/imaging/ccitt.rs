@@ -591,4 +591,41 @@ mod tests {
         let (lines, _) = decode_top(&w.finish(), layout(Coding::Mh), 1).unwrap();
         assert_eq!(lines, vec![vec![5, 8]]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_lines_round_trip_in_every_coding(
+            raw in proptest::collection::vec(proptest::collection::vec(0u16..64, 0..12), 1..12),
+            coding in proptest::sample::select(vec![Coding::Mh, Coding::Mr, Coding::Mmr]),
+            keep in 0usize..12,
+        ) {
+            let lines: Vec<Vec<u16>> = raw
+                .into_iter()
+                .map(|mut l| {
+                    l.sort_unstable();
+                    l.dedup();
+                    l
+                })
+                .collect();
+            let strip = strip_of(coding, &lines);
+            let (back, _) = decode_top(&strip, layout(coding), lines.len()).unwrap();
+            proptest::prop_assert_eq!(&back, &lines);
+            let n = keep.min(lines.len());
+            let new: Vec<Vec<u16>> = lines[..n].iter().rev().cloned().collect();
+            let out = replace_top(&strip, layout(coding), lines.len(), &new).unwrap();
+            let (back, _) = decode_top(&out, layout(coding), lines.len()).unwrap();
+            let mut want = new.clone();
+            want.extend(lines[n..].iter().cloned());
+            proptest::prop_assert_eq!(back, want);
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panic(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            coding in proptest::sample::select(vec![Coding::Mh, Coding::Mr, Coding::Mmr]),
+        ) {
+            let _ = decode_top(&data, layout(coding), 20);
+            let _ = replace_top(&data, layout(coding), 20, &[vec![1, 2], vec![]]);
+        }
+    }
 }

@@ -725,4 +725,25 @@ mod tests {
         let e = imprint(&doc, 0, &font, &|_| vec!["A".into()]).unwrap_err();
         assert!(matches!(e, ImagingError::Coding { page: 0, .. }), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn damaged_documents_and_fonts_never_panic(
+            flips in proptest::collection::vec((0usize..6396, proptest::num::u8::ANY), 1..16),
+        ) {
+            let font_bytes = tiny_font();
+            let font = Font::parse(&font_bytes).unwrap();
+            let mut doc = fixture("test1.tif");
+            let mut bad_font = font_bytes.clone();
+            for (at, v) in &flips {
+                let at = at % doc.len();
+                doc[at] = *v;
+                let f = at % bad_font.len();
+                bad_font[f] = *v;
+            }
+            let _ = imprint(&doc, 0, &font, &|_| vec!["A|AA".into()]);
+            let _ = Font::parse(&bad_font);
+        }
+    }
 }
