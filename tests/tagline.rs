@@ -507,7 +507,7 @@ async fn a_bad_font_sends_without_tag_line_and_says_so() {
     assert_eq!(env.field(23, "returned"), "2");
     let status = env.field(23, "status");
     assert!(
-        status.contains("Sent without tag line") && status.contains("bad.pcf"),
+        status.starts_with("Tag line not imaged") && status.contains("bad.pcf"),
         "{status}"
     );
     let o = &fs.originates()[0];
@@ -570,25 +570,16 @@ async fn an_encoding_that_cannot_be_imaged_is_sent_without_tag_line_and_says_so(
     modem_config(&env, &format!("TagLineFont: {}\n", font_path().display()));
     env.qfile(26, "0402626", &[("test1.tif", 0)], &[]);
     // The same page, its Compression tag claiming LZW (5).
-    let doc = env.spool.join("docq/doc26-0.tif");
-    let mut d = std::fs::read(&doc).unwrap();
-    let at = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
-    let n = u16::from_le_bytes([d[at], d[at + 1]]) as usize;
-    let e = (0..n)
-        .map(|i| at + 2 + 12 * i)
-        .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == 259)
-        .unwrap();
-    d[e + 8..e + 10].copy_from_slice(&5u16.to_le_bytes());
-    std::fs::write(&doc, d).unwrap();
+    set_compression(&env.spool.join("docq/doc26-0.tif"), 5);
     assert_eq!(env.run(26).await, 2);
     let status = env.field(26, "status");
     assert!(
-        status.contains("Sent without tag line") && status.contains("page 1: TIFF compression 5"),
+        status.starts_with("Tag line not imaged") && status.contains("page 1: TIFF compression 5"),
         "{status}"
     );
     let log = std::fs::read_to_string(env.spool.join(format!("log/c{}", env.field(26, "commid"))))
         .unwrap();
-    assert!(log.contains("Sent without tag line"), "{log}");
+    assert!(log.contains("Sending without tag line"), "{log}");
 }
 
 /// Runs fsfaxsend on `job` against a far end that never answers, reads the document handed to
@@ -658,4 +649,37 @@ async fn dynamicconfig_tagline_wins_over_the_modem_config() {
         let want = render_band(&font, &["ACME GmbH".into(), format!("p{}", i + 1)], g);
         assert!(p.rows[..band] == want[..], "page {i}");
     }
+}
+
+/// Rewrites the Compression tag of the first page of a little-endian TIFF.
+fn set_compression(path: &Path, value: u16) {
+    let mut d = std::fs::read(path).unwrap();
+    let at = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+    let n = u16::from_le_bytes([d[at], d[at + 1]]) as usize;
+    let e = (0..n)
+        .map(|i| at + 2 + 12 * i)
+        .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == 259)
+        .unwrap();
+    d[e + 8..e + 10].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(path, d).unwrap();
+}
+
+#[tokio::test]
+async fn a_jbig_page_is_sent_as_it_is_and_the_status_says_so() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    modem_config(&env, &format!("TagLineFont: {}\n", font_path().display()));
+    env.qfile(28, "0402828", &[("test1.tif", 0)], &[]);
+    set_compression(&env.spool.join("docq/doc28-0.tif"), 9);
+    assert_eq!(env.run(28).await, 2);
+    let status = env.field(28, "status");
+    assert!(
+        status.contains("Tag line not imaged on page 1") && status.contains("JBIG"),
+        "{status}"
+    );
+    // No page could carry the tag line: the job's own document goes out with spandsp's header.
+    let o = &fs.originates()[0];
+    let path = o.originate.app_arg.clone().unwrap_or_default();
+    assert!(path.contains("/docq/"), "{path}");
+    assert!(o.var("fax_header").is_some_and(|h| h.contains("ACME")));
 }

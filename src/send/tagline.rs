@@ -55,9 +55,28 @@ pub fn apply(
             imaged: false,
         }),
         Ok(Some((imaged, untouched))) => {
-            for (page, why) in untouched {
+            for (page, why) in &untouched {
                 tracing::warn!(page = page + 1, "{why}");
                 log.log(&format!("Tag line: page {}: {why}", page + 1));
+            }
+            if let Some((page, why)) = untouched.first() {
+                let more = untouched.len() - 1;
+                job.note(&format!(
+                    "Tag line not imaged on page {}{}: {why}",
+                    page + 1,
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            if untouched.len() as u32 == imaged.pages {
+                // No page carries the tag line: spandsp's header is better than nothing.
+                return Ok(Applied {
+                    prepared,
+                    imaged: false,
+                });
             }
             Ok(Applied {
                 prepared: imaged,
@@ -66,11 +85,12 @@ pub fn apply(
         }
         Err(why) => match cfg.gofaxsend.tag_line_failure {
             TagLineFailure::Send => {
-                let text = format!("Sent without tag line: {why}");
+                let text = format!("Sending without tag line: {why}");
                 tracing::warn!("{text}");
                 log.log(&text);
-                job.note(&text);
-                job.progress(&format!("Sending without tag line: {why}"));
+                // Kept in the final status whatever the call's verdict.
+                job.note(&format!("Tag line not imaged: {why}"));
+                job.progress(&text);
                 Ok(Applied {
                     prepared,
                     imaged: false,
