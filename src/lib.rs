@@ -15,6 +15,7 @@ pub mod esl;
 pub mod fallback;
 pub mod fax;
 pub mod hylafax;
+pub mod imaging;
 pub mod logging;
 pub mod receive;
 pub mod send;

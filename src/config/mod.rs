@@ -454,6 +454,12 @@ key_table! {
                 b.config.gofaxsend.hangup_after_result = parse_duration(v)?;
                 Ok(())
             };
+        "taglinefailure": Kind::Value,
+            |c| one(c.gofaxsend.tag_line_failure.as_str().into()),
+            |b, v, _| {
+                b.config.gofaxsend.tag_line_failure = TagLineFailure::parse(v)?;
+                Ok(())
+            };
     }
 }
 
@@ -666,6 +672,39 @@ pub struct GofaxsendSection {
     pub tiffcp_timeout: Duration,
     /// `hangupafterresult` (fsfax, default 5s): wait for the hangup after the fax result.
     pub hangup_after_result: Duration,
+    /// `taglinefailure` (fsfax, `send` or `retry`, default `send`): what a job does when its
+    /// configured tag line cannot be imaged (bad font, unreadable or unsupported document).
+    pub tag_line_failure: TagLineFailure,
+}
+
+/// What to do with a job whose tag line cannot be imaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagLineFailure {
+    /// Send the document without tag line (and say so in the log and the job's status), as
+    /// HylaFAX's faxsend does when its TagLineFont is unusable.
+    #[default]
+    Send,
+    /// Requeue the job (`returned:0`) until an admin fixes the font or the document.
+    Retry,
+}
+
+impl TagLineFailure {
+    /// The word as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagLineFailure::Send => "send",
+            TagLineFailure::Retry => "retry",
+        }
+    }
+
+    /// `send` or `retry`, in any case.
+    fn parse(v: &str) -> Result<TagLineFailure, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "send" => Ok(TagLineFailure::Send),
+            "retry" => Ok(TagLineFailure::Retry),
+            _ => Err(format!("{v:?} is neither send nor retry")),
+        }
+    }
 }
 
 impl Default for GofaxsendSection {
@@ -689,6 +728,7 @@ impl Default for GofaxsendSection {
             dynamic_config_timeout: Duration::from_secs(10),
             tiffcp_timeout: Duration::from_secs(60),
             hangup_after_result: Duration::from_secs(5),
+            tag_line_failure: TagLineFailure::Send,
         }
     }
 }

@@ -220,7 +220,7 @@ pub fn parse_bool(v: &str) -> bool {
 
 /// `"..."` with HylaFAX's escapes (`\n \t \r \b \f \v`, `\nnn` octal, `\<c>`); `None` if the
 /// closing quote is missing. Unquoted values are returned as they are.
-fn unquote(v: &str) -> Option<String> {
+pub(super) fn unquote(v: &str) -> Option<String> {
     let Some(rest) = v.strip_prefix('"') else {
         return Some(v.to_owned());
     };

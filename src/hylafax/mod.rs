@@ -14,6 +14,7 @@ mod process;
 pub mod qfile;
 pub mod seqf;
 pub mod sessionlog;
+pub mod tagline;
 pub mod xferfaxlog;
 
 use std::path::{Path, PathBuf};

@@ -112,6 +112,35 @@ pub struct Prepared {
     _temp: Option<TempFile>,
 }
 
+impl Prepared {
+    /// Replaces the document for this attempt by `bytes` (the pages this attempt sends, and only
+    /// those) written to a temporary file in `temp_dir`. The job's own documents in docq are
+    /// never written; a merged temporary file of `self` goes when `self` is dropped.
+    pub fn replaced(
+        &self,
+        bytes: &[u8],
+        temp_dir: &Path,
+        job_tag: &str,
+    ) -> Result<Prepared, DocumentError> {
+        let temp = TempFile {
+            path: temp_dir.join(format!(
+                "{TEMP_PREFIX}{}-{job_tag}-tagline.tif",
+                std::process::id()
+            )),
+        };
+        std::fs::write(&temp.path, bytes).map_err(|source| DocumentError::TempDir {
+            dir: temp_dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Prepared {
+            path: temp.path.clone(),
+            start_page: None,
+            pages: self.pages,
+            _temp: Some(temp),
+        })
+    }
+}
+
 /// Builds the document for this attempt from the job's entries.
 pub async fn prepare(
     docs: &[JobDocument],

@@ -16,6 +16,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The job's qfile, locked for the whole attempt.
 pub struct Job {
     q: QFile,
+    /// Said in the final status whatever the verdict (e.g. "sent without tag line").
+    note: Option<String>,
 }
 
 impl Job {
@@ -32,7 +34,7 @@ impl Job {
             ),
         )?;
         q.write()?;
-        Ok(Job { q })
+        Ok(Job { q, note: None })
     }
 
     /// The parsed qfile, to read the job's values.
@@ -95,12 +97,23 @@ impl Job {
         self.save();
     }
 
+    /// Keeps `text` for the final status: [`Job::finish`] adds it to the verdict's own, whatever
+    /// the verdict (e.g. "Tag line not imaged: ...").
+    pub fn note(&mut self, text: &str) {
+        self.note = Some(text.to_string());
+    }
+
     /// Writes the verdict (`status`, `statuscode`, `returned`, and what the call learned) and
     /// returns the exit status that agrees with it. The one place the verdict is written.
     pub fn finish(&mut self, attempt: &Attempt) -> u8 {
         let v = &attempt.verdict;
         let returned = v.disposition.returned();
-        self.set("status", &v.status);
+        let status = match &self.note {
+            Some(note) if v.status.is_empty() => note.clone(),
+            Some(note) => format!("{}; {note}", v.status),
+            None => v.status.clone(),
+        };
+        self.set("status", &status);
         self.set("statuscode", &v.statuscode.to_string());
         self.set("returned", &returned.to_string());
         if let Some(csi) = &attempt.remote_id {

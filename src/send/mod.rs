@@ -12,10 +12,11 @@
 //! same UUID and is refused), so failover is ours, and only on causes that mean the gateway or
 //! route failed (`[gofaxsend] failovercauses`).
 //!
-//! Files: `call` (one attempt as its steps), `prepare`, `dial`, `transfer` (ended by
-//! `fax::CallEnding`), `conclude`, and `job` (the locked qfile, written through typed methods;
-//! the verdict once, in `Job::finish`). fsfaxsend serves one call on a current-thread runtime:
-//! its qfile writes run inline, as the only other task is that call's own socket reader.
+//! Files: `call` (one attempt as its steps), `prepare` (with `tagline`, the tag line drawn into
+//! the document), `dial`, `transfer` (ended by `fax::CallEnding`), `conclude`, and `job` (the
+//! locked qfile, written through typed methods; the verdict once, in `Job::finish`). fsfaxsend
+//! serves one call on a current-thread runtime: its qfile writes run inline, as the only other
+//! task is that call's own socket reader.
 
 mod call;
 mod conclude;
@@ -23,6 +24,7 @@ mod dial;
 pub mod document;
 mod job;
 mod prepare;
+mod tagline;
 mod transfer;
 
 use std::path::{Path, PathBuf};

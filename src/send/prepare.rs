@@ -1,6 +1,7 @@
 //! Step 1 of an attempt: everything worked out before anything goes to FreeSWITCH. The job's
 //! values, a commid and the session log, DynamicConfigOutgoing, the number and gateways, the
-//! channel variables and the document FreeSWITCH will read.
+//! channel variables and the document FreeSWITCH will read, with the tag line imaged into it
+//! when one is configured ([`super::tagline`]).
 
 use crate::config::{CidName, Config};
 use crate::fax::dialstring::{DialError, normalize_dial_number};
@@ -12,6 +13,7 @@ use crate::hylafax::seqf::{self, SeqfError};
 use crate::hylafax::sessionlog::SessionLog;
 
 use super::document::{self, DocumentError, JobDocument};
+use super::tagline::{self, Unimageable};
 use super::{Job, spool_relative};
 
 /// DynamicConfigOutgoing output beyond this is ignored.
@@ -58,6 +60,9 @@ pub(super) enum PrepareError {
     Inspect(DocumentError),
     #[error("{0}")]
     Document(#[from] DocumentError),
+    /// `taglinefailure = retry` and the tag line cannot be drawn.
+    #[error("{0}")]
+    TagLine(#[from] Unimageable),
 }
 
 impl PrepareError {
@@ -78,6 +83,7 @@ impl PrepareError {
                 local(LocalError::ScriptFailed)
             }
             PrepareError::Document(e) if !e.is_permanent() => local(LocalError::Internal),
+            PrepareError::TagLine(_) => local(LocalError::Internal),
             _ => FaxOutcome::Rejected { reason: &detail }.classify(&[]),
         }
     }
@@ -114,10 +120,15 @@ pub(super) async fn prepare(
     if gateways.is_empty() {
         return Err(PrepareError::NoGateway);
     }
-    let vars = channel_vars(cfg, job, &script);
+    let mut vars = channel_vars(cfg, job, &script);
     let (docs, prepared) = documents(cfg, spool, job, jobid)
         .await
         .inspect_err(|e| log.log(&format!("Document: {e}")))?;
+    let tagged = tagline::apply(cfg, spool, modem, job, &script, prepared, &log)?;
+    if tagged.imaged {
+        vars.fax_header = Some(tagline::NO_HEADER.to_string());
+    }
+    let prepared = tagged.prepared;
     Ok(Context {
         jobid,
         commid,
