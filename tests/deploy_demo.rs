@@ -15,14 +15,6 @@ use nix::unistd::Pid;
 /// Bounds waits so a broken demo fails instead of hanging CI; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(600);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Demo {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -58,16 +50,16 @@ impl Demo {
         }
     }
 
-    /// Waits for a stderr line containing `needle`.
-    fn wait_for_line(&mut self, needle: &str) {
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for_line(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             match self.lines.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
                     let found = line.contains(needle);
-                    self.log.push(line);
+                    self.log.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -119,11 +111,22 @@ fn wait_for_status(dir: &Path, modem: &str, want: &str) {
 }
 
 fn run_once(dir: &Path, signal: Signal) {
-    let port = free_port();
-    let socket = format!("127.0.0.1:{port}");
-    let mut demo = Demo::start(dir, &socket);
+    // Port 0: the OS picks a free one, which fsfaxd names in its "listening on" line.
+    let mut demo = Demo::start(dir, "127.0.0.1:0");
     demo.wait_for_line("demo: configuration OK");
-    demo.wait_for_line(&format!("listening on {socket}"));
+    let line = demo.wait_for_line("listening on 127.0.0.1:");
+    let socket = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        socket
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.port() != 0),
+        "{line}"
+    );
     for modem in ["freeswitch0", "freeswitch4"] {
         wait_for_status(dir, modem, "Running and idle");
         assert!(dir.join(format!("spool/etc/config.{modem}")).exists());
