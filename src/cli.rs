@@ -42,8 +42,8 @@ EXAMPLES:
         FSFAX_LOG=debug fsfaxd -f
 
 LOGGING:
-    syslog (facility daemon), or stderr with -f or when stderr is a terminal.
-    FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
+    syslog (facility daemon), or stderr with -f, with FSFAX_LOG_STDERR=1 or when
+    stderr is a terminal. FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
     e.g. FSFAX_LOG=info,fsfax::esl=debug. Syslog priorities (syslog-tracing's
     lossless mapping): error=err, warn=warning, info=notice, debug=info.
 
@@ -173,8 +173,8 @@ EXAMPLES:
         fsfaxsend -m freeswitch0 sendq/q42
 
 LOGGING:
-    syslog (facility daemon), or stderr when it is a terminal.
-    FSFAX_LOG sets the level: error, warn, info (default), debug.
+    syslog (facility daemon), or stderr when it is a terminal or with
+    FSFAX_LOG_STDERR=1. FSFAX_LOG sets the level: error, warn, info (default), debug.
     Syslog priorities: error=err, warn=warning, info=notice, debug=info.
 
 EXIT STATUS (read by faxq):

@@ -1,7 +1,7 @@
 //! Logging to syslog (facility `daemon`) or stderr, with real levels.
 //!
-//! [`init`] picks the destination: stderr with `-f/--foreground` or when stderr is a terminal,
-//! otherwise syslog; when no syslog socket answers at `/dev/log`, one warning goes to stderr and
+//! [`init`] picks the destination: stderr with `-f/--foreground`, with `FSFAX_LOG_STDERR=1` or
+//! when stderr is a terminal, otherwise syslog; when no syslog socket answers at `/dev/log`, one warning goes to stderr and
 //! logging stays on stderr. The filter comes from the `FSFAX_LOG` environment variable
 //! (`RUST_LOG` syntax, e.g. `FSFAX_LOG=debug` or `FSFAX_LOG=info,fsfax::esl=debug`), default
 //! `info`.
@@ -48,6 +48,10 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// Environment variable holding the log filter.
 pub const FILTER_ENV: &str = "FSFAX_LOG";
+/// Set to `1`, logs go to stderr even when it is not a terminal (fsfaxsend under a wrapper
+/// that collects its output; the tests, whose result must not depend on whether a syslog
+/// daemon happens to own `/dev/log`).
+pub const STDERR_ENV: &str = "FSFAX_LOG_STDERR";
 /// The filter used when [`FILTER_ENV`] is unset.
 pub const DEFAULT_FILTER: &str = "info";
 /// The local syslog socket.
@@ -83,7 +87,8 @@ impl LogGuard {
 pub fn init(ident: &'static CStr, foreground: bool, default_filter: &str) -> LogGuard {
     let env = std::env::var(FILTER_ENV).ok();
     let (filter, filter_warning) = build_filter(env.as_deref(), default_filter);
-    let mut destination = if foreground || io::stderr().is_terminal() {
+    let forced = std::env::var_os(STDERR_ENV).is_some_and(|v| v == "1");
+    let mut destination = if foreground || forced || io::stderr().is_terminal() {
         Destination::Stderr
     } else {
         Destination::Syslog

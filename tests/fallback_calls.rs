@@ -61,6 +61,7 @@ impl Sender {
             .args(["-m", "freeswitch0", &format!("sendq/q{job}")])
             .current_dir(self.spool())
             .env("FSFAX_LOG", "info")
+            .env("FSFAX_LOG_STDERR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
