@@ -4,15 +4,13 @@
 //!
 //! `cargo bench --bench receive_load` (N = 100 and 1000; `FSFAX_LOAD_CALLS=200,500` to choose).
 
-#[path = "../tests/receive_support/mod.rs"]
-mod receive_support;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use receive_support::{Fsfaxd, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript};
+use support::fsfaxd::{Fsfaxd, wait_async};
 
 /// (user, system) CPU seconds of process `pid` itself.
 fn cpu_split(pid: i32) -> (f64, f64) {

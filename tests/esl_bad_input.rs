@@ -246,6 +246,20 @@ fn crlf_in_commands_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // Inbound client against misbehaving peers
 
+/// Bound of every wait for something that must happen (a reply, EOF, the end of the event
+/// stream), and of the client timeouts where the peer does answer. It only catches a hang:
+/// each wait ends as soon as the thing happens, however loaded the machine is. Only the
+/// timeouts under test (peers that stay silent on purpose) are short.
+const HANG: Duration = Duration::from_secs(60);
+
+/// `fut`, which must finish within [`HANG`]; the panic names `what`.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {HANG:?}"),
+    }
+}
+
 /// A listener whose first connection is authenticated by `serve`'s caller.
 async fn listen() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,11 +298,11 @@ async fn read_command(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     }
 }
 
-/// True when the peer sees EOF (the client closed the connection) within 5 s.
+/// True when the peer sees EOF (the client closed the connection) within [`HANG`].
 async fn sees_eof(s: &mut TcpStream) -> bool {
     let mut chunk = [0u8; 1024];
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+        match tokio::time::timeout(HANG, s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return true,
             Ok(Ok(_)) => {}
             Err(_) => return false,
@@ -308,10 +322,23 @@ fn simple_event(name: &str, extra: &str) -> Vec<u8> {
     event_plain(format!("Event-Name: {name}\n{extra}\n").as_bytes())
 }
 
+/// Connect and auth (which the peers here always answer) bounded by [`HANG`]; the command
+/// timeout as the test needs it.
 fn cfg(command_timeout: Duration) -> ClientConfig {
     ClientConfig {
+        connect_timeout: HANG,
+        auth_timeout: HANG,
         command_timeout,
         ..ClientConfig::default()
+    }
+}
+
+/// An outbound config whose timeouts only catch a hang (the peers here answer).
+fn out_cfg() -> OutboundConfig {
+    OutboundConfig {
+        connect_timeout: HANG,
+        command_timeout: HANG,
+        ..OutboundConfig::default()
     }
 }
 
@@ -340,10 +367,9 @@ async fn replies_in_order_with_events_interleaved() {
             .unwrap();
         sees_eof(&mut s).await
     });
-    let (client, mut events) =
-        InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
-            .await
-            .unwrap();
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &cfg(HANG))
+        .await
+        .unwrap();
     let (a, b, c) = tokio::join!(client.api("one"), client.api("two"), client.api("three"));
     assert_eq!(a.unwrap(), "reply to api one");
     assert_eq!(b.unwrap(), "reply to api two");
@@ -351,7 +377,7 @@ async fn replies_in_order_with_events_interleaved() {
     // An unknown frame in between is skipped; the next reply still matches.
     assert_eq!(client.api("four").await.unwrap(), "reply to api four");
     for i in 0..3 {
-        match events.recv().await {
+        match within("HEARTBEAT event", events.recv()).await {
             Some(SessionItem::Event(e)) => assert_eq!(e.get("seq"), Some(i.to_string().as_str())),
             other => panic!("{other:?}"),
         }
@@ -359,27 +385,35 @@ async fn replies_in_order_with_events_interleaved() {
     drop(client);
     drop(events);
     assert!(
-        peer.await.unwrap(),
-        "dropping every handle closes the socket"
+        within("the peer task", peer).await.unwrap(),
+        "dropping every handle closes the socket: the peer saw no EOF"
     );
 }
 
 #[tokio::test]
 async fn command_timeout_closes_connection_and_fails_pending() {
     let (l, addr) = listen().await;
+    let (got_first, first_on_wire) = tokio::sync::oneshot::channel();
     let peer = tokio::spawn(async move {
         let (mut s, mut buf) = accept_authed(&l).await;
-        read_command(&mut s, &mut buf).await.unwrap();
+        let first = read_command(&mut s, &mut buf).await.unwrap();
+        let _ = got_first.send(first);
         // Never answer; the client must hang up on us.
         sees_eof(&mut s).await
     });
+    // The peer stays silent on purpose: the short command timeout is what is under test.
     let (client, mut events) =
         InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_millis(300)))
             .await
             .unwrap();
     let slow = client.api("status");
+    // The second command goes out once the peer has the first (whether before or after the
+    // first times out, it fails with the first one's timeout as the reason).
     let later = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = within("the peer reading `api status`", first_on_wire)
+            .await
+            .unwrap();
+        assert_eq!(first, "api status\n\n");
         client.api("version").await
     };
     let (first, second) = tokio::join!(slow, later);
@@ -400,16 +434,26 @@ async fn command_timeout_closes_connection_and_fails_pending() {
         }) => assert_eq!(command, "api status"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(events.recv().await, None);
-    assert!(matches!(
-        events.close_reason(),
-        Some(CloseReason::CommandTimeout { .. })
-    ));
+    assert_eq!(
+        within("the end of the event stream", events.recv()).await,
+        None
+    );
+    assert!(
+        matches!(
+            events.close_reason(),
+            Some(CloseReason::CommandTimeout { .. })
+        ),
+        "{:?}",
+        events.close_reason()
+    );
     assert!(matches!(
         client.api("anything").await,
         Err(ClientError::Closed { .. })
     ));
-    assert!(peer.await.unwrap());
+    assert!(
+        within("the peer task", peer).await.unwrap(),
+        "the client timed out but the peer saw no EOF"
+    );
 }
 
 #[tokio::test]
@@ -434,10 +478,9 @@ async fn dropped_connection_fails_pending_calls_and_jobs() {
         read_command(&mut s, &mut buf).await.unwrap();
         // Drop the connection with the api call pending.
     });
-    let (client, mut events) =
-        InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
-            .await
-            .unwrap();
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &cfg(HANG))
+        .await
+        .unwrap();
     let job = client.bgapi("originate x &park").await.unwrap();
     let pending = client.api("status").await;
     match pending {
@@ -451,9 +494,12 @@ async fn dropped_connection_fails_pending_calls_and_jobs() {
         job.result().await,
         Err(ClientError::Closed { .. })
     ));
-    assert_eq!(events.recv().await, None);
+    assert_eq!(
+        within("the end of the event stream", events.recv()).await,
+        None
+    );
     assert_eq!(events.close_reason(), Some(CloseReason::PeerClosed));
-    peer.await.unwrap();
+    within("the peer task", peer).await.unwrap();
 }
 
 #[tokio::test]
@@ -466,11 +512,13 @@ async fn unsolicited_reply_closes_connection_without_panic() {
             .unwrap();
         sees_eof(&mut s).await
     });
-    let (client, mut events) =
-        InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
-            .await
-            .unwrap();
-    assert_eq!(events.recv().await, None);
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &cfg(HANG))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("the end of the event stream", events.recv()).await,
+        None
+    );
     match events.close_reason() {
         Some(CloseReason::Protocol(text)) => assert!(text.contains("nobody asked"), "{text}"),
         other => panic!("{other:?}"),
@@ -479,7 +527,10 @@ async fn unsolicited_reply_closes_connection_without_panic() {
         client.api("status").await,
         Err(ClientError::Closed { .. })
     ));
-    assert!(peer.await.unwrap());
+    assert!(
+        within("the peer task", peer).await.unwrap(),
+        "the client closed on the unsolicited reply but the peer saw no EOF"
+    );
 }
 
 #[tokio::test]
@@ -500,7 +551,7 @@ async fn event_queue_overflow_closes_connection() {
     });
     let config = ClientConfig {
         event_queue_max: 5,
-        ..cfg(Duration::from_secs(5))
+        ..cfg(HANG)
     };
     let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &config)
         .await
@@ -517,7 +568,10 @@ async fn event_queue_overflow_closes_connection() {
         "{err:?}"
     );
     let mut n = 0;
-    while events.recv().await.is_some() {
+    while within("the end of the event stream", events.recv())
+        .await
+        .is_some()
+    {
         n += 1;
     }
     assert_eq!(n, 5, "the queue never holds more than event_queue_max");
@@ -526,7 +580,7 @@ async fn event_queue_overflow_closes_connection() {
         Some(CloseReason::EventQueueOverflow { max: 5 })
     );
     assert_eq!(
-        peer.await.unwrap(),
+        within("the peer task", peer).await.unwrap(),
         None,
         "client closed instead of sending more"
     );
@@ -548,7 +602,7 @@ async fn oversized_frame_closes_only_that_connection() {
         s2.write_all(&api_reply("+OK fine")).await.unwrap();
         first
     });
-    let config = cfg(Duration::from_secs(5));
+    let config = cfg(HANG);
     let (client, _events) = InboundClient::connect(&addr, "ClueCon", &config)
         .await
         .unwrap();
@@ -563,7 +617,10 @@ async fn oversized_frame_closes_only_that_connection() {
         .await
         .unwrap();
     assert_eq!(other.api("status").await.unwrap(), "+OK fine");
-    assert!(peer.await.unwrap());
+    assert!(
+        within("the peer task", peer).await.unwrap(),
+        "the oversized frame did not close the first connection (the peer saw no EOF)"
+    );
 }
 
 #[tokio::test]
@@ -577,7 +634,7 @@ async fn unsafe_commands_never_reach_the_wire() {
             .unwrap();
         first
     });
-    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &cfg(Duration::from_secs(5)))
+    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &cfg(HANG))
         .await
         .unwrap();
     let injected = "db insert/fallback/4711\n\napi system rm -rf /";
@@ -590,12 +647,17 @@ async fn unsafe_commands_never_reach_the_wire() {
     assert!(client.event_plain(&["CUSTOM\r\nexit"]).await.is_err());
     client.exit().await.unwrap();
     // The first thing the peer received after auth is the exit.
-    assert_eq!(peer.await.unwrap().as_deref(), Some("exit\n\n"));
+    assert_eq!(
+        within("the peer task", peer).await.unwrap().as_deref(),
+        Some("exit\n\n"),
+        "the first command the peer received after auth"
+    );
 }
 
 #[tokio::test]
 async fn rude_rejection_and_auth_timeout() {
     let (l, addr) = listen().await;
+    let (done, hold) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
         let body = "Access Denied, go away.\n";
@@ -608,22 +670,24 @@ async fn rude_rejection_and_auth_timeout() {
         )
         .await
         .unwrap();
-        // A peer that says nothing at all.
+        // A peer that says nothing at all, until the test is over.
         let (_silent, _) = l.accept().await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = hold.await;
     });
-    match InboundClient::connect(&addr, "ClueCon", &ClientConfig::default()).await {
+    match InboundClient::connect(&addr, "ClueCon", &cfg(HANG)).await {
         Err(ClientError::Rejected { text, .. }) => assert_eq!(text, "Access Denied, go away."),
         other => panic!("{:?}", other.map(|_| ())),
     }
+    // The peer stays silent on purpose: the short auth timeout is what is under test.
     let config = ClientConfig {
         auth_timeout: Duration::from_millis(200),
-        ..ClientConfig::default()
+        ..cfg(HANG)
     };
     match InboundClient::connect(&addr, "ClueCon", &config).await {
         Err(ClientError::AuthTimeout { peer, .. }) => assert_eq!(peer, addr),
         other => panic!("{:?}", other.map(|_| ())),
     }
+    let _ = done.send(());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,9 +754,7 @@ async fn outbound_execute_ignores_foreign_completions() {
         drop(fs);
         (exec, exec2, exec3)
     });
-    let (session, data, mut events) = OutboundSession::start(ours, &OutboundConfig::default())
-        .await
-        .unwrap();
+    let (session, data, mut events) = OutboundSession::start(ours, &out_cfg()).await.unwrap();
     assert_eq!(data.unique_id(), "11111111-2222-3333-4444-555555555555");
     assert_eq!(data.caller_id_number(), Some("+49 123"));
     assert_eq!(
@@ -701,7 +763,7 @@ async fn outbound_execute_ignores_foreign_completions() {
     );
     let h = session.execute("rxfax", "/tmp/x.tif").await.unwrap();
     let uuid = h.application_uuid().to_owned();
-    let done = h.completed().await.unwrap();
+    let done = within("rxfax completion", h.completed()).await.unwrap();
     assert_eq!(done.get("Application-UUID"), Some(uuid.as_str()));
     assert_eq!(done.get("Application-Response"), Some("+OK done"));
 
@@ -710,34 +772,35 @@ async fn outbound_execute_ignores_foreign_completions() {
         .await
         .unwrap();
     assert!(matches!(
-        h2.completed().await,
+        within("playback completion", h2.completed()).await,
         Err(OutboundError::HungUp { .. })
     ));
     let h3 = session.execute("hangup", "").await.unwrap();
     assert!(matches!(
-        h3.completed().await,
+        within("hangup completion", h3.completed()).await,
         Err(OutboundError::HungUp { .. }) | Err(OutboundError::Client(ClientError::Closed { .. }))
     ));
-    let (exec, _, exec3) = script.await.unwrap();
+    let (exec, _, exec3) = within("the scripted FreeSWITCH", script).await.unwrap();
     assert!(exec.starts_with(
         "sendmsg\ncall-command: execute\nexecute-app-name: rxfax\nexecute-app-arg: /tmp/x.tif\nevent-lock: true\nEvent-UUID: "
     ));
     assert!(!exec3.contains("execute-app-arg"), "{exec3}");
     // All four events reached the stream too.
     let mut n = 0;
-    while let Some(item) = events.recv().await {
-        assert!(matches!(item, SessionItem::Event(_)));
+    while let Some(item) = within("the end of the event stream", events.recv()).await {
+        assert!(matches!(item, SessionItem::Event(_)), "{item:?}");
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 4, "events on the stream: the script sent 4");
 }
 
 #[tokio::test]
 async fn outbound_without_connect_reply_times_out() {
     let (ours, _fs) = outbound_pair().await;
+    // The peer stays silent on purpose: the short connect timeout is what is under test.
     let cfg = OutboundConfig {
         connect_timeout: Duration::from_millis(200),
-        ..OutboundConfig::default()
+        ..out_cfg()
     };
     match OutboundSession::start(ours, &cfg).await {
         Err(e @ OutboundError::ConnectTimeout { .. }) => assert!(e.to_string().contains("connect")),
@@ -756,9 +819,7 @@ async fn outbound_unsafe_input_and_hangup_format() {
         fs.write_all(ok()).await.unwrap();
         next
     });
-    let (session, _data, _events) = OutboundSession::start(ours, &OutboundConfig::default())
-        .await
-        .unwrap();
+    let (session, _data, _events) = OutboundSession::start(ours, &out_cfg()).await.unwrap();
     assert!(matches!(
         session
             .execute("set", "x=1\nexecute-app-name: system")
@@ -771,7 +832,8 @@ async fn outbound_unsafe_input_and_hangup_format() {
     assert!(session.hangup("CALL_REJECTED\n").await.is_err());
     session.hangup("CALL_REJECTED").await.unwrap();
     assert_eq!(
-        script.await.unwrap(),
-        "sendmsg\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n"
+        within("the scripted FreeSWITCH", script).await.unwrap(),
+        "sendmsg\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n",
+        "the first command after connect that reached the wire"
     );
 }

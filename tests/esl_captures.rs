@@ -525,10 +525,34 @@ async fn outbound_peer(
     (ours, peer)
 }
 
-fn quick() -> ClientConfig {
+/// Bound of every wait here: the replaying peer answers everything the capture answered, so
+/// each wait ends as soon as the reply or event arrives; the bound only catches a hang.
+const HANG: Duration = Duration::from_secs(60);
+
+/// `fut`, which must finish within [`HANG`]; the panic names `what`.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {HANG:?}"),
+    }
+}
+
+/// Client timeouts that only catch a hang.
+fn client_cfg() -> ClientConfig {
     ClientConfig {
-        command_timeout: Duration::from_secs(5),
+        connect_timeout: HANG,
+        auth_timeout: HANG,
+        command_timeout: HANG,
         ..ClientConfig::default()
+    }
+}
+
+/// Outbound timeouts that only catch a hang.
+fn out_cfg() -> OutboundConfig {
+    OutboundConfig {
+        connect_timeout: HANG,
+        command_timeout: HANG,
+        ..OutboundConfig::default()
     }
 }
 
@@ -539,7 +563,7 @@ fn quick() -> ClientConfig {
 async fn inbound_auth_and_api_db_replay() {
     let name = "inbound-api-db";
     let (addr, peer) = inbound_peer(name).await;
-    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick())
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &client_cfg())
         .await
         .unwrap();
     let recs = records(name);
@@ -563,17 +587,23 @@ async fn inbound_auth_and_api_db_replay() {
         }
     }
     assert!(calls >= 10);
-    match events.recv().await {
+    match within("the disconnect notice", events.recv()).await {
         Some(SessionItem::Disconnect(n)) => assert!(n.body_str().contains("goodbye")),
         other => panic!("expected the disconnect notice, got {other:?}"),
     }
-    assert_eq!(events.recv().await, None);
+    assert_eq!(
+        within("the end of the event stream", events.recv()).await,
+        None
+    );
     assert_eq!(
         events.close_reason(),
         Some(fsfax::esl::CloseReason::PeerClosed)
     );
-    let sent = peer.await.unwrap();
-    assert_eq!(sent[0], "auth ClueCon\n\n");
+    let sent = within("the replaying peer", peer).await.unwrap();
+    assert_eq!(
+        sent[0], "auth ClueCon\n\n",
+        "commands the peer received: {sent:?}"
+    );
     // After EOF every call fails with Closed, naming the peer.
     match client.api("status").await {
         Err(ClientError::Closed { peer, .. }) => assert_eq!(peer, addr),
@@ -584,7 +614,7 @@ async fn inbound_auth_and_api_db_replay() {
 #[tokio::test]
 async fn inbound_auth_bad_password() {
     let (addr, peer) = inbound_peer("inbound-auth-bad-password").await;
-    match InboundClient::connect(&addr, "WrongPassword", &quick()).await {
+    match InboundClient::connect(&addr, "WrongPassword", &client_cfg()).await {
         Err(e @ ClientError::AuthFailed { .. }) => {
             let text = e.to_string();
             assert!(text.contains(&addr), "{text}");
@@ -592,14 +622,18 @@ async fn inbound_auth_bad_password() {
         }
         other => panic!("expected AuthFailed, got {:?}", other.map(|_| ())),
     }
-    assert_eq!(peer.await.unwrap(), ["auth WrongPassword\n\n"]);
+    assert_eq!(
+        within("the replaying peer", peer).await.unwrap(),
+        ["auth WrongPassword\n\n"],
+        "commands the peer received"
+    );
 }
 
 #[tokio::test]
 async fn inbound_bgapi_resolves_with_its_background_job() {
     let name = "inbound-txfax-t38-ok";
     let (addr, peer) = inbound_peer(name).await;
-    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &quick())
+    let (client, mut events) = InboundClient::connect(&addr, "ClueCon", &client_cfg())
         .await
         .unwrap();
     client.event_plain(&["ALL"]).await.unwrap();
@@ -614,7 +648,7 @@ async fn inbound_bgapi_resolves_with_its_background_job() {
         .unwrap();
     let job = client.bgapi(&originate).await.unwrap();
     let job_uuid = job.job_uuid().to_owned();
-    let result = job.result().await.unwrap();
+    let result = within("the BACKGROUND_JOB", job.result()).await.unwrap();
     // The capture's channel UUID (origination_uuid in the dial string).
     let expected_uuid = originate
         .split("origination_uuid='")
@@ -635,19 +669,27 @@ async fn inbound_bgapi_resolves_with_its_background_job() {
         .count();
     client.exit().await.unwrap();
     let mut got = Vec::new();
-    while let Some(item) = events.recv().await {
+    while let Some(item) = within("the end of the event stream", events.recv()).await {
         if let SessionItem::Event(e) = item {
             got.push(e);
         }
     }
-    assert_eq!(got.len(), capture_events - 1);
+    assert_eq!(
+        got.len(),
+        capture_events - 1,
+        "events on the stream: {:?}",
+        got.iter().map(|e| e.name()).collect::<Vec<_>>()
+    );
     assert!(got.iter().all(|e| e.name() != Some("BACKGROUND_JOB")));
     assert!(
         got.iter()
             .any(|e| e.subclass() == Some("spandsp::txfaxresult"))
     );
-    let sent = peer.await.unwrap();
-    let bgapi = sent.iter().find(|c| c.starts_with("bgapi ")).unwrap();
+    let sent = within("the replaying peer", peer).await.unwrap();
+    let bgapi = sent
+        .iter()
+        .find(|c| c.starts_with("bgapi "))
+        .unwrap_or_else(|| panic!("no bgapi among the commands the peer received: {sent:?}"));
     assert!(
         bgapi.ends_with(&format!("\nJob-UUID: {job_uuid}\n\n")),
         "{bgapi}"
@@ -658,7 +700,7 @@ async fn inbound_bgapi_resolves_with_its_background_job() {
 async fn inbound_bgapi_error_result() {
     let name = "inbound-originate-gateway-unknown";
     let (addr, _peer) = inbound_peer(name).await;
-    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &quick())
+    let (client, _events) = InboundClient::connect(&addr, "ClueCon", &client_cfg())
         .await
         .unwrap();
     client.event_plain(&["ALL"]).await.unwrap();
@@ -666,7 +708,7 @@ async fn inbound_bgapi_error_result() {
         .bgapi("originate sofia/gateway/nosuchgw/1234 &txfax(/tmp/x.tif)")
         .await
         .unwrap();
-    let body = job.result().await.unwrap();
+    let body = within("the BACKGROUND_JOB", job.result()).await.unwrap();
     assert_eq!(body, "-ERR INVALID_GATEWAY\n");
     assert!(fsfax::esl::is_err_reply(&body));
 }
@@ -680,9 +722,7 @@ async fn outbound_full_session_execute_completions() {
     let recs = records(name);
     let connect_reply = recs[1].1.clone();
     let (stream, peer) = outbound_peer(recs.clone()).await;
-    let (session, data, mut events) = OutboundSession::start(stream, &OutboundConfig::default())
-        .await
-        .unwrap();
+    let (session, data, mut events) = OutboundSession::start(stream, &out_cfg()).await.unwrap();
     assert_eq!(data.unique_id(), header_in(&connect_reply, "Unique-ID"));
     assert_eq!(
         data.caller_id_number(),
@@ -710,9 +750,8 @@ async fn outbound_full_session_execute_completions() {
     for h in handles {
         let app = h.app().to_owned();
         let uuid = h.application_uuid().to_owned();
-        let done = tokio::time::timeout(Duration::from_secs(5), h.completed())
+        let done = within(&format!("completion of {app}"), h.completed())
             .await
-            .unwrap()
             .unwrap();
         assert_eq!(done.name(), Some("CHANNEL_EXECUTE_COMPLETE"));
         assert_eq!(done.get("Application"), Some(app.as_str()));
@@ -722,10 +761,7 @@ async fn outbound_full_session_execute_completions() {
     // The completions also went to the event stream, followed by the linger notice.
     let mut completes = 0;
     let mut notice = None;
-    while let Some(item) = tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-    {
+    while let Some(item) = within("the end of the event stream", events.recv()).await {
         match item {
             SessionItem::Event(e) if e.name() == Some("CHANNEL_EXECUTE_COMPLETE") => completes += 1,
             SessionItem::Event(_) => {}
@@ -734,8 +770,11 @@ async fn outbound_full_session_execute_completions() {
     }
     assert_eq!(completes, 7, "6 apps plus the dialplan's socket app");
     assert_eq!(notice.unwrap().disposition(), Some("linger"));
-    let sent = peer.await.unwrap();
-    assert_eq!(sent[0], "connect\n\n");
+    let sent = within("the replaying peer", peer).await.unwrap();
+    assert_eq!(
+        sent[0], "connect\n\n",
+        "commands the peer received: {sent:?}"
+    );
     assert_eq!(sent[1], "linger\n\n");
     assert_eq!(
         sent[2],
@@ -758,7 +797,7 @@ async fn outbound_refuses_socket_that_is_not_async_full() {
         recs[1].1 = text.replace(from, to).into_bytes();
         recs.truncate(2);
         let (stream, _peer) = outbound_peer(recs).await;
-        match OutboundSession::start(stream, &OutboundConfig::default()).await {
+        match OutboundSession::start(stream, &out_cfg()).await {
             Err(e @ OutboundError::NotAsyncFull { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.contains("async full"), "{msg}");
@@ -774,9 +813,7 @@ async fn outbound_reject_then_exit_delivers_disconnect_notice() {
     let name = "outbound-reject-respond-404";
     let recs = records(name);
     let (stream, peer) = outbound_peer(recs.clone()).await;
-    let (session, data, mut events) = OutboundSession::start(stream, &OutboundConfig::default())
-        .await
-        .unwrap();
+    let (session, data, mut events) = OutboundSession::start(stream, &out_cfg()).await.unwrap();
     session.linger(None).await.unwrap();
     session
         .subscribe(
@@ -789,7 +826,7 @@ async fn outbound_reject_then_exit_delivers_disconnect_notice() {
     let bye = session.exit().await.unwrap();
     assert_eq!(bye.text(), "+OK bye");
     let mut notice = None;
-    while let Some(item) = events.recv().await {
+    while let Some(item) = within("the end of the event stream", events.recv()).await {
         if let SessionItem::Disconnect(n) = item {
             notice = Some(n);
         }
@@ -802,15 +839,18 @@ async fn outbound_reject_then_exit_delivers_disconnect_notice() {
     );
     // No CHANNEL_EXECUTE_COMPLETE arrived before the disconnect: the execute fails, not hangs.
     assert!(matches!(
-        respond.completed().await,
+        within("the respond completion", respond.completed()).await,
         Err(OutboundError::HungUp { .. })
     ));
-    let sent = peer.await.unwrap();
+    let sent = within("the replaying peer", peer).await.unwrap();
     // FreeSWITCH takes every word after CUSTOM as a subclass: the added events come first.
-    assert!(sent[3].starts_with(
-        "event plain CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP_COMPLETE CHANNEL_CALLSTATE CUSTOM \
+    assert!(
+        sent[3].starts_with(
+            "event plain CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP_COMPLETE CHANNEL_CALLSTATE CUSTOM \
          spandsp::rxfaxresult"
-    ));
+        ),
+        "commands the peer received: {sent:?}"
+    );
 }
 
 #[tokio::test]
@@ -818,9 +858,7 @@ async fn outbound_linger_notice_has_linger_time() {
     let name = "outbound-linger-forever";
     let recs = records(name);
     let (stream, _peer) = outbound_peer(recs.clone()).await;
-    let (session, data, mut events) = OutboundSession::start(stream, &OutboundConfig::default())
-        .await
-        .unwrap();
+    let (session, data, mut events) = OutboundSession::start(stream, &out_cfg()).await.unwrap();
     session.linger(None).await.unwrap();
     session.subscribe(data.unique_id(), &["ALL"]).await.unwrap();
     let mut apps = Vec::new();
@@ -833,7 +871,7 @@ async fn outbound_linger_notice_has_linger_time() {
         }
     }
     let notice = loop {
-        match events.recv().await {
+        match within("the linger notice", events.recv()).await {
             Some(SessionItem::Disconnect(n)) => break n,
             Some(SessionItem::Event(_)) => {}
             None => panic!("stream ended without a linger notice"),
@@ -843,7 +881,9 @@ async fn outbound_linger_notice_has_linger_time() {
     assert_eq!(notice.linger_time(), Some(-1));
     for h in apps {
         let app = h.app().to_owned();
-        let done = h.completed().await.unwrap();
+        let done = within(&format!("completion of {app}"), h.completed())
+            .await
+            .unwrap();
         assert_eq!(done.get("Application"), Some(app.as_str()));
     }
 }

@@ -18,17 +18,64 @@ use tokio::net::TcpStream;
 
 const FAST: f64 = 0.0002;
 
+/// Bound of every wait for something that must arrive (a reply, an event, EOF, a record of
+/// the fake). It only catches a hang: a working fake ends each wait as soon as the thing
+/// arrives, however loaded the machine is.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Negative checks ("nothing more arrives"): under load they can only pass falsely, never
+/// fail, so they stay short.
+const QUIET: Duration = Duration::from_millis(200);
+
 /// Minimal ESL client for the tests: its own framing, nothing shared with fsfax.
 struct Raw {
     s: TcpStream,
     buf: Vec<u8>,
+    /// One line per message received, for failure messages.
+    seen: Vec<String>,
+}
+
+/// A one-line summary of a message as the fake sent it.
+fn summary(m: &Message) -> String {
+    match m.content_type() {
+        Some("command/reply") => format!(
+            "reply {:?}{}",
+            m.get("Reply-Text").unwrap_or(""),
+            m.get("Event-Name")
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+        Some("api/response") => format!("api {:?}", m.body_text()),
+        Some("text/disconnect-notice") => format!(
+            "notice {}",
+            m.get("Content-Disposition").unwrap_or("(none)")
+        ),
+        _ => match event_of(m) {
+            Some(e) => {
+                let sub = e.subclass();
+                let extra = match e.name() {
+                    "CHANNEL_STATE" => e.get("Channel-State").unwrap_or("").to_string(),
+                    "CHANNEL_EXECUTE" | "CHANNEL_EXECUTE_COMPLETE" => {
+                        e.get("Application").unwrap_or("").to_string()
+                    }
+                    _ => sub,
+                };
+                format!("event {} {extra}", e.name())
+            }
+            None => format!("{:?}", m.content_type()),
+        },
+    }
 }
 
 impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Raw {
+        Raw::new(TcpStream::connect(addr).await.unwrap())
+    }
+    fn new(s: TcpStream) -> Raw {
         Raw {
-            s: TcpStream::connect(addr).await.unwrap(),
+            s,
             buf: Vec::new(),
+            seen: Vec::new(),
         }
     }
     async fn send(&mut self, b: &[u8]) {
@@ -51,15 +98,58 @@ impl Raw {
     async fn read(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         loop {
             if let Some(m) = self.parse_one() {
+                self.seen.push(
+                    Message::parse(&m)
+                        .map(|m| summary(&m))
+                        .unwrap_or_else(|| "unparsable".into()),
+                );
                 return Some(m);
             }
             let mut chunk = [0u8; 65536];
             match tokio::time::timeout(timeout, self.s.read(&mut chunk)).await {
                 Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => return Some(Vec::new()),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    self.seen.push("EOF".into());
+                    return Some(Vec::new());
+                }
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+    /// What the fake sent on this connection so far (the last 40 messages), one per line.
+    fn history(&self) -> String {
+        let skip = self.seen.len().saturating_sub(40);
+        let mut out = format!("{} message(s) from the fake", self.seen.len());
+        if skip > 0 {
+            out.push_str(&format!(", the first {skip} left out"));
+        }
+        for l in &self.seen[skip..] {
+            out.push_str("\n    ");
+            out.push_str(l);
+        }
+        out
+    }
+    /// The next message (empty at EOF); panics naming `what` and what the fake sent if
+    /// nothing comes within [`HANG`].
+    async fn next(&mut self, what: &str) -> Vec<u8> {
+        match self.read(HANG).await {
+            Some(m) => m,
+            None => panic!(
+                "waiting for {what}: the fake sent nothing for {HANG:?}; {}",
+                self.history()
+            ),
+        }
+    }
+    /// The next message, which must come (no EOF) within [`HANG`].
+    async fn next_msg(&mut self, what: &str) -> Message {
+        let m = self.next(what).await;
+        if m.is_empty() {
+            panic!(
+                "waiting for {what}: the fake closed the connection; {}",
+                self.history()
+            );
+        }
+        Message::parse(&m).unwrap()
     }
 }
 
@@ -206,16 +296,50 @@ fn fax(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The fake's own records of its calls, for failure messages.
+fn calls_recorded(fs: &FakeFs) -> String {
+    format!(
+        "active calls {:?}, originates {:?}, kills {:?}",
+        fs.active_calls(),
+        fs.originates()
+            .iter()
+            .map(|o| (o.leg_uuids.clone(), o.result.clone()))
+            .collect::<Vec<_>>(),
+        fs.kills()
+    )
+}
+
 /// Replays the client side of an inbound capture against `fs`, rewriting the lab's fax path
 /// to a real file. Returns every message the fake sent.
+///
+/// The end of each step is read off the wire, never off the clock: after each command the
+/// capture says how many replies and call events (see [`tokens`]) the switch sent before the
+/// client's next command; they are read (each within [`HANG`]), and after an originate the
+/// fake's own records must show the call over. After the last command the connection must
+/// close when the capture's switch closed it (`exit`: `+OK bye`, notice, EOF); when the
+/// capture's client hung up instead, a short [`QUIET`] check catches extra messages.
 async fn replay_inbound(fs: &FakeFs, cap: &Capture, on_page: Option<&str>) -> Vec<Message> {
+    let uuids = vec![cap.origination_uuid().unwrap_or_default()];
+    // Each command with the number of tokens the switch sent until the next command.
+    let mut steps: Vec<(Vec<u8>, usize, bool)> = Vec::new();
+    for r in &cap.records {
+        if r.to_fs {
+            steps.push((r.bytes.clone(), 0, false));
+        } else if let (Some(step), Some(m)) = (steps.last_mut(), Message::parse(&r.bytes)) {
+            step.1 += tokens(std::slice::from_ref(&m), &uuids).len();
+            step.2 |= m.content_type() == Some("text/disconnect-notice");
+        }
+    }
+    // Where the stream stands in the capture's sequence: at the first deviation the replay
+    // stops, and the caller's comparison shows it (instead of waiting for what won't come).
+    let want_all = tokens(&capture_messages(cap), &uuids);
+    let mut pos = 0;
     let mut c = Raw::connect(fs.addr()).await;
-    let mut got = Vec::new();
-    let t = Duration::from_secs(5);
-    got.push(Message::parse(&c.read(t).await.unwrap()).unwrap());
+    let mut got = vec![c.next_msg("auth/request").await];
+    pos += tokens(&got, &uuids).len();
     let mut killed = false;
-    for (_, cmd) in cap.commands_to_fs() {
-        let mut text = String::from_utf8_lossy(&cmd).to_string();
+    for (cmd, want, closes) in &steps {
+        let mut text = String::from_utf8_lossy(cmd).to_string();
         for f in ["test3.tif", "test12.tif"] {
             text = text.replace(
                 &format!("/data/faxlab0/faxfiles/{f}"),
@@ -224,56 +348,69 @@ async fn replay_inbound(fs: &FakeFs, cap: &Capture, on_page: Option<&str>) -> Ve
         }
         let first = text.lines().next().unwrap_or("").to_string();
         c.send(text.as_bytes()).await;
-        let is_originate = first.contains("originate ");
-        // Read until this command's reply.
-        loop {
-            let m = c.read(t).await.expect("fake did not answer");
+        let what = format!(
+            "{}: {want} replies/call events after `{first}` (as in the capture)",
+            cap.name
+        );
+        let mut n = 0;
+        while n < *want {
+            let m = c.next(&what).await;
             if m.is_empty() {
+                // Closed early: the sequence comparison names what is missing.
                 return got;
             }
             let msg = Message::parse(&m).unwrap();
-            let reply = is_reply(&msg);
-            got.push(msg);
-            if reply {
-                break;
-            }
-        }
-        if is_originate {
-            // Read until the call is over and the line is quiet.
-            loop {
-                match c.read(Duration::from_millis(300)).await {
-                    Some(m) if m.is_empty() => return got,
-                    Some(m) => {
-                        let msg = Message::parse(&m).unwrap();
-                        if let (Some(sub), false) = (on_page, killed) {
-                            if event_of(&msg).is_some_and(|e| e.subclass() == sub) {
-                                // A second connection kills the call (capture local-kill).
-                                killed = true;
-                                let uuid = cap.origination_uuid().unwrap();
-                                let mut k = Raw::connect(fs.addr()).await;
-                                k.read(t).await;
-                                k.send(b"auth ClueCon\n\n").await;
-                                k.read(t).await;
-                                k.send(format!("api uuid_kill {uuid}\n\n").as_bytes()).await;
-                                let r = Message::parse(&k.read(t).await.unwrap()).unwrap();
-                                assert_eq!(r.body_text(), "+OK\n");
-                            }
-                        }
-                        got.push(msg);
-                    }
-                    None => {
-                        if fs.active_calls().is_empty()
-                            && fs.originates().iter().all(|o| o.result.is_some())
-                        {
-                            break;
-                        }
-                    }
+            for t in tokens(std::slice::from_ref(&msg), &uuids) {
+                if want_all.get(pos) != Some(&t) {
+                    got.push(msg);
+                    return got;
                 }
+                pos += 1;
+                n += 1;
+            }
+            if let (Some(sub), false) = (on_page, killed) {
+                if event_of(&msg).is_some_and(|e| e.subclass() == sub) {
+                    // A second connection kills the call (capture local-kill).
+                    killed = true;
+                    let uuid = cap.origination_uuid().unwrap();
+                    let mut k = Raw::connect(fs.addr()).await;
+                    k.next_msg("auth/request on the killing connection").await;
+                    k.send(b"auth ClueCon\n\n").await;
+                    k.next_msg("the auth reply on the killing connection").await;
+                    k.send(format!("api uuid_kill {uuid}\n\n").as_bytes()).await;
+                    let r = k.next_msg("the uuid_kill reply").await;
+                    assert_eq!(r.body_text(), "+OK\n", "uuid_kill {uuid}: {}", k.history());
+                }
+            }
+            got.push(msg);
+        }
+        if first.contains("originate ") {
+            let over = fs
+                .wait_for(HANG, |f| {
+                    f.active_calls().is_empty() && f.originates().iter().all(|o| o.result.is_some())
+                })
+                .await;
+            assert!(
+                over,
+                "{}: the call is not over {HANG:?} after its last captured event: {}; {}",
+                cap.name,
+                calls_recorded(fs),
+                c.history()
+            );
+        }
+        if *closes {
+            // The switch closes after the notice: anything before EOF is compared too.
+            loop {
+                let m = c.next(&format!("{}: EOF after `{first}`", cap.name)).await;
+                if m.is_empty() {
+                    return got;
+                }
+                got.push(Message::parse(&m).unwrap());
             }
         }
     }
-    // Whatever follows the last command (disconnect notice), then EOF.
-    while let Some(m) = c.read(Duration::from_millis(300)).await {
+    // The capture's client hung up without `exit`: nothing more may come.
+    while let Some(m) = c.read(QUIET).await {
         if m.is_empty() {
             break;
         }
@@ -338,10 +475,12 @@ async fn bad_password_is_byte_identical() {
     let fs = FakeFs::start(FakeConfig::new()).await;
     let mut c = Raw::connect(fs.addr()).await;
     let mut got = Vec::new();
-    let first = c.read(Duration::from_secs(5)).await.unwrap();
+    let first = c.next("auth/request").await;
     got.extend(first);
     c.send(b"auth WrongPassword\n\n").await;
-    while let Some(m) = c.read(Duration::from_secs(5)).await {
+    // The switch closes after its notice: read to EOF.
+    loop {
+        let m = c.next("-ERR invalid, the notice and EOF").await;
         if m.is_empty() {
             break;
         }
@@ -353,7 +492,8 @@ async fn bad_password_is_byte_identical() {
     .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
+        String::from_utf8_lossy(&want),
+        "bytes the fake sent after a bad password"
     );
     assert!(cap.records.len() == 4);
 }
@@ -380,7 +520,8 @@ async fn mod_db_replies_are_byte_identical() {
             .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&got_bytes),
-        String::from_utf8_lossy(&want)
+        String::from_utf8_lossy(&want),
+        "mod_db replies the fake sent (left) against the capture (right)"
     );
     assert!(
         fs.db().rows().is_empty(),
@@ -643,38 +784,38 @@ async fn gofaxsend_failover_503_matches_capture() {
 async fn uuid_kill_of_unknown_channel_and_unknown_api() {
     let fs = FakeFs::start(FakeConfig::new()).await;
     let mut c = Raw::connect(fs.addr()).await;
-    let t = Duration::from_secs(5);
-    c.read(t).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\n").await;
-    c.read(t).await;
+    c.next_msg("the auth reply").await;
     c.send(b"api uuid_kill 00000000-0000-0000-0000-000000000000\n\n")
         .await;
     assert_eq!(
-        Message::parse(&c.read(t).await.unwrap())
-            .unwrap()
-            .body_text(),
+        c.next_msg("the uuid_kill reply").await.body_text(),
         "-ERR No such channel!\n"
     );
     c.send(b"api frobnicate\n\n").await;
     assert_eq!(
-        Message::parse(&c.read(t).await.unwrap())
-            .unwrap()
-            .body_text(),
+        c.next_msg("the api frobnicate reply").await.body_text(),
         "-ERR frobnicate Command not found!\n"
     );
     c.send(b"bgapi status\n\n").await;
-    let r = Message::parse(&c.read(t).await.unwrap()).unwrap();
-    assert!(r.get("Reply-Text").unwrap().starts_with("+OK Job-UUID: "));
+    let r = c.next_msg("the bgapi reply").await;
+    assert!(
+        r.get("Reply-Text")
+            .unwrap_or("")
+            .starts_with("+OK Job-UUID: "),
+        "{}",
+        c.history()
+    );
 }
 
 #[tokio::test]
 async fn silent_never_answers_and_drop_after_closes() {
     let fs = FakeFs::start(FakeConfig::new().gateway("s", CallScript::Silent)).await;
     let mut c = Raw::connect(fs.addr()).await;
-    let t = Duration::from_secs(5);
-    c.read(t).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\n").await;
-    c.read(t).await;
+    c.next_msg("the auth reply").await;
     c.send(
         format!(
             "api originate sofia/gateway/s/1 &txfax({})\n\n",
@@ -683,21 +824,33 @@ async fn silent_never_answers_and_drop_after_closes() {
         .as_bytes(),
     )
     .await;
+    // The fake records the originate when it reads it; then it must stay silent (a
+    // negative check: under load it can only pass falsely).
     assert!(
-        c.read(Duration::from_millis(300)).await.is_none(),
-        "silent switch replied"
+        fs.wait_for(HANG, |f| f.originates().len() == 1).await,
+        "the fake did not record the originate: {}",
+        calls_recorded(&fs)
     );
-    assert_eq!(fs.originates().len(), 1);
+    assert!(
+        c.read(QUIET).await.is_none(),
+        "silent switch replied; {}",
+        c.history()
+    );
+    assert_eq!(
+        fs.originates()[0].result,
+        None,
+        "silent originate got a result"
+    );
 
     let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::DropAfter(
         support::fakefs::DropPoint::AfterPage(1),
     )))
     .await;
     let mut c = Raw::connect(fs.addr()).await;
-    c.read(t).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\nevent plain ALL\n\n").await;
-    c.read(t).await;
-    c.read(t).await;
+    c.next_msg("the auth reply").await;
+    c.next_msg("the event reply").await;
     c.send(
         format!(
             "bgapi originate sofia/gateway/x/1 &txfax({})\n\n",
@@ -708,7 +861,7 @@ async fn silent_never_answers_and_drop_after_closes() {
     .await;
     let mut pages = 0;
     loop {
-        let m = c.read(t).await.expect("no EOF");
+        let m = c.next("the drop after page 1 (EOF)").await;
         if m.is_empty() {
             break;
         }
@@ -718,31 +871,32 @@ async fn silent_never_answers_and_drop_after_closes() {
             pages += 1;
         }
     }
-    assert_eq!(pages, 1);
+    assert_eq!(pages, 1, "page results before the drop; {}", c.history());
 }
 
 #[tokio::test]
 async fn dial_string_parsing_keeps_quotes_legs_and_page_range() {
     let fs = FakeFs::start(FakeConfig::new().time_scale(FAST)).await;
     let mut c = Raw::connect(fs.addr()).await;
-    let t = Duration::from_secs(5);
-    c.read(t).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\nevent plain CUSTOM spandsp::txfaxresult\n\n")
         .await;
-    c.read(t).await;
-    c.read(t).await;
+    c.next_msg("the auth reply").await;
+    c.next_msg("the event reply").await;
     let cmd = format!(
         "bgapi originate {{fax_ident='+1 337, x',fax_start_page=1,fax_end_page=1,fax_enable_t38='false'}}[leg_var=1]sofia/gateway/g1/42|sofia/gateway/g2/42,, &txfax({})\nJob-UUID: 11111111-2222-3333-4444-555555555555\n\n",
         fax("test12.tif").display()
     );
     c.send(cmd.as_bytes()).await;
-    let r = Message::parse(&c.read(t).await.unwrap()).unwrap();
+    let r = c.next_msg("the bgapi reply").await;
     assert_eq!(
         r.get("Job-UUID"),
-        Some("11111111-2222-3333-4444-555555555555")
+        Some("11111111-2222-3333-4444-555555555555"),
+        "{}",
+        c.history()
     );
     let res = loop {
-        let m = Message::parse(&c.read(t).await.unwrap()).unwrap();
+        let m = c.next_msg("spandsp::txfaxresult").await;
         if let Some(e) = event_of(&m) {
             break e;
         }
@@ -794,10 +948,12 @@ async fn replay_outbound(
         .await
         .unwrap();
     let (s, _) = listener.accept().await.unwrap();
-    let mut c = Raw { s, buf: Vec::new() };
+    let mut c = Raw::new(s);
     let rx_path = dir.join("rx.tif");
     let mut got = Vec::new();
-    let t = Duration::from_secs(5);
+    // Consecutive sendmsgs go out in one write, as a client queues them: the fake's channel
+    // starts the first app only after they are all on the wire, however slow this side is.
+    let mut batches: Vec<Vec<String>> = Vec::new();
     for (_, cmd) in cap.commands_to_fs() {
         let mut text = String::from_utf8_lossy(&cmd).to_string();
         if text.contains("execute-app-name: rxfax") {
@@ -808,10 +964,19 @@ async fn replay_outbound(
                 .to_string();
             text = text.replace(&old, rx_path.to_str().unwrap());
         }
-        if text.starts_with("api uuid_kill") {
+        match batches.last_mut() {
+            Some(b) if text.starts_with("sendmsg") && b[0].starts_with("sendmsg") => b.push(text),
+            _ => batches.push(vec![text]),
+        }
+    }
+    for batch in batches {
+        let first = batch[0].lines().next().unwrap_or("").to_string();
+        if first.starts_with("api uuid_kill") {
             // The capture's server kills after the first page: wait for it.
             loop {
-                let m = Message::parse(&c.read(t).await.unwrap()).unwrap();
+                let m = c
+                    .next_msg(&format!("{name}: spandsp::rxfaxpageresult"))
+                    .await;
                 let page = event_of(&m).is_some_and(|e| e.subclass() == "spandsp::rxfaxpageresult");
                 got.push(m);
                 if page {
@@ -819,26 +984,69 @@ async fn replay_outbound(
                 }
             }
         }
-        c.send(text.as_bytes()).await;
-        loop {
-            let m = c.read(t).await.expect("no reply");
+        c.send(batch.concat().as_bytes()).await;
+        let what = format!("{name}: {} repl(ies) to `{first}`", batch.len());
+        let mut replies = 0;
+        while replies < batch.len() {
+            let m = c.next(&what).await;
             if m.is_empty() {
                 return (call, got, rx_path);
             }
             let msg = Message::parse(&m).unwrap();
-            let reply = is_reply(&msg) || msg.get("Event-Name") == Some("CHANNEL_DATA");
+            replies += usize::from(is_reply(&msg));
             got.push(msg);
-            if reply {
-                break;
-            }
         }
     }
-    // Then read events until the notice (plus a short grace) or EOF.
-    loop {
-        match c.read(Duration::from_millis(300)).await {
-            None => break,
-            Some(m) if m.is_empty() => break,
-            Some(m) => got.push(Message::parse(&m).unwrap()),
+    // The end, read off the wire: as many replies and call events as the capture has (each
+    // within HANG); then EOF where the switch closes (no linger, exit), or a short QUIET check
+    // for extra messages where it lingers (the fake then never closes, like the real one).
+    let uuids = [uuid.clone()];
+    let want = capture_messages(&cap);
+    let want_n = tokens(&want, &uuids).len();
+    let closes = want.iter().any(|m| {
+        m.content_type() == Some("text/disconnect-notice")
+            && m.get("Content-Disposition") == Some("disconnect")
+    });
+    // Replies and events are each a prefix of the capture's (they interleave by timing); at
+    // the first deviation the replay stops and the caller's comparison shows it.
+    let split = |msgs: &[Message]| -> (Vec<String>, Vec<String>) {
+        tokens(msgs, &uuids)
+            .into_iter()
+            .partition(|t| !t.starts_with("ev:"))
+    };
+    let (want_r, want_e) = split(&want);
+    let on_track = |got: &[Message]| {
+        let (r, e) = split(got);
+        want_r.starts_with(&r) && want_e.starts_with(&e)
+    };
+    let mut n = tokens(&got, &uuids).len();
+    while n < want_n && on_track(&got) {
+        let what = format!("{name}: {want_n} replies/events as in the capture, {n} so far");
+        let m = c.next(&what).await;
+        if m.is_empty() {
+            return (call, got, rx_path);
+        }
+        let msg = Message::parse(&m).unwrap();
+        n += tokens(std::slice::from_ref(&msg), &uuids).len();
+        got.push(msg);
+    }
+    if !on_track(&got) {
+        return (call, got, rx_path);
+    }
+    if closes {
+        loop {
+            let m = c.next(&format!("{name}: EOF after the notice")).await;
+            if m.is_empty() {
+                break;
+            }
+            got.push(Message::parse(&m).unwrap());
+        }
+    } else {
+        while let Some(m) = c.read(QUIET).await {
+            if m.is_empty() {
+                break;
+            }
+            got.push(Message::parse(&m).unwrap());
         }
     }
     (call, got, rx_path)
@@ -876,8 +1084,13 @@ async fn check_outbound(
     let (wr, we): (Vec<String>, Vec<String>) = out_tokens(&want, &uuid)
         .into_iter()
         .partition(|t| !t.starts_with("ev:"));
-    assert_eq!(gr, wr, "{name}: replies differ");
-    assert_eq!(ge, we, "{name}: events differ");
+    // Both in one message: a replay stops at the first deviation, so either may be cut.
+    assert!(
+        gr == wr && ge == we,
+        "{name}: the fake's stream differs from the capture's\n replies (fake):    {gr:?}\n replies (capture): {wr:?}\n events (fake):    {ge:?}\n events (capture): {we:?}\n the fake recorded commands {:?}, apps run {:?}",
+        call.command_lines(),
+        call.executed()
+    );
     let full = TEMPLATES.contains(&name);
     assert_eq!(
         spandsp_header_names(&got, full),
@@ -974,8 +1187,12 @@ async fn outbound_sender_hangup_without_linger_only_disconnects() {
         got.last().and_then(|m| m.get("Content-Disposition")),
         Some("disconnect")
     );
-    assert!(call.wait_finished(Duration::from_secs(5)).await);
-    assert!(!call.log().client_closed);
+    assert!(
+        call.wait_finished(HANG).await,
+        "the fake's connection never ended; it sent: {:?}",
+        got.iter().map(summary).collect::<Vec<_>>()
+    );
+    assert!(!call.log().client_closed, "the fake closed, not the client");
 }
 
 #[tokio::test]
@@ -1037,8 +1254,11 @@ async fn outbound_vanish_closes_without_notice() {
         .filter_map(event_of)
         .filter(|e| e.subclass() == "spandsp::rxfaxpageresult")
         .count();
-    assert_eq!(n, 2);
-    assert!(call.wait_finished(Duration::from_secs(5)).await);
+    assert_eq!(n, 2, "{:?}", got.iter().map(summary).collect::<Vec<_>>());
+    assert!(
+        call.wait_finished(HANG).await,
+        "the fake's connection never ended"
+    );
 }
 
 // ---------------------------------------------------------------- further behaviours
@@ -1046,11 +1266,10 @@ async fn outbound_vanish_closes_without_notice() {
 /// Authenticates, subscribes to everything and bgapi-originates `dial`; returns the client.
 async fn start_call(fs: &FakeFs, dial: &str) -> Raw {
     let mut c = Raw::connect(fs.addr()).await;
-    let t = Duration::from_secs(5);
-    c.read(t).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\nevent plain ALL\n\n").await;
-    c.read(t).await;
-    c.read(t).await;
+    c.next_msg("the auth reply").await;
+    c.next_msg("the event reply").await;
     c.send(
         format!(
             "bgapi originate {dial} &txfax({})\n\n",
@@ -1059,19 +1278,15 @@ async fn start_call(fs: &FakeFs, dial: &str) -> Raw {
         .as_bytes(),
     )
     .await;
-    c.read(t).await;
+    let r = c.next_msg("the bgapi reply").await;
+    assert!(is_reply(&r), "bgapi: {}", c.history());
     c
 }
 
-/// Reads events until `pred` matches one (which is returned).
-async fn read_until(c: &mut Raw, pred: impl Fn(&Event) -> bool) -> Event {
+/// Reads events until `pred` matches one (which is returned); `what` names it on failure.
+async fn read_until(c: &mut Raw, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
     loop {
-        let m = c
-            .read(Duration::from_secs(5))
-            .await
-            .expect("timeout waiting for event");
-        assert!(!m.is_empty(), "EOF while waiting for an event");
-        if let Some(e) = event_of(&Message::parse(&m).unwrap()) {
+        if let Some(e) = event_of(&c.next_msg(what).await) {
             if pred(&e) {
                 return e;
             }
@@ -1092,8 +1307,14 @@ async fn training_failure_reports_code_6_after_negotiation() {
         "{origination_uuid=aaaaaaaa-0000-4000-8000-000000000001}sofia/gateway/b/1",
     )
     .await;
-    read_until(&mut c, |e| e.subclass() == "spandsp::txfaxnegociateresult").await;
-    let r = read_until(&mut c, |e| e.subclass() == "spandsp::txfaxresult").await;
+    read_until(&mut c, "txfaxnegociateresult", |e| {
+        e.subclass() == "spandsp::txfaxnegociateresult"
+    })
+    .await;
+    let r = read_until(&mut c, "txfaxresult", |e| {
+        e.subclass() == "spandsp::txfaxresult"
+    })
+    .await;
     assert_eq!(r.get("fax-result-code"), Some("6"));
     assert_eq!(r.get("fax-success"), Some("0"));
     assert_eq!(r.get("fax-t38-status"), Some("negotiated"));
@@ -1107,7 +1328,7 @@ async fn no_answer_fails_after_the_delay() {
         .default_script(CallScript::NoAnswer(Duration::from_millis(50)));
     let fs = FakeFs::start(cfg).await;
     let mut c = start_call(&fs, "sofia/gateway/b/1").await;
-    let j = read_until(&mut c, |e| e.name() == "BACKGROUND_JOB").await;
+    let j = read_until(&mut c, "BACKGROUND_JOB", |e| e.name() == "BACKGROUND_JOB").await;
     assert_eq!(j.body.as_deref(), Some(&b"-ERR NO_ANSWER\n"[..]));
     assert_eq!(
         fs.originates()[0].leg_uuids.len(),
@@ -1128,24 +1349,49 @@ async fn hang_waits_for_uuid_kill_then_reports_pages_so_far() {
         &format!("{{origination_uuid={uuid}}}sofia/gateway/b/1"),
     )
     .await;
-    read_until(&mut c, |e| {
+    read_until(&mut c, "txfaxpageresult of page 3", |e| {
         e.subclass() == "spandsp::txfaxpageresult"
             && e.get("fax-document-transferred-pages") == Some("3")
     })
     .await;
+    // Negative check (can only pass falsely under load): nothing while the call hangs.
     assert!(
-        c.read(Duration::from_millis(200)).await.is_none(),
-        "a hung call must stay silent"
+        c.read(QUIET).await.is_none(),
+        "a hung call must stay silent; {}",
+        c.history()
     );
-    assert_eq!(fs.active_calls(), vec![uuid.to_string()]);
+    assert_eq!(
+        fs.active_calls(),
+        vec![uuid.to_string()],
+        "{}",
+        calls_recorded(&fs)
+    );
     c.send(format!("api uuid_kill {uuid}\n\n").as_bytes()).await;
-    let r = read_until(&mut c, |e| e.subclass() == "spandsp::txfaxresult").await;
+    // On the wire: the fake answers the kill before the events it causes, so no result may
+    // come before this reply (the call hung until killed, whatever the timing).
+    loop {
+        let m = c.next_msg("the uuid_kill reply").await;
+        assert!(
+            event_of(&m).is_none_or(|e| e.subclass() != "spandsp::txfaxresult"),
+            "txfaxresult before the uuid_kill reply: the call did not hang; {}",
+            c.history()
+        );
+        if m.content_type() == Some("api/response") {
+            assert_eq!(m.body_text(), "+OK\n", "{}", c.history());
+            break;
+        }
+    }
+    let r = read_until(&mut c, "txfaxresult", |e| {
+        e.subclass() == "spandsp::txfaxresult"
+    })
+    .await;
     assert_eq!(r.get("fax-result-code"), Some("49"));
     assert_eq!(r.get("fax-document-transferred-pages"), Some("3"));
-    read_until(&mut c, |e| e.name() == "CHANNEL_DESTROY").await;
+    read_until(&mut c, "CHANNEL_DESTROY", |e| e.name() == "CHANNEL_DESTROY").await;
     assert!(
-        fs.wait_for(Duration::from_secs(2), |f| f.active_calls().is_empty())
-            .await
+        fs.wait_for(HANG, |f| f.active_calls().is_empty()).await,
+        "the killed call is still active: {}",
+        calls_recorded(&fs)
     );
 }
 
@@ -1154,13 +1400,13 @@ async fn injected_malformed_frame_follows_the_reply() {
     let inj = support::fakefs::Injection::malformed(1);
     let fs = FakeFs::start(FakeConfig::new().inject(inj.clone())).await;
     let mut c = Raw::connect(fs.addr()).await;
-    c.read(Duration::from_secs(5)).await;
+    c.next_msg("auth/request").await;
     c.send(b"auth ClueCon\n\n").await;
     assert!(
-        fs.wait_for(Duration::from_secs(2), |f| f
-            .raw_sent(0)
-            .ends_with(&inj.frame))
-            .await
+        fs.wait_for(HANG, |f| f.raw_sent(0).ends_with(&inj.frame))
+            .await,
+        "the fake's bytes sent do not end with the injected frame: {:?}",
+        String::from_utf8_lossy(&fs.raw_sent(0))
     );
 }
 
@@ -1181,9 +1427,9 @@ async fn outbound_connect_carries_diversion_gateway_and_socket_mode() {
         .await
         .unwrap();
     let (s, _) = listener.accept().await.unwrap();
-    let mut c = Raw { s, buf: Vec::new() };
+    let mut c = Raw::new(s);
     c.send(b"connect\r\n\r\n").await;
-    let m = Message::parse(&c.read(Duration::from_secs(5)).await.unwrap()).unwrap();
+    let m = c.next_msg("the connect reply").await;
     let get = |k: &str| m.get(k).map(support::fakefs::url_decode);
     assert_eq!(
         get("variable_sip_h_Diversion").as_deref(),
@@ -1219,18 +1465,19 @@ async fn outbound_t38_hang_until_client_kills_and_app_uuid_is_echoed() {
         .unwrap();
     let uuid = call.uuid().to_string();
     let (s, _) = listener.accept().await.unwrap();
-    let mut c = Raw { s, buf: Vec::new() };
-    let t = Duration::from_secs(5);
+    let mut c = Raw::new(s);
     c.send(b"connect\r\n\r\n").await;
-    c.read(t).await;
+    c.next_msg("the connect reply").await;
     c.send(b"linger\r\n\r\n").await;
-    c.read(t).await;
+    c.next_msg("the linger reply").await;
     c.send(format!("filter Unique-ID {uuid}\r\n\r\n").as_bytes())
         .await;
-    c.read(t).await;
+    c.next_msg("the filter reply").await;
     c.send(b"event plain ALL\r\n\r\n").await;
-    c.read(t).await;
+    c.next_msg("the event reply").await;
     let rx = dir.path().join("r.tif");
+    // One write: all three are queued before the channel picks up the first.
+    let mut queued = String::new();
     for (app, arg) in [
         ("answer", String::new()),
         ("rxfax", rx.display().to_string()),
@@ -1244,9 +1491,10 @@ async fn outbound_t38_hang_until_client_kills_and_app_uuid_is_echoed() {
             "event-lock: true\nEvent-UUID: 00000000-0000-4000-8000-00000000000{}\n\n",
             app.len()
         ));
-        c.send(m.as_bytes()).await;
+        queued.push_str(&m);
     }
-    let ex = read_until(&mut c, |e| {
+    c.send(queued.as_bytes()).await;
+    let ex = read_until(&mut c, "CHANNEL_EXECUTE rxfax", |e| {
         e.name() == "CHANNEL_EXECUTE" && e.get("Application") == Some("rxfax")
     })
     .await;
@@ -1254,14 +1502,39 @@ async fn outbound_t38_hang_until_client_kills_and_app_uuid_is_echoed() {
         ex.get("Application-UUID"),
         Some("00000000-0000-4000-8000-000000000005")
     );
-    read_until(&mut c, |e| e.subclass() == "spandsp::rxfaxresult").await;
+    read_until(&mut c, "rxfaxresult", |e| {
+        e.subclass() == "spandsp::rxfaxresult"
+    })
+    .await;
+    // Negative check (can only pass falsely under load): nothing while rxfax hangs.
     assert!(
-        c.read(Duration::from_millis(200)).await.is_none(),
-        "rxfax must hang after its result"
+        c.read(QUIET).await.is_none(),
+        "rxfax must hang after its result; {}",
+        c.history()
     );
     c.send(format!("api uuid_kill {uuid}\r\n\r\n").as_bytes())
         .await;
-    read_until(&mut c, |e| e.name() == "CHANNEL_HANGUP_COMPLETE").await;
+    // On the wire: the fake answers the kill before the hangup it causes, so nothing of the
+    // hangup may come before this reply (rxfax hung until killed, whatever the timing).
+    loop {
+        let m = c.next_msg("the uuid_kill reply").await;
+        assert!(
+            event_of(&m).is_none_or(|e| !matches!(
+                e.name(),
+                "CHANNEL_HANGUP" | "CHANNEL_EXECUTE_COMPLETE" | "CHANNEL_HANGUP_COMPLETE"
+            )),
+            "the call ended before the uuid_kill reply: rxfax did not hang; {}",
+            c.history()
+        );
+        if m.content_type() == Some("api/response") {
+            assert_eq!(m.body_text(), "+OK\n", "{}", c.history());
+            break;
+        }
+    }
+    read_until(&mut c, "CHANNEL_HANGUP_COMPLETE", |e| {
+        e.name() == "CHANNEL_HANGUP_COMPLETE"
+    })
+    .await;
     assert_eq!(pages(&rx), Some(2));
     assert!(
         !call.executed().iter().any(|(a, _)| a == "hangup"),

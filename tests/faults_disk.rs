@@ -4,7 +4,6 @@
 //! clear errors, never panic, never claim a fax they do not have, and recover once there is
 //! room again.
 
-mod receive_support;
 mod support;
 
 use std::io::Write;
@@ -13,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use receive_support::{Fsfaxd, prepare_spool, wait_async};
 use support::fakefs::{CallSetup, FakeCall, FakeConfig, FakeFs};
+use support::fsfaxd::{Fsfaxd, prepare_spool, wait_async};
 use support::send::SendEnv;
 
-const T: Duration = Duration::from_secs(20);
+/// Waits end as soon as what they wait for holds; this only bounds a hang.
+const T: Duration = support::wait::HANG;
 
 /// A full file system under `dir`, undone on drop.
 enum Full {

@@ -1,17 +1,17 @@
 //! `kill -9` of fsfaxd with several receptions in flight: after the restart every document
 //! reaches faxrcvd exactly once, and the journal is empty.
 
-mod receive_support;
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use receive_support::{Fsfaxd, script, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript, T38, tiff};
+use support::fsfaxd::{Fsfaxd, script, wait_async};
 
-const T: Duration = Duration::from_secs(30);
+/// Waits end as soon as what they wait for holds; this only bounds a hang.
+const T: Duration = support::wait::HANG;
 
 fn runs_per_file(d: &Fsfaxd) -> HashMap<String, usize> {
     let mut runs = HashMap::new();
@@ -37,7 +37,9 @@ async fn kill_9_during_receptions_then_restart_delivers_each_document_once() {
                 d.addr,
                 CallSetup {
                     caller_number: format!("4711{i}"),
-                    time_scale: 0.05,
+                    // The senders stand still after the answer: all four are still in rxfax,
+                    // with nothing written by the fake, when the test kills fsfaxd.
+                    stall_after_pages: Some(0),
                     script: RxScript::RxOk {
                         pages: 3,
                         t38: T38::Negotiated,
@@ -177,7 +179,7 @@ async fn an_interrupted_reception_still_running_in_freeswitch_waits_for_its_call
     // The spool as the killed fsfaxd left it: a document being written and its journal entry.
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    receive_support::prepare_spool(&spool);
+    support::fsfaxd::prepare_spool(&spool);
     std::fs::copy(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fax/test3.tif"),
         spool.join("recvq/fax000000007.tif"),
@@ -204,15 +206,26 @@ async fn an_interrupted_reception_still_running_in_freeswitch_waits_for_its_call
         1,
         &format!("\n[freeswitch]\nsocket = {}\npassword = ClueCon", fs.addr()),
     );
-    // Longer than the quiet-file wait alone would take: the document is left alone while the
-    // call is up.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(d.faxrcvd_runs().is_empty(), "{:?}", d.faxrcvd_runs());
+    // fsfaxd asks whether the call is still up, is told yes, waits and asks again: by the
+    // second question it has seen the call up, whatever the machine's speed, and the document
+    // is left alone meanwhile.
+    let asked = format!("api uuid_exists {uuid}");
     assert!(
-        fs.all_command_lines()
-            .contains(&format!("api uuid_exists {uuid}")),
-        "{:?}",
-        fs.all_command_lines()
+        wait_async(T, || fs
+            .all_command_lines()
+            .iter()
+            .filter(|l| **l == asked)
+            .count()
+            >= 2)
+        .await,
+        "fsfaxd never asked twice whether the call is up; the fake recorded {:?}\n{}",
+        fs.all_command_lines(),
+        d.log()
+    );
+    assert!(
+        d.faxrcvd_runs().is_empty(),
+        "delivered while the fake still had the call: {:?}",
+        d.faxrcvd_runs()
     );
 
     fs.end_channel(uuid);

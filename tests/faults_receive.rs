@@ -4,16 +4,16 @@
 //! without one leaves an honest record (or nothing, before it was accepted), no journal entry
 //! is left behind, and fsfaxd keeps serving the next call.
 
-mod receive_support;
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use receive_support::{Fsfaxd, script, wait, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript, T38, tiff};
+use support::fsfaxd::{Fsfaxd, script, wait, wait_async};
 
-const T: Duration = Duration::from_secs(20);
+/// Waits end as soon as what they wait for holds; this only bounds a hang.
+const T: Duration = support::wait::HANG;
 
 /// Waits until fsfaxd is done with every call: modems idle, journal empty.
 async fn settle(d: &Fsfaxd, modems: u32) {
@@ -102,13 +102,16 @@ async fn freeswitch_vanishing_at_every_step_of_a_reception() {
         );
     }
 
-    // After the answer.
+    // After the answer (the sender stands still there until the switch vanishes).
     let c = FakeCall::connect(
         d.addr,
-        setup(RxScript::RxOk {
-            pages: 3,
-            t38: T38::Negotiated,
-        }),
+        CallSetup {
+            stall_after_pages: Some(0),
+            ..setup(RxScript::RxOk {
+                pages: 3,
+                t38: T38::Negotiated,
+            })
+        },
     )
     .await
     .unwrap();
@@ -124,7 +127,7 @@ async fn freeswitch_vanishing_at_every_step_of_a_reception() {
     let c = FakeCall::connect(
         d.addr,
         CallSetup {
-            time_scale: 0.05,
+            stall_after_pages: Some(1),
             ..setup(RxScript::RxOk {
                 pages: 3,
                 t38: T38::Negotiated,

@@ -1,8 +1,10 @@
 //! Our HylaFAX files and FIFO messages against the real Debian HylaFAX 6.0.7.
 //!
-//! Runs only with `FSFAX_REAL_HYLAFAX=1` (set by the CI script after
-//! `tests/tools/hylafax-lab.sh install`). With the variable set, a missing HylaFAX or a
-//! non-root user is a failure, never a silent pass.
+//! Needs root and Debian's hylafax-server/-client, which `scripts/test.sh` installs. Without
+//! them these tests fail and say what to install: a test that passes without HylaFAX would
+//! prove nothing.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,29 +18,14 @@ use fsfax::hylafax::xferfaxlog::{DataFormat, Params, SendRecord, XferFaxLog, syn
 
 const XFERFAXSTATS: &str = "/usr/lib/hylafax/bin/xferfaxstats";
 
-/// `true` when the real-HylaFAX tests must run; panics if they must but cannot.
-fn real_hylafax() -> bool {
-    if std::env::var("FSFAX_REAL_HYLAFAX").as_deref() != Ok("1") {
-        eprintln!("FSFAX_REAL_HYLAFAX is not 1: real-HylaFAX tests not run");
-        return false;
-    }
-    for p in [
-        "/usr/sbin/faxq",
-        "/usr/sbin/hfaxd",
-        "/usr/bin/faxstat",
-        XFERFAXSTATS,
-    ] {
-        assert!(
-            Path::new(p).exists(),
-            "FSFAX_REAL_HYLAFAX=1 but HylaFAX is missing ({p} not found); \
-             run tests/tools/hylafax-lab.sh install"
-        );
-    }
+/// Fails the test, naming what to install, unless the real HylaFAX can run here.
+fn require_real_hylafax() {
+    support::hylafax::require_real_hylafax();
     assert!(
-        nix::unistd::geteuid().is_root(),
-        "FSFAX_REAL_HYLAFAX=1 but not running as root (faxq's FIFO and the lab need root)"
+        Path::new(XFERFAXSTATS).exists() && Path::new("/usr/bin/faxstat").exists(),
+        "{XFERFAXSTATS} or faxstat missing: install Debian's hylafax-server and hylafax-client \
+         (scripts/test.sh does)"
     );
-    true
 }
 
 fn lab_script() -> PathBuf {
@@ -75,9 +62,7 @@ fn send_record(mailaddr: &str, owner: &str, dest: &str, pages: u32, reason: &str
 /// must read our 19-field SEND records, even with tabs/quotes/newlines in free text.
 #[test]
 fn xferfaxstats_reads_our_send_records() {
-    if !real_hylafax() {
-        return;
-    }
+    require_real_hylafax();
     let spool = tempfile::tempdir().unwrap();
     for d in ["bin", "etc", "log"] {
         std::fs::create_dir(spool.path().join(d)).unwrap();
@@ -153,14 +138,18 @@ fn xferfaxstats_reads_our_send_records() {
 struct Lab {
     dir: PathBuf,
     port: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Lab {
     fn start() -> Self {
+        // One lab at a time on a machine (faxq's lock files are machine-wide).
+        let lock = support::hylafax::lab_lock();
         let pid = std::process::id();
         let lab = Lab {
             dir: PathBuf::from(format!("/tmp/fsfax-hylafax-real-{pid}")),
-            port: 4700 + (pid % 200) as u16,
+            port: support::hylafax::free_port(),
+            _lock: lock,
         };
         lab.start_faxq(false);
         lab
@@ -230,9 +219,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 /// faxq hands over parses and round-trips.
 #[test]
 fn real_faxq_and_faxstat_see_our_virtual_modem() {
-    if !real_hylafax() {
-        return;
-    }
+    require_real_hylafax();
     let lab = Lab::start();
     let spool = lab.spool();
     let dev = "fsfaxreal0";
@@ -255,7 +242,7 @@ fn real_faxq_and_faxstat_see_our_virtual_modem() {
     // A restarted faxq greets every modem that has FIFO.<dev> and etc/config.<dev>.
     lab.start_faxq(true);
     let hello =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), reader.recv()).await });
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), reader.recv()).await });
     assert_eq!(
         hello.expect("no HELLO from faxq").unwrap(),
         DeviceMsg::Hello
@@ -263,7 +250,7 @@ fn real_faxq_and_faxstat_see_our_virtual_modem() {
 
     let faxq = FaxqFifo::new(&spool);
     modem.set_ready(&faxq, "", DEFAULT_CAPS).unwrap();
-    let status = wait_for("faxstat modem line", Duration::from_secs(10), || {
+    let status = wait_for("faxstat modem line", Duration::from_secs(120), || {
         let s = lab.faxstat();
         s.contains(&format!("Modem {dev} (): Running and idle"))
             .then_some(s)
@@ -278,10 +265,10 @@ fn real_faxq_and_faxstat_see_our_virtual_modem() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lock =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), reader.recv()).await });
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), reader.recv()).await });
     assert_eq!(lock.expect("no L from faxq").unwrap(), DeviceMsg::Lock);
 
-    let record_dir = wait_for("SendFaxCmd record", Duration::from_secs(20), || {
+    let record_dir = wait_for("SendFaxCmd record", Duration::from_secs(120), || {
         let dir = lab.dir.join("sendfaxcmd");
         std::fs::read_dir(&dir).ok()?.find_map(|e| {
             let p = e.ok()?.path();
@@ -300,13 +287,13 @@ fn real_faxq_and_faxstat_see_our_virtual_modem() {
     assert!(!q.get_all("fax").is_empty());
 
     modem.write_status("Receiving facsimile").unwrap();
-    wait_for("faxstat busy text", Duration::from_secs(10), || {
+    wait_for("faxstat busy text", Duration::from_secs(120), || {
         lab.faxstat()
             .contains(&format!("Modem {dev} (): Receiving facsimile"))
             .then_some(())
     });
     modem.set_down(&faxq).unwrap();
-    wait_for("faxstat down text", Duration::from_secs(10), || {
+    wait_for("faxstat down text", Duration::from_secs(120), || {
         lab.faxstat()
             .contains(&format!("Modem {dev} (): Down"))
             .then_some(())

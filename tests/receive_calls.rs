@@ -1,16 +1,16 @@
 //! fsfaxd end to end: the real binary, a spool in a temp dir, and the fake FreeSWITCH calling
 //! it the way `socket ... async full` does.
 
-mod receive_support;
 mod support;
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use receive_support::{Fsfaxd, script, wait, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript, T38};
+use support::fsfaxd::{Fsfaxd, script, wait, wait_async};
 
-const T: Duration = Duration::from_secs(20);
+/// Waits end as soon as what they wait for holds; this only bounds a hang.
+const T: Duration = support::wait::HANG;
 
 async fn call(d: &Fsfaxd, setup: CallSetup) -> FakeCall {
     FakeCall::connect(d.addr, setup).await.unwrap()
@@ -32,7 +32,12 @@ fn env_line<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     let d = Fsfaxd::start(2, "enablet38 = true\nrequestt38 = true");
-    assert_eq!(d.status("freeswitch0"), "Running and idle");
+    // The status files are written by fsfaxd's writer thread, just after it listens.
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Running and idle").await,
+        "modem never shown idle: {:?}",
+        d.status("freeswitch0")
+    );
     let c = call(
         &d,
         CallSetup {
@@ -40,7 +45,8 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
             caller_name: "Alice Caller".into(),
             to_user: "5000".into(),
             gateway: Some("gw1".into()),
-            time_scale: 0.02,
+            // The sender waits after page 1 until the test has seen the modem's status.
+            stall_after_pages: Some(1),
             ..CallSetup::default()
         },
     )
@@ -52,6 +58,7 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         d.status("freeswitch0"),
         d.log()
     );
+    c.resume();
     assert!(
         wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
         "{}",
@@ -361,7 +368,7 @@ async fn sigterm_lets_a_running_reception_finish_then_marks_modems_down() {
     .await;
     assert!(c.wait_for(T, |l| l.rxfax_path.is_some()).await);
     d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", d.log());
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log());
     let rcvd = d
         .faxrcvd_call("000000001")
         .expect("the reception completed");

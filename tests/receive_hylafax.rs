@@ -1,21 +1,20 @@
 //! fsfaxd with a real HylaFAX (Debian's faxq, hfaxd, faxstat, bin/faxrcvd, faxinfo).
 //! Needs root and the packages: run through scripts/test.sh (FSFAX_REAL_HYLAFAX=1).
 
-mod receive_support;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use receive_support::{Fsfaxd, wait, wait_async};
 use support::fakefs::{CallSetup, FakeCall};
+use support::fsfaxd::{Fsfaxd, wait, wait_async};
 use support::hylafax::HylafaxLab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
     let lab = HylafaxLab::start(2, Path::new("/bin/true"));
     let d = Fsfaxd::start_on(&lab.spool(), 2, "");
-    let t = Duration::from_secs(30);
+    let t = Duration::from_secs(120);
     let idle = wait(t, || {
         let s = lab.faxstat(&["-s"]);
         s.contains("Modem freeswitch0 (): Running and idle")
@@ -39,7 +38,8 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
         CallSetup {
             caller_number: "4711".into(),
             caller_name: "Alice Caller".into(),
-            time_scale: 0.05,
+            // The sender waits after page 1 until faxstat has shown the reception.
+            stall_after_pages: Some(1),
             ..CallSetup::default()
         },
     )
@@ -51,9 +51,10 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
     })
     .await;
     assert!(receiving, "faxstat -s:\n{}", lab.faxstat(&["-s"]));
+    c.resume();
     assert!(c.wait_finished(t).await);
     let session = lab.spool().join("log/c000000001");
-    let faxrcvd_done = wait_async(Duration::from_secs(60), || {
+    let faxrcvd_done = wait_async(Duration::from_secs(120), || {
         std::fs::read_to_string(&session).is_ok_and(|s| s.contains("SESSION END"))
     })
     .await;

@@ -1,13 +1,12 @@
 //! Many receptions at once: every call is its own task and shares nothing that can collide.
 
-mod receive_support;
 mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use receive_support::{Fsfaxd, wait, wait_async};
 use support::fakefs::{CallSetup, FakeCall, RxScript, T38};
+use support::fsfaxd::{Fsfaxd, wait, wait_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_receptions() {

@@ -44,7 +44,7 @@ fn setup(fs: &FakeFs) -> Setup {
             "[freeswitch]\nsocket = {}\npassword = ClueCon\ngateway = gw1\nident = +1 555 0100\n\
              [hylafax]\nspooldir = {}\nmodems = 3\nxferfaxlog = log/xferfaxlog\n\
              [gofaxsend]\nenablet38 = true\nrequestt38 = true\nfaxnumber = 4711\n\
-             failedresponse = CALL_REJECTED\noriginatetimeout = 10s\nhangupafterresult = 1s\n",
+             failedresponse = CALL_REJECTED\noriginatetimeout = 60s\nhangupafterresult = 1s\n",
             fs.addr(),
             lab.spool().display()
         ),
@@ -83,7 +83,8 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     let done = lab.submit("5551001", &document());
     let busy = lab.submit("5551002", &document());
     let failed = lab.submit("5551003", &document());
-    let settled = lab.wait_for(Duration::from_secs(60), |lab| {
+    // A bound for a hang only: faxq, fsfaxsend and the fake take well under a second each.
+    let settled = lab.wait_for(Duration::from_secs(300), |lab| {
         state(lab, done).as_deref() == Some("7")
             && state(lab, failed).as_deref() == Some("8")
             && lab.qfile_field(busy, "totdials").as_deref() == Some("1")

@@ -697,7 +697,7 @@ impl Config {
                 "socket",
                 "not set; fsfaxd listens here for FreeSWITCH, e.g. 127.0.0.1:8022".into(),
             );
-        } else if let Err(e) = check_socket_address(&d.socket) {
+        } else if let Err(e) = check_listen_address(&d.socket) {
             add(Severity::Error, "gofaxd", "socket", e);
         } else if !is_loopback_address(&d.socket)
             && self.line_of("gofaxd", "allowedpeers").is_none()
@@ -875,6 +875,16 @@ fn check_socket_address(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(bad())
+    }
+}
+
+/// A listen address: as [`check_socket_address`], but port 0 (the OS picks a free port, logged
+/// at start-up) is allowed, which lets tests run many daemons at once without racing for ports.
+fn check_listen_address(s: &str) -> Result<(), String> {
+    match s.strip_suffix(":0") {
+        Some(host) => check_socket_address(&format!("{host}:1"))
+            .map_err(|_| format!("`{s}` is not host:port (IPv6 as [::1]:8021)")),
+        None => check_socket_address(s),
     }
 }
 

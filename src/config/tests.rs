@@ -396,6 +396,10 @@ fn socket_address_checks() {
     assert!(check_socket_address("::1:8021").is_err());
     assert!(check_socket_address("host:0").is_err());
     assert!(check_socket_address("host").is_err());
+    assert!(check_listen_address("127.0.0.1:0").is_ok());
+    assert!(check_listen_address("[::1]:0").is_ok());
+    assert!(check_listen_address("::1:0").is_err());
+    assert!(check_listen_address("127.0.0.1:8022").is_ok());
     assert!(is_loopback_address("[::1]:1"));
     assert!(is_loopback_address("127.0.0.2:1"));
     assert!(!is_loopback_address(":8022"));

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub use super::wait::free_port;
+
 /// A running HylaFAX lab. Stopped (faxq and hfaxd terminated) on drop.
 pub struct HylafaxLab {
     dir: PathBuf,
@@ -38,22 +40,27 @@ pub fn require_real_hylafax() {
     );
 }
 
+/// The machine-wide lab lock: blocks while another test (in this or another process) runs a
+/// HylaFAX lab, and holds it until dropped.
+pub fn lab_lock() -> nix::fcntl::Flock<File> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("fsfax-hylafax-lab.lock"))
+        .expect("open lab lock file");
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the lab")
+}
+
 impl HylafaxLab {
     /// Brings up faxq and hfaxd with `modems` virtual modems `freeswitchN` whose `SendFaxCmd` is
     /// `send_cmd` (an absolute path). The lab directory is world-traversable so that faxq's
     /// euid (uucp) can reach the spool and the command.
     pub fn start(modems: u32, send_cmd: &Path) -> HylafaxLab {
         require_real_hylafax();
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(std::env::temp_dir().join("fsfax-hylafax-lab.lock"))
-            .expect("open lab lock file");
-        // Blocks while another test (in this or another process) holds the lab.
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("lock the lab");
+        let lock = lab_lock();
         let tmp = tempfile::Builder::new()
             .prefix("fsfax-hflab-")
             .tempdir()
@@ -209,9 +216,4 @@ impl Drop for HylafaxLab {
     fn drop(&mut self) {
         let _ = self.script(&["stop"]);
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().unwrap().port()
 }

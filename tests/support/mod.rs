@@ -4,5 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fakefs;
+pub mod fsfaxd;
 pub mod hylafax;
 pub mod send;
+pub mod wait;

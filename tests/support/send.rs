@@ -8,6 +8,10 @@ use std::time::Duration;
 
 pub const MODEM: &str = "freeswitch0";
 
+/// How long fsfaxsend may run before a test calls it hung (every call the fake plays lasts
+/// milliseconds).
+pub use super::wait::HANG;
+
 /// A spool, a configuration and a qfile for one fsfaxsend run.
 pub struct SendEnv {
     pub _dir: tempfile::TempDir,
@@ -60,8 +64,15 @@ impl SendEnv {
         ));
         text.push_str(
             "[gofaxsend]\nenablet38 = true\nrequestt38 = true\nfaxnumber = 4711\ncidname = sender\nfailedresponse = CALL_REJECTED\n\
-             originatetimeout = 3s\nmaxcallduration = 30s\nhangupafterresult = 1s\n",
+             hangupafterresult = 1s\n",
         );
+        // Generous limits unless a test sets its own: a verdict must follow from what the fake
+        // did on the wire, never from how fast a loaded machine runs the fake and fsfaxsend.
+        for (key, value) in [("originatetimeout", "60s"), ("maxcallduration", "300s")] {
+            if !gofaxsend.iter().any(|l| l.trim_start().starts_with(key)) {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
         for l in gofaxsend {
             text.push_str(l);
             text.push('\n');
@@ -97,7 +108,7 @@ impl SendEnv {
     /// Runs fsfaxsend as faxq does (cwd = spool, `-m modem sendq/q<job>`), with a deadline.
     pub async fn run(&self, job: u32) -> i32 {
         let child = self.spawn(job);
-        wait_exit(child, Duration::from_secs(60)).await
+        wait_exit(child, HANG).await
     }
 
     /// [`SendEnv::run`] without printing fsfaxsend's log (for long runs); the log is shown
@@ -124,9 +135,9 @@ impl SendEnv {
             }
             String::from_utf8_lossy(&buf).into_owned()
         });
-        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        let status = tokio::time::timeout(HANG, child.wait())
             .await
-            .expect("fsfaxsend finishes within 60 s")
+            .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
             .unwrap();
         let log = log.await.unwrap();
         status
@@ -199,6 +210,19 @@ impl SendEnv {
 
     pub fn temp_files(&self) -> usize {
         fs::read_dir(self.spool.join("tmp")).unwrap().count()
+    }
+}
+
+/// What the modem FIFO got, once it holds at least `len` bytes (fsfaxsend has exited by then;
+/// the reader in this process may not have read it all yet). Bounded by [`HANG`].
+pub async fn fifo_got(got: &std::sync::Mutex<Vec<u8>>, len: usize) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        let now = got.lock().unwrap().clone();
+        if now.len() >= len || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

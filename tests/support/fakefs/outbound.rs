@@ -94,6 +94,11 @@ pub struct CallSetup {
     /// Raw bytes written unprompted right after replying to the n-th command (e.g. a
     /// malformed frame). `None` (default): nothing.
     pub inject_after_command: Option<(usize, Vec<u8>)>,
+    /// The sender stands still inside rxfax after this many pages (0: right after the answer,
+    /// before negotiation) until the call is hung up, killed or vanishes, or the test calls
+    /// [`FakeCall::resume`]: a test can act "mid-fax" without racing the fake's clock.
+    /// `None` (default): never.
+    pub stall_after_pages: Option<u32>,
 }
 
 impl Default for CallSetup {
@@ -116,6 +121,7 @@ impl Default for CallSetup {
             remote_station_id: "+1 337".into(),
             vanish_after_command: None,
             inject_after_command: None,
+            stall_after_pages: None,
         }
     }
 }
@@ -150,6 +156,8 @@ pub struct CallLog {
 enum Ctl {
     Hangup(String),
     Vanish,
+    /// Ends a [`CallSetup::stall_after_pages`] stall; ignored anywhere else.
+    Resume,
 }
 
 enum Out {
@@ -218,6 +226,11 @@ impl FakeCall {
     /// The far end hangs up now (NORMAL_CLEARING), as a caller hanging up would.
     pub fn hangup(&self) {
         let _ = self.ctl.send(Ctl::Hangup("NORMAL_CLEARING".into()));
+    }
+
+    /// The sender goes on after a [`CallSetup::stall_after_pages`] stall.
+    pub fn resume(&self) {
+        let _ = self.ctl.send(Ctl::Resume);
     }
 
     /// FreeSWITCH vanishes now: the socket is closed with no notice.
@@ -685,11 +698,32 @@ impl Chan {
             ecm: true,
         };
         // Interruptible wait: a client hangup/kill or a forced vanish ends the fax early.
+        let resumed = std::cell::Cell::new(false);
         macro_rules! wait {
             ($ms:expr) => {{
-                tokio::select! {
-                    _ = tokio::time::sleep(scaled(&self.setup, $ms)) => None,
-                    c = ctl.recv() => c,
+                let sleep = tokio::time::sleep(scaled(&self.setup, $ms));
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break None,
+                        c = ctl.recv() => match c {
+                            Some(Ctl::Resume) => { resumed.set(true); continue }
+                            c => break c,
+                        },
+                    }
+                }
+            }};
+        }
+        // A stall: `None` when the test resumes the sender (also if it did so before the stall).
+        macro_rules! stall {
+            () => {{
+                if resumed.get() {
+                    None
+                } else {
+                    match ctl.recv().await {
+                        Some(Ctl::Resume) => None,
+                        c => c,
+                    }
                 }
             }};
         }
@@ -702,11 +736,17 @@ impl Chan {
             RxScript::NoFaxSender => (0, Some(0), 4),
             RxScript::SenderHangsUpAfterAnswer => (0, Some(0), 5),
         };
+        // Stands still until the client or the test ends the call (never `None` while the
+        // call exists: the connection task aborts this one when the socket goes).
+        let stall = self.setup.stall_after_pages;
         let mut interrupted: Option<Ctl> = None;
         if mode == 4 || mode == 5 {
             interrupted = wait!(if mode == 4 { 41428 } else { 3426 });
         } else {
             interrupted = interrupted.or(wait!(8925));
+            if interrupted.is_none() && stall == Some(0) {
+                interrupted = stall!();
+            }
             if interrupted.is_none() {
                 self.fire(self.tpl.custom(ALL_OK, "spandsp::rxfaxnegociateresult", 0));
                 for p in 1..=pages {
@@ -722,6 +762,12 @@ impl Chan {
                     );
                     ev.set("fax-document-transferred-pages", &p.to_string());
                     self.fire(ev);
+                    if stall == Some(p) {
+                        interrupted = stall!();
+                        if interrupted.is_some() {
+                            break;
+                        }
+                    }
                 }
                 if mode == 6 && interrupted.is_none() {
                     self.fire(self.tpl.custom(ALL_OK, "spandsp::rxfaxnegociateresult", 0));
@@ -788,7 +834,10 @@ impl Chan {
             self.fire(self.tpl.custom(ALL_OK, "spandsp::rxfaxresult", 0));
             if mode == 3 {
                 // T.38 hang: rxfax never returns; only a hangup from the client ends it.
-                let c = ctl.recv().await;
+                let mut c = ctl.recv().await;
+                while let Some(Ctl::Resume) = c {
+                    c = ctl.recv().await;
+                }
                 if let Some(Ctl::Vanish) | None = c {
                     let _ = self.out.send(Out::Close);
                     return false;
@@ -906,6 +955,7 @@ async fn run(
                         break;
                     }
                     Some(Ctl::Vanish) => { let _ = chan.out.send(Out::Close); break; }
+                    Some(Ctl::Resume) => {}
                     None => break,
                 },
             }

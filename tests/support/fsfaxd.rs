@@ -1,5 +1,5 @@
-//! Runs the real fsfaxd binary on a spool in a temp dir, for the `receive_*` tests.
-#![allow(dead_code)]
+//! Runs the real fsfaxd binary on a spool in a temp dir, for the receive, fault, fallback and
+//! long-run tests.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use super::wait::{wait, wait_async};
 
 /// A faxrcvd that records each call: argv, `HANGUPCAUSE`, `TRANSFER_RATE` and the cwd in
 /// `faxrcvd-calls/<commid>`, plus one line per run in `faxrcvd-calls.log`.
@@ -39,10 +41,11 @@ impl Fsfaxd {
     pub fn start(modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let dir = tempfile::tempdir().unwrap();
         prepare_spool(&dir.path().join("spool"));
-        let port = free_port();
         let mut d = Fsfaxd {
             dir,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            // Port 0: the OS picks a free port, read back from the "listening on" log line,
+            // so tests running at once never race for one.
+            addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             extra: gofaxd_extra.to_owned(),
             modems,
@@ -57,10 +60,9 @@ impl Fsfaxd {
     pub fn start_on(spool: &Path, modems: u32, gofaxd_extra: &str) -> Fsfaxd {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(spool, dir.path().join("spool")).unwrap();
-        let port = free_port();
         let mut d = Fsfaxd {
             dir,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             extra: gofaxd_extra.to_owned(),
             modems,
@@ -111,12 +113,21 @@ impl Fsfaxd {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let ok = wait(Duration::from_secs(20), || {
-            fs::read_to_string(self.log_path())
-                .map(|t| t[before.min(t.len())..].contains("listening on"))
-                .unwrap_or(false)
+        let mut bound = None;
+        let ok = wait(Duration::from_secs(60), || {
+            let text = fs::read_to_string(self.log_path()).unwrap_or_default();
+            bound = listening_addr(&text[before.min(text.len())..]);
+            bound.is_some()
         });
         assert!(ok, "fsfaxd did not start listening:\n{}", self.log());
+        if let Some(addr) = bound {
+            if self.addr.port() == 0 {
+                // A restart listens on the same port again, as a daemon restarted by systemd.
+                self.addr = addr;
+                self.write_config();
+            }
+            assert_eq!(addr, self.addr, "fsfaxd listens where the config says");
+        }
     }
 
     pub fn spool(&self) -> PathBuf {
@@ -221,33 +232,12 @@ pub fn prepare_spool(spool: &Path) {
     fs::set_permissions(&faxrcvd, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Polls `pred` every 10 ms until it holds or `timeout` passes.
-pub fn wait(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    pred()
-}
-
-/// Async version of [`wait`].
-pub async fn wait_async(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    pred()
+/// The address in fsfaxd's "listening on <addr> for FreeSWITCH" log line.
+fn listening_addr(log: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Writes an executable script.
