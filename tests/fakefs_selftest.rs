@@ -1584,7 +1584,9 @@ async fn outbound_caller_cancels_during_screening_matches_capture() {
     }
     call.cancel();
     loop {
-        let m = c.next_msg(&format!("{name}: events up to the linger notice")).await;
+        let m = c
+            .next_msg(&format!("{name}: events up to the linger notice"))
+            .await;
         let notice = m.get("Content-Disposition") == Some("linger");
         got.push(m);
         if notice {
@@ -1592,14 +1594,23 @@ async fn outbound_caller_cancels_during_screening_matches_capture() {
         }
     }
     // `execute answer` on the gone channel: +OK, then only the end of the linger.
-    assert!(after[0].contains("execute-app-name: answer"), "{:?}", after[0]);
+    assert!(
+        after[0].contains("execute-app-name: answer"),
+        "{:?}",
+        after[0]
+    );
     c.send(after[0].as_bytes()).await;
-    got.push(c.next_msg(&format!("{name}: reply to execute answer")).await);
+    got.push(
+        c.next_msg(&format!("{name}: reply to execute answer"))
+            .await,
+    );
     // Nothing else until the linger ends (a short negative check, as elsewhere).
     assert!(c.read(QUIET).await.is_none(), "{}", c.history());
     call.linger_expires();
     loop {
-        let m = c.next(&format!("{name}: +OK, the disconnect notice, EOF")).await;
+        let m = c
+            .next(&format!("{name}: +OK, the disconnect notice, EOF"))
+            .await;
         if m.is_empty() {
             break;
         }

@@ -597,3 +597,88 @@ async fn assert_rejected_with_503(d: &Fsfaxd) {
         [("respond".to_string(), "503".to_string())]
     );
 }
+
+/// Issue 12, item 1 (capture `outbound-caller-cancels-during-screening`): the caller gives up
+/// while DynamicConfig runs. FreeSWITCH reports the hangup and the linger notice at once; an
+/// `execute` after that would get `+OK` and never complete. fsfaxd must end the call on that
+/// word alone: no answer sent, the socket closed by fsfaxd (the fake never ends a linger and
+/// DynamicConfig never returns, so nothing else can end the call), the modem free, and the
+/// call in xferfaxlog with no connect time (item 3) and no file (item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_cancels_during_screening_frees_the_modem_at_once() {
+    let mut d = Fsfaxd::start(1, "");
+    script(
+        &d.spool().join("bin/dynconf"),
+        "#!/bin/sh\necho $$ > \"$PWD/dynconf.running\"\nwhile [ ! -e \"$PWD/dynconf.go\" ]; do sleep 0.05; done\n",
+    );
+    append_gofaxd(
+        &mut d,
+        "dynamicconfig = bin/dynconf\ndynamicconfigtimeout = 1h",
+    );
+    let c = call(
+        &d,
+        CallSetup {
+            caller_number: "4930123456".into(),
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    let running = d.spool().join("dynconf.running");
+    assert!(
+        wait_async(T, || running.exists()).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert_eq!(d.status("freeswitch0"), "Answering the phone");
+    c.cancel();
+    assert!(
+        c.wait_finished(T).await,
+        "fsfaxd did not end the call after the caller's hangup\n{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    let lines = c.command_lines();
+    assert_eq!(lines.last().map(String::as_str), Some("exit"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l == "sendmsg"),
+        "nothing is executed on a gone channel: {lines:?}"
+    );
+    assert!(c.executed().is_empty(), "{:?}", c.executed());
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Running and idle").await,
+        "{}",
+        d.status("freeswitch0")
+    );
+    // The call is accounted for: no file, no connect time, the cause as the reason.
+    assert!(
+        wait_async(T, || d.xferfaxlog().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let r = &d.xferfaxlog()[0];
+    assert_eq!(r[1], "RECV");
+    assert_eq!(r[4], "", "no document: {r:?}");
+    assert_eq!(r[10], "0", "{r:?}");
+    assert_eq!(
+        (r[11].as_str(), r[12].as_str()),
+        ("0:00:00", "0:00:00"),
+        "{r:?}"
+    );
+    assert!(r[13].contains("ORIGINATOR_CANCEL"), "{r:?}");
+    assert!(d.faxrcvd_runs().is_empty());
+    // DynamicConfig was stopped with the call, not left to run.
+    let pid: i32 = std::fs::read_to_string(&running)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
+    };
+    assert!(
+        wait_async(T, || !alive()).await,
+        "DynamicConfig {pid} still runs"
+    );
+}

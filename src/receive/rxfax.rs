@@ -24,6 +24,10 @@ pub(super) const SHORT: Duration = Duration::from_secs(5);
 impl Call {
     /// Answer, journal, rxfax, follow. Returns the spool-relative file once rxfax was started.
     pub(super) async fn receive(&mut self, call: &Accepted) -> (Option<String>, End) {
+        if let Some(end) = self.gone.clone() {
+            // The caller left during screening: nothing to answer.
+            return (None, end);
+        }
         if let Err(end) = self.answer().await {
             return (None, end);
         }

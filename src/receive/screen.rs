@@ -114,6 +114,17 @@ pub(super) struct T38 {
     pub listed: bool,
 }
 
+impl T38 {
+    /// T.38 as configured, without the fallback list.
+    pub fn configured(cfg: &Config) -> T38 {
+        T38 {
+            enable: cfg.gofaxd.enable_t38,
+            request: cfg.gofaxd.request_t38,
+            listed: false,
+        }
+    }
+}
+
 /// T.38 as configured, unless the caller is on the fallback list (mod_db, through the
 /// daemon's shared connection: see `SwitchLink`).
 pub(super) async fn t38_settings(
