@@ -682,3 +682,87 @@ async fn a_caller_who_cancels_during_screening_frees_the_modem_at_once() {
         "DynamicConfig {pid} still runs"
     );
 }
+
+/// Issue 12, item 7: started as root (as CI runs the tests), fsfaxd works as the spool's
+/// owner after binding, so every file it leaves (xferfaxlog, seqf, session logs, the journal,
+/// FIFOs, status) belongs to the owner, as faxgetty's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_as_root_it_leaves_every_spool_file_to_the_spool_owner() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (CI runs the tests as root): it checks what fsfaxd started as root leaves"
+    );
+    let uucp = nix::unistd::User::from_name("uucp")
+        .unwrap()
+        .expect("user uucp (Debian's base system has it)");
+    let (uid, gid) = (uucp.uid.as_raw(), uucp.gid.as_raw());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let spool = tmp.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    let chown_all = |p: &std::path::Path| {
+        for e in walk(p) {
+            std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+        }
+    };
+    chown_all(&spool);
+    let d = Fsfaxd::start_on(&spool, 1, "");
+    let proc_uid = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uids = proc_uid
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse::<u32>().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(uids, [uid; 4], "fsfaxd's real, effective, saved and fs uid");
+    let c = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(c.wait_finished(T).await);
+    assert!(wait_async(T, || d.journal().is_empty()).await);
+    // The received TIFF is FreeSWITCH's (here the fake's, running as root): not ours.
+    let theirs = spool.join("recvq/fax000000001.tif");
+    let root_owned: Vec<String> = walk(&spool)
+        .into_iter()
+        .filter(|p| *p != theirs && std::fs::symlink_metadata(p).unwrap().uid() != uid)
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        root_owned.is_empty(),
+        "not the spool owner's: {root_owned:?}"
+    );
+    for f in [
+        "log/xferfaxlog",
+        "log/seqf",
+        "recvq/seqf",
+        "log/c000000001",
+        "recvq/fax000000001.tif",
+    ] {
+        assert!(spool.join(f).exists(), "{f} missing");
+    }
+}
+
+/// Every path under `root` (itself included).
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
+}

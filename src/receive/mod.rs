@@ -14,6 +14,7 @@ mod call;
 pub mod deliver;
 pub mod modems;
 mod outcome;
+pub mod owner;
 pub mod recipient;
 pub mod recover;
 mod rxfax;
