@@ -754,6 +754,7 @@ impl Chan {
             t38,
             rate: 14400,
             ecm: true,
+            encoding: None,
         };
         // Interruptible wait: a client hangup/kill or a forced vanish ends the fax early.
         let resumed = std::cell::Cell::new(false);
@@ -878,6 +879,7 @@ impl Chan {
                 t38,
                 rate: 14400,
                 ecm: true,
+                encoding: None,
             };
             if pages > 0 {
                 let _ = tiff::write_received(&path, pages as usize);
@@ -984,6 +986,7 @@ async fn run(
             t38: T38::Negotiated,
             rate: 14400,
             ecm: true,
+            encoding: None,
         },
     };
     let chan_cancel = cancel.clone();
