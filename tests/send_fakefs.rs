@@ -131,6 +131,8 @@ async fn failedresponse_cause_fails_the_job() {
         env.field(5, "status")
             .starts_with("CALL_REJECTED (retry disabled)")
     );
+    // Never 0 ("Call successful") for a failure (issue 12, item 9): E006 Unknown problem.
+    assert_eq!(env.field(5, "statuscode"), "6");
 }
 
 #[tokio::test]
@@ -238,6 +240,7 @@ async fn freeswitch_down_is_a_retry_that_burns_no_dial() {
     );
     assert_eq!(env.field(11, "returned"), "0");
     assert!(env.field(11, "status").contains("Cannot reach FreeSWITCH"));
+    assert_eq!(env.field(11, "statuscode"), "6", "never 0 for a failure");
     assert_eq!(env.field(11, "totdials"), "0");
     assert!(env.xferfaxlog().is_empty());
 }
