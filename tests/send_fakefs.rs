@@ -153,7 +153,9 @@ async fn first_gateway_down_fails_over_to_the_second_with_a_fresh_uuid() {
     assert_eq!(o[1].originate.legs()[0].gateway, "gw2");
     assert_ne!(o[0].var("origination_uuid"), o[1].var("origination_uuid"));
     assert!(o.iter().all(|r| r.originate.legs().len() == 1));
-    assert_eq!(env.field(6, "totdials"), "2");
+    // One attempt, one dial, however many gateways it took (issue 12, item 8).
+    assert_eq!(env.field(6, "totdials"), "1");
+    assert_eq!(env.field(6, "tottries"), "1");
 }
 
 #[tokio::test]
@@ -191,6 +193,8 @@ async fn both_gateways_failing_names_each_attempt() {
         status.contains("gw1: NORMAL_TEMPORARY_FAILURE") && status.contains("gw2: GATEWAY_DOWN"),
         "{status}"
     );
+    assert_eq!(env.field(8, "totdials"), "1", "one attempt, one dial");
+    assert_eq!(env.field(8, "ndials"), "1");
 }
 
 #[tokio::test]
