@@ -307,6 +307,8 @@ async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
     assert_ne!(r[13], "\"\"", "a call without a fax has a reason: {r:?}");
     assert!(d.faxrcvd_runs().is_empty());
     assert!(!d.spool().join("recvq/fax000000001.tif").exists());
+    // No document: the record names no file (issue 12, item 11).
+    assert_eq!(r[4], "", "{r:?}");
     assert!(wait(T, || d.journal().is_empty()));
 }
 
