@@ -134,6 +134,21 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         "{}",
         session()
     );
+    // Words an admin reads, not Rust's debug text (issue 12, item 10).
+    assert!(session().contains("T.38 negotiated"), "{}", session());
+    assert!(!session().contains("Some("), "{}", session());
+}
+
+/// Issue 12, item 10: a call that names no gateway is not logged `via gateway ""`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_gateway_is_not_logged_via_an_empty_one() {
+    let d = Fsfaxd::start(1, "");
+    let _c = call(&d, CallSetup::default()).await;
+    assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await);
+    let session = std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap();
+    assert!(session.contains("Accepting call to 5000"), "{session}");
+    assert!(!session.contains("via gateway"), "{session}");
+    assert!(!d.log().contains("via gateway \"\""), "{}", d.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

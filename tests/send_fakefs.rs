@@ -669,3 +669,30 @@ async fn documents_are_read_from_faxqs_spool_even_when_spooldir_names_another() 
         "commids from the configured spool"
     );
 }
+
+/// Issue 12, item 10: a send resumed at page 3 of 12 names the job's pages in its session log,
+/// not the call's ("SENT PAGE 1..10").
+#[tokio::test]
+async fn a_resumed_send_logs_the_jobs_page_numbers() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    // Pages 1-2 went in an earlier attempt: faxq's qfile says so.
+    let q = env.qfile(21, "0402121", &[("test12.tif", 2)], &[]);
+    let text = fs::read_to_string(&q)
+        .unwrap()
+        .replace("npages:0\n", "npages:2\n");
+    fs::write(&q, text).unwrap();
+    assert_eq!(env.run(21).await, 2);
+    assert_eq!(env.field(21, "npages"), "12");
+    let commid = env.field(21, "commid");
+    let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    assert!(
+        session.contains("SENT PAGE 3 (page 1 of this call)"),
+        "{session}"
+    );
+    assert!(
+        session.contains("SENT PAGE 12 (page 10 of this call)"),
+        "{session}"
+    );
+    assert!(!session.contains("SENT PAGE 1 "), "{session}");
+}

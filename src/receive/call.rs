@@ -121,11 +121,11 @@ impl Call {
         }
         let caller = Caller::from_channel(&self.cfg, &data);
         tracing::info!(
-            "incoming call to {} from {} <{}> via gateway {:?}",
+            "incoming call to {} from {} <{}>{}",
             caller.recipient.number,
             caller.cidname,
             caller.cidnum,
-            caller.gateway
+            caller.via()
         );
         if caller.recipient.source.is_none() {
             tracing::warn!(
@@ -233,11 +233,11 @@ impl Call {
             });
         }
         log.log(&format!(
-            "Accepting call to {} from {} <{}> via gateway {:?} on {} (T.38 {}, request {})",
+            "Accepting call to {} from {} <{}>{} on {} (T.38 {}, request {})",
             caller.recipient.number,
             caller.cidname,
             caller.cidnum,
-            caller.gateway,
+            caller.via(),
             lease.name(),
             t38.enable,
             t38.request

@@ -183,11 +183,11 @@ impl Call {
             Update::Negotiated => {
                 let r = &self.result;
                 call.log.log(&format!(
-                    "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {:?}",
+                    "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {}",
                     r.transfer_rate.unwrap_or(0),
                     r.ecm_used,
                     r.remote_station_id.as_deref().unwrap_or(""),
-                    r.t38_status
+                    crate::fax::T38Status::describe(r.t38_status.as_ref())
                 ));
                 None
             }

@@ -39,6 +39,17 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// ` via gateway "gw"` for a log line, or nothing when FreeSWITCH named no gateway.
+    pub fn via(&self) -> String {
+        if self.gateway.is_empty() {
+            String::new()
+        } else {
+            format!(" via gateway {:?}", self.gateway)
+        }
+    }
+}
+
 /// The DynamicConfig verdict.
 pub(super) enum Screen {
     Accept { ident: Option<String> },
