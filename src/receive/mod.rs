@@ -184,6 +184,7 @@ pub async fn run(
     }
     let journal = Journal::open(spool.root())?;
     let modems = Modems::create(&spool, config.hylafax.modems)?;
+    modems.fill_configs(&config.gofaxsend.fax_number, &config.freeswitch.ident);
     modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
     tracing::info!(
