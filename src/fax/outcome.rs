@@ -483,6 +483,14 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
         (Some(c), false) => (Retry, format!("Call ended without a fax result ({c})")),
         (None, false) => (Retry, "Call ended without a fax result".to_owned()),
     };
+    // The switch itself went away: spandsp only says the call dropped, which points at the
+    // remote; name the switch.
+    let status = match cause.as_deref() {
+        Some("SYSTEM_SHUTDOWN") if r.final_result_seen => {
+            format!("{status} (FreeSWITCH shut down: SYSTEM_SHUTDOWN)")
+        }
+        _ => status,
+    };
     JobResult {
         disposition,
         status: one_line(&status),
@@ -762,6 +770,26 @@ mod tests {
         }
         let busy = FaxOutcome::OriginateFailed { cause: "USER_BUSY" }.classify(&[]);
         assert_eq!(busy.statuscode, 1, "specific codes stay");
+    }
+
+    /// Issue 12, item 10: a FreeSWITCH that shut down is named in the job's status.
+    #[test]
+    fn system_shutdown_is_named() {
+        let mut r = FaxResult::new(Direction::Send);
+        r.apply(&crate::fax::SimpleHeaders::from_pairs([
+            ("Event-Name", "CUSTOM"),
+            ("Event-Subclass", "spandsp::txfaxresult"),
+            ("fax-success", "0"),
+            ("fax-result-code", "49"),
+            ("fax-result-text", "The call dropped prematurely"),
+        ]));
+        r.hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+        let j = FaxOutcome::Connected { result: &r }.classify(&[]);
+        assert_eq!(j.disposition, Retry);
+        assert_eq!(
+            j.status,
+            "The call dropped prematurely (FreeSWITCH shut down: SYSTEM_SHUTDOWN)"
+        );
     }
 
     #[test]
