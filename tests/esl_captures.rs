@@ -366,8 +366,15 @@ fn encoder_matches_capture_commands() {
                 if get("event-lock") != "true" {
                     continue;
                 }
-                Command::execute(None, get("execute-app-name"), get("execute-app-arg"), None)
-                    .unwrap()
+                // fsfaxd's own captures carry the Event-UUID it matches completions by.
+                let event_uuid = Some(get("Event-UUID")).filter(|u| !u.is_empty());
+                Command::execute(
+                    None,
+                    get("execute-app-name"),
+                    get("execute-app-arg"),
+                    event_uuid,
+                )
+                .unwrap()
             } else if let Some(rest) = first.strip_prefix("event plain ") {
                 Command::event_plain(&rest.split(' ').collect::<Vec<_>>()).unwrap()
             } else if first == "exit" {

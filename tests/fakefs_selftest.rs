@@ -1541,3 +1541,97 @@ async fn outbound_t38_hang_until_client_kills_and_app_uuid_is_echoed() {
         "the queued hangup never runs"
     );
 }
+
+/// The caller gives up while the application screens the call: the hangup events and the
+/// linger notice come at once; a later `execute` gets `+OK` and never completes; the switch
+/// closes the socket when the linger ends (`FakeCall::linger_expires`).
+#[tokio::test]
+async fn outbound_caller_cancels_during_screening_matches_capture() {
+    let name = "outbound-caller-cancels-during-screening";
+    let cap = Capture::load(name);
+    let want = capture_messages(&cap);
+    let connect = want
+        .iter()
+        .find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"))
+        .unwrap();
+    let uuid = connect.get("Unique-ID").unwrap().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let setup = CallSetup {
+        uuid: uuid.clone(),
+        to_user: connect
+            .get("Channel-Destination-Number")
+            .unwrap()
+            .to_string(),
+        time_scale: FAST,
+        ..CallSetup::default()
+    };
+    let call = FakeCall::connect(listener.local_addr().unwrap(), setup)
+        .await
+        .unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    let mut c = Raw::new(s);
+    let cmds: Vec<String> = cap
+        .commands_to_fs()
+        .into_iter()
+        .map(|(_, b)| String::from_utf8_lossy(&b).to_string())
+        .collect();
+    let mut got = Vec::new();
+    // connect, linger 30, filter, event: one reply each, before the caller gives up.
+    let (before, after) = cmds.split_at(4);
+    for cmd in before {
+        c.send(cmd.as_bytes()).await;
+        got.push(c.next_msg(&format!("{name}: reply to {cmd:?}")).await);
+    }
+    call.cancel();
+    loop {
+        let m = c
+            .next_msg(&format!("{name}: events up to the linger notice"))
+            .await;
+        let notice = m.get("Content-Disposition") == Some("linger");
+        got.push(m);
+        if notice {
+            break;
+        }
+    }
+    // `execute answer` on the gone channel: +OK, then only the end of the linger.
+    assert!(
+        after[0].contains("execute-app-name: answer"),
+        "{:?}",
+        after[0]
+    );
+    c.send(after[0].as_bytes()).await;
+    got.push(
+        c.next_msg(&format!("{name}: reply to execute answer"))
+            .await,
+    );
+    // Nothing else until the linger ends (a short negative check, as elsewhere).
+    assert!(c.read(QUIET).await.is_none(), "{}", c.history());
+    call.linger_expires();
+    loop {
+        let m = c
+            .next(&format!("{name}: +OK, the disconnect notice, EOF"))
+            .await;
+        if m.is_empty() {
+            break;
+        }
+        got.push(Message::parse(&m).unwrap());
+    }
+    let (gr, ge): (Vec<String>, Vec<String>) = out_tokens(&got, &uuid)
+        .into_iter()
+        .partition(|t| !t.starts_with("ev:"));
+    let (wr, we): (Vec<String>, Vec<String>) = out_tokens(&want, &uuid)
+        .into_iter()
+        .partition(|t| !t.starts_with("ev:"));
+    assert!(
+        gr == wr && ge == we,
+        "{name}: the fake's stream differs from the capture's\n replies (fake):    {gr:?}\n replies (capture): {wr:?}\n events (fake):    {ge:?}\n events (capture): {we:?}\n the fake recorded commands {:?}, apps run {:?}",
+        call.command_lines(),
+        call.executed()
+    );
+    let linger = got
+        .iter()
+        .find(|m| m.get("Content-Disposition") == Some("linger"))
+        .unwrap();
+    assert_eq!(linger.get("Linger-Time"), Some("30"));
+    assert!(call.executed().is_empty(), "{:?}", call.executed());
+}

@@ -15,6 +15,8 @@ use fsfax::hylafax::Spool;
 use fsfax::hylafax::modem::{DEFAULT_CAPS, DeviceFifoReader, DeviceMsg, FaxqFifo, VirtualModem};
 use fsfax::hylafax::qfile::QFileContent;
 use fsfax::hylafax::xferfaxlog::{DataFormat, Params, SendRecord, XferFaxLog, synthetic_dcs};
+use support::fakefs::{CallScript, FakeConfig, FakeFs, FaxParams};
+use support::send::SendEnv;
 
 const XFERFAXSTATS: &str = "/usr/lib/hylafax/bin/xferfaxstats";
 
@@ -67,21 +69,7 @@ fn xferfaxstats_reads_our_send_records() {
     for d in ["bin", "etc", "log"] {
         std::fs::create_dir(spool.path().join(d)).unwrap();
     }
-    std::fs::copy(
-        "/var/spool/hylafax/bin/common-functions",
-        spool.path().join("bin/common-functions"),
-    )
-    .unwrap();
-    std::fs::copy(
-        "/etc/hylafax/setup.cache",
-        spool.path().join("etc/setup.cache"),
-    )
-    .unwrap();
-    let script = std::fs::read_to_string(XFERFAXSTATS).unwrap().replace(
-        "SPOOL=/var/spool/hylafax",
-        &format!("SPOOL={}", spool.path().display()),
-    );
-    std::fs::write(spool.path().join("xferfaxstats"), script).unwrap();
+    install_xferfaxstats(spool.path());
 
     let log = XferFaxLog::new(spool.path(), "log/xferfaxlog");
     log.append(&send_record("alice@example.com", "alice", "5550001", 3, "").to_line())
@@ -102,20 +90,7 @@ fn xferfaxstats_reads_our_send_records() {
     assert_eq!(text.lines().count(), 2);
     assert!(text.lines().all(|l| l.split('\t').count() == 19));
 
-    let run = |key: &str| {
-        let out = Command::new("sh")
-            .arg(spool.path().join("xferfaxstats"))
-            .arg(key)
-            .arg(&logfile)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |key: &str| xferfaxstats(spool.path(), key, &logfile);
     let by_sender = run("-sender");
     let row = by_sender
         .lines()
@@ -133,6 +108,70 @@ fn xferfaxstats_reads_our_send_records() {
         by_dest.lines().any(|l| l.starts_with("5550001 ")),
         "{by_dest}"
     );
+}
+
+/// Copies Debian's xferfaxstats (unmodified awk, pointed at `spool` instead of the Debian bind
+/// mount) and what it sources into `spool`.
+fn install_xferfaxstats(spool: &Path) {
+    for d in ["bin", "etc"] {
+        std::fs::create_dir_all(spool.join(d)).unwrap();
+    }
+    std::fs::copy(
+        "/var/spool/hylafax/bin/common-functions",
+        spool.join("bin/common-functions"),
+    )
+    .unwrap();
+    std::fs::copy("/etc/hylafax/setup.cache", spool.join("etc/setup.cache")).unwrap();
+    let script = std::fs::read_to_string(XFERFAXSTATS).unwrap().replace(
+        "SPOOL=/var/spool/hylafax",
+        &format!("SPOOL={}", spool.display()),
+    );
+    std::fs::write(spool.join("xferfaxstats"), script).unwrap();
+}
+
+/// xferfaxstats `key` (e.g. `-sender`) on `logfile`, as installed by [`install_xferfaxstats`].
+fn xferfaxstats(spool: &Path, key: &str, logfile: &Path) -> String {
+    let out = Command::new("sh")
+        .arg(spool.join("xferfaxstats"))
+        .arg(key)
+        .arg(logfile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 12, item 2: the SEND record of a fax sent as JBIG, 2-D MR or 2-D MMR says so to the
+/// real xferfaxstats (it said 1-D MH for every send), as the qfile's `dataformat:` does.
+#[tokio::test]
+async fn xferfaxstats_shows_the_data_format_each_send_used() {
+    require_real_hylafax();
+    for (encoding, name) in [("T.85", "JBIG"), ("T.4 2-D", "2-D MR"), ("T.6", "2-D MMR")] {
+        let fs = FakeFs::start(
+            FakeConfig::new().default_script(CallScript::FaxOk(FaxParams {
+                encoding: Some(encoding.into()),
+                ..FaxParams::default()
+            })),
+        )
+        .await;
+        let env = SendEnv::new(&fs.addr().to_string());
+        env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
+        assert_eq!(env.run(1).await, 2, "{encoding}");
+        assert_eq!(env.field(1, "dataformat"), name, "{encoding}");
+        install_xferfaxstats(&env.spool);
+        let logfile = env.spool.join("log/xferfaxlog");
+        let report = xferfaxstats(&env.spool, "-sender", &logfile);
+        let row = report
+            .lines()
+            .rev()
+            .find(|l| l.trim_end().ends_with(name))
+            .unwrap_or_else(|| panic!("{encoding}: no row with {name}:\n{report}"));
+        assert!(!row.contains("1-D MH"), "{encoding}: {row}\n{report}");
+    }
 }
 
 struct Lab {

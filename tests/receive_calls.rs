@@ -134,6 +134,21 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         "{}",
         session()
     );
+    // Words an admin reads, not Rust's debug text (issue 12, item 10).
+    assert!(session().contains("T.38 negotiated"), "{}", session());
+    assert!(!session().contains("Some("), "{}", session());
+}
+
+/// Issue 12, item 10: a call that names no gateway is not logged `via gateway ""`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_gateway_is_not_logged_via_an_empty_one() {
+    let d = Fsfaxd::start(1, "");
+    let _c = call(&d, CallSetup::default()).await;
+    assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await);
+    let session = std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap();
+    assert!(session.contains("Accepting call to 5000"), "{session}");
+    assert!(!session.contains("via gateway"), "{session}");
+    assert!(!d.log().contains("via gateway \"\""), "{}", d.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,6 +322,8 @@ async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
     assert_ne!(r[13], "\"\"", "a call without a fax has a reason: {r:?}");
     assert!(d.faxrcvd_runs().is_empty());
     assert!(!d.spool().join("recvq/fax000000001.tif").exists());
+    // No document: the record names no file (issue 12, item 11).
+    assert_eq!(r[4], "", "{r:?}");
     assert!(wait(T, || d.journal().is_empty()));
 }
 
@@ -596,4 +613,173 @@ async fn assert_rejected_with_503(d: &Fsfaxd) {
         second.executed(),
         [("respond".to_string(), "503".to_string())]
     );
+}
+
+/// Issue 12, item 1 (capture `outbound-caller-cancels-during-screening`): the caller gives up
+/// while DynamicConfig runs. FreeSWITCH reports the hangup and the linger notice at once; an
+/// `execute` after that would get `+OK` and never complete. fsfaxd must end the call on that
+/// word alone: no answer sent, the socket closed by fsfaxd (the fake never ends a linger and
+/// DynamicConfig never returns, so nothing else can end the call), the modem free, and the
+/// call in xferfaxlog with no connect time (item 3) and no file (item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_cancels_during_screening_frees_the_modem_at_once() {
+    let mut d = Fsfaxd::start(1, "");
+    script(
+        &d.spool().join("bin/dynconf"),
+        "#!/bin/sh\necho $$ > \"$PWD/dynconf.running\"\nwhile [ ! -e \"$PWD/dynconf.go\" ]; do sleep 0.05; done\n",
+    );
+    append_gofaxd(
+        &mut d,
+        "dynamicconfig = bin/dynconf\ndynamicconfigtimeout = 1h",
+    );
+    let c = call(
+        &d,
+        CallSetup {
+            caller_number: "4930123456".into(),
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    let running = d.spool().join("dynconf.running");
+    assert!(
+        wait_async(T, || running.exists()).await,
+        "{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    assert_eq!(d.status("freeswitch0"), "Answering the phone");
+    c.cancel();
+    assert!(
+        c.wait_finished(T).await,
+        "fsfaxd did not end the call after the caller's hangup\n{}\n{:?}",
+        d.log(),
+        c.command_lines()
+    );
+    let lines = c.command_lines();
+    assert_eq!(lines.last().map(String::as_str), Some("exit"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l == "sendmsg"),
+        "nothing is executed on a gone channel: {lines:?}"
+    );
+    assert!(c.executed().is_empty(), "{:?}", c.executed());
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Running and idle").await,
+        "{}",
+        d.status("freeswitch0")
+    );
+    // The call is accounted for: no file, no connect time, the cause as the reason.
+    assert!(
+        wait_async(T, || d.xferfaxlog().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let r = &d.xferfaxlog()[0];
+    assert_eq!(r[1], "RECV");
+    assert_eq!(r[4], "", "no document: {r:?}");
+    assert_eq!(r[10], "0", "{r:?}");
+    assert_eq!(
+        (r[11].as_str(), r[12].as_str()),
+        ("0:00:00", "0:00:00"),
+        "{r:?}"
+    );
+    assert!(r[13].contains("ORIGINATOR_CANCEL"), "{r:?}");
+    assert!(d.faxrcvd_runs().is_empty());
+    // DynamicConfig was stopped with the call, not left to run.
+    let pid: i32 = std::fs::read_to_string(&running)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
+    };
+    assert!(
+        wait_async(T, || !alive()).await,
+        "DynamicConfig {pid} still runs"
+    );
+}
+
+/// Issue 12, item 7: started as root (as CI runs the tests), fsfaxd works as the spool's
+/// owner after binding, so every file it leaves (xferfaxlog, seqf, session logs, the journal,
+/// FIFOs, status) belongs to the owner, as faxgetty's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_as_root_it_leaves_every_spool_file_to_the_spool_owner() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (CI runs the tests as root): it checks what fsfaxd started as root leaves"
+    );
+    let uucp = nix::unistd::User::from_name("uucp")
+        .unwrap()
+        .expect("user uucp (Debian's base system has it)");
+    let (uid, gid) = (uucp.uid.as_raw(), uucp.gid.as_raw());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let spool = tmp.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    let chown_all = |p: &std::path::Path| {
+        for e in walk(p) {
+            std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+        }
+    };
+    chown_all(&spool);
+    let d = Fsfaxd::start_on(&spool, 1, "");
+    let proc_uid = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uids = proc_uid
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse::<u32>().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(uids, [uid; 4], "fsfaxd's real, effective, saved and fs uid");
+    let c = call(&d, CallSetup::default()).await;
+    assert!(
+        wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
+        "{}",
+        d.log()
+    );
+    assert!(c.wait_finished(T).await);
+    assert!(wait_async(T, || d.journal().is_empty()).await);
+    // The received TIFF is FreeSWITCH's (here the fake's, running as root): not ours.
+    let theirs = spool.join("recvq/fax000000001.tif");
+    let root_owned: Vec<String> = walk(&spool)
+        .into_iter()
+        .filter(|p| *p != theirs && std::fs::symlink_metadata(p).unwrap().uid() != uid)
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        root_owned.is_empty(),
+        "not the spool owner's: {root_owned:?}"
+    );
+    for f in [
+        "log/xferfaxlog",
+        "log/seqf",
+        "recvq/seqf",
+        "log/c000000001",
+        "recvq/fax000000001.tif",
+    ] {
+        assert!(spool.join(f).exists(), "{f} missing");
+    }
+}
+
+/// Every path under `root` (itself included).
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
 }

@@ -13,12 +13,19 @@ use support::hylafax::HylafaxLab;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
     let lab = HylafaxLab::start(2, Path::new("/bin/true"));
-    let d = Fsfaxd::start_on(&lab.spool(), 2, "");
+    // The modems' number, as faxgetty's config.<dev> has it (issue 12, item 13). fsfaxd runs
+    // as the spool's owner: the lab's (empty) modem configs are given to it, as faxsetup's are.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(lab.spool()).unwrap());
+    for i in 0..2 {
+        let config = lab.spool().join(format!("etc/config.freeswitch{i}"));
+        std::os::unix::fs::chown(&config, Some(owner), None).unwrap();
+    }
+    let d = Fsfaxd::start_on(&lab.spool(), 2, "\n[gofaxsend]\nfaxnumber = +49 40 5550");
     let t = Duration::from_secs(120);
     let idle = wait(t, || {
         let s = lab.faxstat(&["-s"]);
-        s.contains("Modem freeswitch0 (): Running and idle")
-            && s.contains("Modem freeswitch1 (): Running and idle")
+        s.contains("Modem freeswitch0 (+49 40 5550): Running and idle")
+            && s.contains("Modem freeswitch1 (+49 40 5550): Running and idle")
     });
     assert!(
         idle,
@@ -47,7 +54,7 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
     .unwrap();
     let receiving = wait_async(t, || {
         lab.faxstat(&["-s"])
-            .contains("Modem freeswitch0 (): Receiving facsimile")
+            .contains("Modem freeswitch0 (+49 40 5550): Receiving facsimile")
     })
     .await;
     assert!(receiving, "faxstat -s:\n{}", lab.faxstat(&["-s"]));
@@ -85,5 +92,5 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
     assert!(mails, "no mail from faxrcvd");
     assert!(wait(t, || lab
         .faxstat(&["-s"])
-        .contains("Modem freeswitch0 (): Running and idle")));
+        .contains("Modem freeswitch0 (+49 40 5550): Running and idle")));
 }

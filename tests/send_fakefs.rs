@@ -131,6 +131,8 @@ async fn failedresponse_cause_fails_the_job() {
         env.field(5, "status")
             .starts_with("CALL_REJECTED (retry disabled)")
     );
+    // Never 0 ("Call successful") for a failure (issue 12, item 9): E006 Unknown problem.
+    assert_eq!(env.field(5, "statuscode"), "6");
 }
 
 #[tokio::test]
@@ -151,7 +153,9 @@ async fn first_gateway_down_fails_over_to_the_second_with_a_fresh_uuid() {
     assert_eq!(o[1].originate.legs()[0].gateway, "gw2");
     assert_ne!(o[0].var("origination_uuid"), o[1].var("origination_uuid"));
     assert!(o.iter().all(|r| r.originate.legs().len() == 1));
-    assert_eq!(env.field(6, "totdials"), "2");
+    // One attempt, one dial, however many gateways it took (issue 12, item 8).
+    assert_eq!(env.field(6, "totdials"), "1");
+    assert_eq!(env.field(6, "tottries"), "1");
 }
 
 #[tokio::test]
@@ -189,6 +193,8 @@ async fn both_gateways_failing_names_each_attempt() {
         status.contains("gw1: NORMAL_TEMPORARY_FAILURE") && status.contains("gw2: GATEWAY_DOWN"),
         "{status}"
     );
+    assert_eq!(env.field(8, "totdials"), "1", "one attempt, one dial");
+    assert_eq!(env.field(8, "ndials"), "1");
 }
 
 #[tokio::test]
@@ -238,6 +244,7 @@ async fn freeswitch_down_is_a_retry_that_burns_no_dial() {
     );
     assert_eq!(env.field(11, "returned"), "0");
     assert!(env.field(11, "status").contains("Cannot reach FreeSWITCH"));
+    assert_eq!(env.field(11, "statuscode"), "6", "never 0 for a failure");
     assert_eq!(env.field(11, "totdials"), "0");
     assert!(env.xferfaxlog().is_empty());
 }
@@ -661,4 +668,31 @@ async fn documents_are_read_from_faxqs_spool_even_when_spooldir_names_another() 
         other.path().join("log/seqf").exists(),
         "commids from the configured spool"
     );
+}
+
+/// Issue 12, item 10: a send resumed at page 3 of 12 names the job's pages in its session log,
+/// not the call's ("SENT PAGE 1..10").
+#[tokio::test]
+async fn a_resumed_send_logs_the_jobs_page_numbers() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    // Pages 1-2 went in an earlier attempt: faxq's qfile says so.
+    let q = env.qfile(21, "0402121", &[("test12.tif", 2)], &[]);
+    let text = fs::read_to_string(&q)
+        .unwrap()
+        .replace("npages:0\n", "npages:2\n");
+    fs::write(&q, text).unwrap();
+    assert_eq!(env.run(21).await, 2);
+    assert_eq!(env.field(21, "npages"), "12");
+    let commid = env.field(21, "commid");
+    let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    assert!(
+        session.contains("SENT PAGE 3 (page 1 of this call)"),
+        "{session}"
+    );
+    assert!(
+        session.contains("SENT PAGE 12 (page 10 of this call)"),
+        "{session}"
+    );
+    assert!(!session.contains("SENT PAGE 1 "), "{session}");
 }

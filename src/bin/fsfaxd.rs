@@ -170,6 +170,8 @@ enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Owner(#[from] receive::owner::OwnerError),
 }
 
 /// The signals turned into the daemon's [`Control`]s, the listener, then the daemon.
@@ -194,7 +196,14 @@ async fn daemon(config: Config) -> Result<(), DaemonError> {
             }
         }
     });
+    let mut config = config;
     let listener = receive::bind(&config).await?;
+    // As HylaFAX's root daemons do: hold the listener, then work as the spool's owner. The
+    // spool's real path, so no root-only directory on the way (a symlink's) is needed later.
+    if let Ok(real) = std::fs::canonicalize(&config.hylafax.spooldir) {
+        config.hylafax.spooldir = real;
+    }
+    receive::owner::run_as_spool_owner(&config.hylafax.spooldir)?;
     receive::run(config, listener, orders).await?;
     Ok(())
 }

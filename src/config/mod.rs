@@ -511,7 +511,9 @@ pub struct FreeSwitchSection {
     pub connect_timeout: Duration,
     /// `commandtimeout` (fsfax, default 10s): wait for the reply to one ESL command.
     pub command_timeout: Duration,
-    /// `softmodemfallbackexpiry` (fsfax, default `never` = `None`): forget a fallback entry after this.
+    /// `softmodemfallbackexpiry` (fsfax, default 7 days; `never` = `None`): forget a fallback
+    /// entry after this. Not `never` by default: one bad call must not pin a station to audio
+    /// for good.
     pub softmodem_fallback_expiry: Option<Duration>,
     /// `softmodemfallbackclearonsuccess` (fsfax, default false): drop a station's fallback entry
     /// after a successful T.38 fax with it.
@@ -533,7 +535,7 @@ impl Default for FreeSwitchSection {
             softmodem_fallback: false,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
-            softmodem_fallback_expiry: None,
+            softmodem_fallback_expiry: Some(DEFAULT_FALLBACK_EXPIRY),
             softmodem_fallback_clear_on_success: false,
             fallback_lookup_timeout: Duration::from_secs(2),
         }
@@ -1417,3 +1419,8 @@ impl PartialEq<&str> for CidName {
 
 #[cfg(test)]
 mod tests;
+
+/// The default `softmodemfallbackexpiry`: a week. Long enough that a station that really needs
+/// audio costs at most one failed T.38 call a week; short enough that one bad call (a peer
+/// that vanished, a trunk's bad day) cannot pin a healthy station to audio for good.
+pub const DEFAULT_FALLBACK_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);

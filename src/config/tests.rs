@@ -74,7 +74,10 @@ fn defaults_match_gofaxip_and_the_brief() {
     let c = parse("").unwrap();
     assert_eq!(c.freeswitch.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.freeswitch.command_timeout, Duration::from_secs(10));
-    assert_eq!(c.freeswitch.softmodem_fallback_expiry, None);
+    assert_eq!(
+        c.freeswitch.softmodem_fallback_expiry,
+        Some(Duration::from_secs(7 * 24 * 3600))
+    );
     assert_eq!(c.freeswitch.fallback_lookup_timeout, Duration::from_secs(2));
     assert_eq!(c.gofaxd.faxrcvd_cmd, Path::new("bin/faxrcvd"));
     assert_eq!(c.gofaxd.max_inbound, 0);

@@ -40,6 +40,9 @@ pub enum SessionItem {
 pub(crate) struct Shared {
     pub(crate) peer: String,
     closed: Mutex<Option<CloseReason>>,
+    /// FreeSWITCH said the outbound channel is gone (its CHANNEL_HANGUP or
+    /// CHANNEL_HANGUP_COMPLETE, or a disconnect notice): no application will run any more.
+    channel_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -49,6 +52,11 @@ impl Shared {
             .map(|g| g.clone())
             .unwrap_or(None)
             .unwrap_or(CloseReason::PeerClosed)
+    }
+
+    /// Whether FreeSWITCH has said the outbound channel is gone.
+    pub(crate) fn channel_gone(&self) -> bool {
+        self.channel_gone.load(Ordering::Acquire)
     }
 
     fn is_closed(&self) -> bool {
@@ -194,6 +202,7 @@ pub(crate) fn spawn(
     let shared = Arc::new(Shared {
         peer,
         closed: Mutex::new(None),
+        channel_gone: std::sync::atomic::AtomicBool::new(false),
     });
     let (tx, req_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -314,6 +323,12 @@ impl Task {
             _ => None,
         };
         let exec = match (req.cmd.event_uuid(), req.exec) {
+            // Sent after the channel went: it gets its `+OK`, but never a completion (capture
+            // outbound-caller-cancels-during-screening). Fail it now.
+            (Some(_), Some(tx)) if self.shared.channel_gone.load(Ordering::Acquire) => {
+                let _ = tx.send(Err(ExecEnd::HungUp));
+                None
+            }
             (Some(id), Some(tx)) => {
                 self.execs.insert(id.to_owned(), tx);
                 Some(id.to_owned())
@@ -336,7 +351,7 @@ impl Task {
             Message::Event(event) => self.on_event(event),
             Message::DisconnectNotice(notice) => {
                 tracing::debug!(peer = %self.shared.peer, disposition = ?notice.disposition(), "ESL disconnect notice");
-                self.end_execs(|| ExecEnd::HungUp);
+                self.channel_went();
                 self.deliver(SessionItem::Disconnect(notice))
             }
             Message::RudeRejection(frame) => Err(CloseReason::Protocol(format!(
@@ -404,14 +419,11 @@ impl Task {
                     let _ = tx.send(Ok(event.clone()));
                 }
             }
-            Some("CHANNEL_HANGUP_COMPLETE") => {
-                let ours = match &self.opts.channel_uuid {
-                    Some(uuid) => event.unique_id() == Some(uuid.as_str()),
-                    None => true,
-                };
-                if ours {
-                    self.end_execs(|| ExecEnd::HungUp);
-                }
+            Some("CHANNEL_HANGUP_COMPLETE") if self.ours(&event) => self.channel_went(),
+            // The running application may still complete (its CHANNEL_EXECUTE_COMPLETE
+            // follows the hangup); nothing sent from now on will run.
+            Some("CHANNEL_HANGUP") if self.ours(&event) && self.opts.channel_uuid.is_some() => {
+                self.shared.channel_gone.store(true, Ordering::Release);
             }
             _ => {}
         }
@@ -432,6 +444,20 @@ impl Task {
             self.events_gone = true;
         }
         Ok(())
+    }
+
+    /// Whether `event` is about this connection's outbound channel (any channel on a client).
+    fn ours(&self, event: &Event) -> bool {
+        match &self.opts.channel_uuid {
+            Some(uuid) => event.unique_id() == Some(uuid.as_str()),
+            None => true,
+        }
+    }
+
+    /// The channel is gone: every pending execute fails now, and every later one at once.
+    fn channel_went(&mut self) {
+        self.shared.channel_gone.store(true, Ordering::Release);
+        self.end_execs(|| ExecEnd::HungUp);
     }
 
     fn end_execs(&mut self, why: impl Fn() -> ExecEnd) {

@@ -284,9 +284,23 @@ impl OutboundSession {
         self.command(Command::linger(time)).await
     }
 
+    /// Whether FreeSWITCH has said the channel is gone (CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
+    /// a disconnect notice).
+    pub fn channel_gone(&self) -> bool {
+        self.handle.shared.channel_gone()
+    }
+
     /// Runs `app` with `arg` on the channel (`event-lock: true`, fresh `Event-UUID`). Returns
     /// once FreeSWITCH accepted the `sendmsg`; await [`ExecHandle::completed`] for the result.
+    /// Once the channel is gone it fails at once with [`OutboundError::HungUp`], sending
+    /// nothing: FreeSWITCH would answer `+OK` and never run it.
     pub async fn execute(&self, app: &str, arg: &str) -> Result<ExecHandle, OutboundError> {
+        if self.channel_gone() {
+            return Err(OutboundError::HungUp {
+                peer: self.peer().to_owned(),
+                app: app.to_owned(),
+            });
+        }
         let application_uuid = Uuid::new_v4().to_string();
         let cmd = Command::execute(None, app, arg, Some(&application_uuid))?;
         let label = cmd.label().to_owned();

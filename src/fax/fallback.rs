@@ -34,14 +34,15 @@
 //! | code 49 CALLDROPPED with no negotiation | never | never | hung up before the fax started |
 //! | bad rows on any page (sum > 0) | yes | yes | image damaged in transit |
 //! | more than one negotiation event | - | yes | the receiver retrained |
-//! | 6 CANNOT_TRAIN, 13 UNEXPECTED, 48 RETRYDCN | yes | yes | link-level trouble |
+//! | pages transferred, no bad rows, no retrain | never | never | the link worked: a peer that vanished or hung up afterwards (receiver code 48 or 49) is not T.38 trouble |
+//! | 6 CANNOT_TRAIN, 13 UNEXPECTED, 48 RETRYDCN (before the first page, as every row below) | yes | yes | link-level trouble |
 //! | 14 TX_BADDCS, 15 TX_BADPG, 16 TX_ECMPHD, 18 TX_INVALRSP, 20 TX_PHBDEAD, 21 TX_PHDDEAD, 22 TX_T5EXP | yes | - | the receiver did not follow over T.38 |
 //! | 23 RX_ECMPHD, 25 RX_INVALCMD, 26 RX_NOCARRIER, 27 RX_NOEOL, 28 RX_NOFAX, 30-34 RX_T2EXP*, 36 RX_DCNDATA, 37 RX_DCNFAX, 38 RX_DCNPHD, 40 RX_DCNNORTN | - | yes | image data or phase D lost over T.38 |
 //! | anything else (incl. 49 after negotiation without bad rows) | no | no | an ordinary retry is enough |
 //!
 //! # Expiry ([`is_expired`], [`parse_entry`])
-//! GOfax.IP stores decimal Unix seconds and never expires entries. With an expiry configured,
-//! an entry older than it no longer applies; an unreadable value counts as present and never
+//! GOfax.IP stores decimal Unix seconds and never expires entries; fsfax's default expiry is a
+//! week (`config::DEFAULT_FALLBACK_EXPIRY`). An entry older than the expiry no longer applies; an unreadable value counts as present and never
 //! expires (logged), so a hand-made `db insert/fallback/<key>/yes` still works.
 
 use super::result::{Direction, FaxResult, T38Status};
@@ -116,6 +117,15 @@ pub fn should_remember(direction: Direction, result: &FaxResult) -> bool {
     }
     if result.bad_rows_total() > 0 {
         return true;
+    }
+    if direction == Direction::Receive && result.negotiation_count > 1 {
+        return true;
+    }
+    // Without damaged rows or a retrain, only a failure before the first page is evidence
+    // of T.38 trouble: once pages flowed, the link worked, and a call that then ends (the
+    // peer vanished, hung up, the line dropped) says nothing against T.38.
+    if result.transferred_pages > 0 {
+        return false;
     }
     match direction {
         Direction::Send => SEND_TRIGGERS.contains(&code),
@@ -308,6 +318,31 @@ mod tests {
         let mut pending = failed_t38(Direction::Send, 6, 1);
         pending.final_result_seen = false;
         assert!(!should_remember(Direction::Send, &pending));
+    }
+
+    /// Issue 12, item 6: a sending switch killed mid-fax after pages flowed fine left the
+    /// receiver with code 48 and one negotiation: not T.38 trouble. The same code before the
+    /// first page still is.
+    #[test]
+    fn a_peer_that_vanished_after_clean_pages_is_not_t38_trouble() {
+        let mut r = failed_t38(Direction::Receive, 48, 1);
+        r.transferred_pages = 3;
+        assert!(!should_remember(Direction::Receive, &r));
+        let mut s = failed_t38(Direction::Send, 48, 1);
+        s.transferred_pages = 2;
+        assert!(!should_remember(Direction::Send, &s));
+        assert!(should_remember(
+            Direction::Receive,
+            &failed_t38(Direction::Receive, 48, 1)
+        ));
+        // Evidence still counts after pages: a retrain, bad rows.
+        r.negotiation_count = 2;
+        assert!(should_remember(Direction::Receive, &r));
+        s.pages.push(crate::fax::PageResult {
+            bad_rows: 1,
+            ..Default::default()
+        });
+        assert!(should_remember(Direction::Send, &s));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! # spandsp T.30 completion codes (`fax-result-code`), for a **send**
 //! Codes and texts are spandsp's (`t30.h` enum, `t30_completion_code_to_str`); the text in the
 //! event wins over this table's copy. HylaFAX statuscodes are the nearest `E<nnn>` of HylaFAX's
-//! status list (0: none fits).
+//! status list (0: none fits; a failure or retry then gets `E006 Unknown problem`, never 0,
+//! which means `E000 Call successful`).
 //!
 //! | code | name | disposition | statuscode | why |
 //! |---|---|---|---|---|
@@ -94,7 +95,10 @@
 //! | USER_BUSY | `Busy signal detected` | 1 |
 //! | NO_ANSWER, NO_USER_RESPONSE, ALLOTTED_TIMEOUT, PROGRESS_TIMEOUT | `No answer from remote` | 3 |
 //! | GATEWAY_DOWN, INVALID_GATEWAY | the cause | 4 (no usable line) |
-//! | any other | the cause | 0 |
+//! | any other | the cause | 6 (E006 Unknown problem) |
+//!
+//! Local trouble (FreeSWITCH unreachable, Event Socket lost, DynamicConfig failed, a signal)
+//! and rejected jobs (DynamicConfig `RejectCall`, no gateway, an undiallable number) get 6 too.
 //!
 //! All of these are Retry unless listed in `failedresponse`; faxq's `maxdials` ends the job.
 
@@ -357,9 +361,22 @@ pub enum FaxOutcome<'a> {
     },
 }
 
+/// HylaFAX's `E006 Unknown problem`: the statuscode of a failure no nearer code fits.
+/// faxsend never leaves 0 (`E000 Call successful`) on a failed attempt, and neither do we.
+pub const UNKNOWN_PROBLEM: u16 = 6;
+
 impl FaxOutcome<'_> {
     /// The verdict. `failed_causes` is the configured `failedresponse` list (case-insensitive).
+    /// A verdict other than done never has statuscode 0 (see [`UNKNOWN_PROBLEM`]).
     pub fn classify(&self, failed_causes: &[String]) -> JobResult {
+        let mut verdict = self.classify_raw(failed_causes);
+        if verdict.disposition != Done && verdict.statuscode == 0 {
+            verdict.statuscode = UNKNOWN_PROBLEM;
+        }
+        verdict
+    }
+
+    fn classify_raw(&self, failed_causes: &[String]) -> JobResult {
         match *self {
             FaxOutcome::OriginateFailed { cause } => classify_originate(cause, failed_causes),
             FaxOutcome::Connected { result } => classify_connected(result, failed_causes),
@@ -465,6 +482,14 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
         },
         (Some(c), false) => (Retry, format!("Call ended without a fax result ({c})")),
         (None, false) => (Retry, "Call ended without a fax result".to_owned()),
+    };
+    // The switch itself went away: spandsp only says the call dropped, which points at the
+    // remote; name the switch.
+    let status = match cause.as_deref() {
+        Some("SYSTEM_SHUTDOWN") if r.final_result_seen => {
+            format!("{status} (FreeSWITCH shut down: SYSTEM_SHUTDOWN)")
+        }
+        _ => status,
     };
     JobResult {
         disposition,
@@ -689,6 +714,82 @@ mod tests {
         let empty = FaxOutcome::OriginateFailed { cause: " " }.classify(&list);
         assert_eq!(empty.disposition, Retry);
         assert!(!empty.status.is_empty());
+    }
+
+    /// Issue 12, item 9: statuscode 0 is HylaFAX's "Call successful"; no failure carries it.
+    #[test]
+    fn no_failure_has_statuscode_zero() {
+        let failed = vec!["CALL_REJECTED".to_owned()];
+        let mut verdicts = vec![
+            FaxOutcome::OriginateFailed {
+                cause: "CALL_REJECTED",
+            }
+            .classify(&failed),
+            FaxOutcome::OriginateFailed {
+                cause: "NORMAL_TEMPORARY_FAILURE",
+            }
+            .classify(&[]),
+            FaxOutcome::OriginateFailed { cause: "" }.classify(&[]),
+            FaxOutcome::Rejected {
+                reason: "RejectCall",
+            }
+            .classify(&[]),
+        ];
+        for error in [
+            LocalError::FreeswitchUnreachable,
+            LocalError::EslDropped,
+            LocalError::Timeout,
+            LocalError::ScriptFailed,
+            LocalError::Interrupted,
+            LocalError::Internal,
+        ] {
+            verdicts.push(
+                FaxOutcome::Local {
+                    error,
+                    detail: "",
+                    dial_attempted: true,
+                }
+                .classify(&[]),
+            );
+        }
+        for code in 1..=70 {
+            let mut r = FaxResult::new(Direction::Send);
+            r.apply(&crate::fax::SimpleHeaders::from_pairs([
+                ("Event-Name", "CUSTOM"),
+                ("Event-Subclass", "spandsp::txfaxresult"),
+                ("fax-success", "0"),
+                ("fax-result-code", &code.to_string()),
+            ]));
+            verdicts.push(FaxOutcome::Connected { result: &r }.classify(&[]));
+        }
+        let none = FaxResult::new(Direction::Send);
+        verdicts.push(FaxOutcome::Connected { result: &none }.classify(&[]));
+        for v in &verdicts {
+            assert_ne!(v.disposition, Done, "{v:?}");
+            assert_ne!(v.statuscode, 0, "{v:?}");
+        }
+        let busy = FaxOutcome::OriginateFailed { cause: "USER_BUSY" }.classify(&[]);
+        assert_eq!(busy.statuscode, 1, "specific codes stay");
+    }
+
+    /// Issue 12, item 10: a FreeSWITCH that shut down is named in the job's status.
+    #[test]
+    fn system_shutdown_is_named() {
+        let mut r = FaxResult::new(Direction::Send);
+        r.apply(&crate::fax::SimpleHeaders::from_pairs([
+            ("Event-Name", "CUSTOM"),
+            ("Event-Subclass", "spandsp::txfaxresult"),
+            ("fax-success", "0"),
+            ("fax-result-code", "49"),
+            ("fax-result-text", "The call dropped prematurely"),
+        ]));
+        r.hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+        let j = FaxOutcome::Connected { result: &r }.classify(&[]);
+        assert_eq!(j.disposition, Retry);
+        assert_eq!(
+            j.status,
+            "The call dropped prematurely (FreeSWITCH shut down: SYSTEM_SHUTDOWN)"
+        );
     }
 
     #[test]

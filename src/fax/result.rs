@@ -73,6 +73,28 @@ impl T38Status {
             T38Status::Other(v.to_owned())
         }
     }
+
+    /// The status as spandsp writes it (`negotiated`, `off`, ...), for logs an admin reads.
+    pub fn as_str(&self) -> &str {
+        match self {
+            T38Status::Negotiated => "negotiated",
+            T38Status::Requested => "requested",
+            T38Status::Refused => "refused",
+            T38Status::Off => "off",
+            T38Status::Other(v) => v,
+        }
+    }
+
+    /// `status` as words for a log line: `unknown` when FreeSWITCH reported none.
+    pub fn describe(status: Option<&T38Status>) -> &str {
+        status.map_or("unknown", T38Status::as_str)
+    }
+}
+
+impl std::fmt::Display for T38Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Statistics of one page, from a `spandsp::*faxpageresult` event.

@@ -61,6 +61,8 @@ pub enum ModemError {
     Chown { path: PathBuf, source: io::Error },
     #[error("{path}: cannot write modem status: {source}")]
     Status { path: PathBuf, source: io::Error },
+    #[error("{path}: cannot fill the modem config: {source}")]
+    Config { path: PathBuf, source: io::Error },
     #[error("{path}: faxq is not running (no reader on its FIFO)")]
     FaxqNotRunning { path: PathBuf },
     #[error("{path}: FIFO stayed full; message {msg:?} dropped")]
@@ -509,6 +511,42 @@ impl VirtualModem {
         Ok(m)
     }
 
+    /// Writes `FAXNumber` and `LocalIdentifier` into `etc/config.<dev>` when the file is empty
+    /// (as fsfaxd created it), so `faxstat -s` shows `Modem freeswitch0 (+49 40 1234)` as for
+    /// a faxgetty modem. A config with anything in it is the admin's and is left alone; an
+    /// empty value is left out; quotes and line breaks are dropped from the values. Returns
+    /// whether it wrote.
+    pub fn fill_config(&self, number: &str, ident: &str) -> Result<bool, ModemError> {
+        let err = |source| ModemError::Config {
+            path: self.config.clone(),
+            source,
+        };
+        let clean = |v: &str| v.replace(['"', '\n', '\r', '\\'], "").trim().to_owned();
+        let (number, ident) = (clean(number), clean(ident));
+        let mut text = String::new();
+        if !number.is_empty() {
+            text.push_str(&format!("FAXNumber:\t\t\"{number}\"\n"));
+        }
+        if !ident.is_empty() {
+            text.push_str(&format!("LocalIdentifier:\t\"{ident}\"\n"));
+        }
+        if text.is_empty() {
+            return Ok(false);
+        }
+        let mut file = match OpenOptions::new().read(true).write(true).open(&self.config) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(err(e)),
+        };
+        lock::lock_exclusive(&file).map_err(err)?;
+        if file.metadata().map_err(err)?.len() > 0 {
+            return Ok(false);
+        }
+        use std::io::Write;
+        file.write_all(text.as_bytes()).map_err(err)?;
+        Ok(true)
+    }
+
     /// The device name.
     pub fn dev(&self) -> &str {
         &self.dev
@@ -797,6 +835,17 @@ mod tests {
         assert!(meta.file_type().is_fifo());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read(s.modem_config("freeswitch0")).unwrap(), b"");
+        // An empty config gets the number and identifier, once.
+        assert!(m.fill_config("+49 40 1234", "ACME \"Fax\"").unwrap());
+        assert_eq!(
+            std::fs::read_to_string(s.modem_config("freeswitch0")).unwrap(),
+            "FAXNumber:\t\t\"+49 40 1234\"\nLocalIdentifier:\t\"ACME Fax\"\n"
+        );
+        assert!(
+            !m.fill_config("1", "x").unwrap(),
+            "never over what is there"
+        );
+        std::fs::write(s.modem_config("freeswitch0"), b"").unwrap();
         // Never overwrite an existing config; re-create is idempotent.
         std::fs::write(s.modem_config("freeswitch0"), b"FAXNumber: 1\n").unwrap();
         VirtualModem::create(&s, "freeswitch0").unwrap();

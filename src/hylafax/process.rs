@@ -65,6 +65,8 @@ where
     }
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     let pid = child.id();
+    // A caller that stops waiting (the call it screens is gone) takes the whole group down.
+    let mut group = GroupGuard(pid.and_then(|p| i32::try_from(p).ok()));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let work = async {
@@ -77,14 +79,18 @@ where
     };
     let finished = tokio::time::timeout(timeout, work).await;
     match finished {
-        Ok(((stdout, stdout_truncated), (stderr, stderr_truncated), status)) => Ok(Captured {
-            status: status.map_err(RunError::Wait)?,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-        }),
+        Ok(((stdout, stdout_truncated), (stderr, stderr_truncated), status)) => {
+            group.0 = None;
+            Ok(Captured {
+                status: status.map_err(RunError::Wait)?,
+                stdout,
+                stderr,
+                stdout_truncated,
+                stderr_truncated,
+            })
+        }
         Err(_) => {
+            group.0 = None;
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 // The group id equals the child's pid (process_group(0)).
                 let _ = nix::sys::signal::killpg(
@@ -95,6 +101,20 @@ where
             // Reap it; bounded in case it is stuck in uninterruptible sleep.
             let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             Err(RunError::Timeout)
+        }
+    }
+}
+
+/// Kills the child's process group when dropped while armed (the run was abandoned).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

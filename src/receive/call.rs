@@ -23,7 +23,9 @@ use super::outcome::{End, failure};
 use super::rxfax::{KILL_GRACE, RESULT_AFTER_HANGUP, SHORT, next_number};
 use super::screen::{self, Caller, Screen, T38};
 use crate::config::Config;
-use crate::esl::{ChannelData, EventStream, OutboundConfig, OutboundError, OutboundSession};
+use crate::esl::{
+    ChannelData, EventStream, OutboundConfig, OutboundError, OutboundSession, SessionItem,
+};
 use crate::fax::{CallEnding, Direction, FaxResult, Limits};
 use crate::hylafax::seqf;
 use crate::hylafax::sessionlog::SessionLog;
@@ -91,6 +93,7 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         events,
         result: FaxResult::for_channel(Direction::Receive, uuid),
         ending,
+        gone: None,
     };
     call.run(data).instrument(span).await;
 }
@@ -104,6 +107,9 @@ pub(super) struct Call {
     pub result: FaxResult,
     /// When the call is over, from the fax result, the hangup, the hard cap and shutdown.
     pub ending: CallEnding,
+    /// Set once FreeSWITCH said the caller is gone (or the connection ended) before rxfax:
+    /// nothing more is sent to the channel, nothing more is waited for.
+    pub gone: Option<End>,
 }
 
 impl Call {
@@ -115,11 +121,11 @@ impl Call {
         }
         let caller = Caller::from_channel(&self.cfg, &data);
         tracing::info!(
-            "incoming call to {} from {} <{}> via gateway {:?}",
+            "incoming call to {} from {} <{}>{}",
             caller.recipient.number,
             caller.cidname,
             caller.cidnum,
-            caller.gateway
+            caller.via()
         );
         if caller.recipient.source.is_none() {
             tracing::warn!(
@@ -160,9 +166,17 @@ impl Call {
             return None;
         };
         tracing::Span::current().record("modem", lease.name());
-        let ident = match screen::screen(&self.daemon, &self.cfg, &caller, lease.name()).await {
-            Screen::Accept { ident } => ident.unwrap_or_else(|| self.cfg.freeswitch.ident.clone()),
-            Screen::Reject => {
+        let (daemon, cfg) = (self.daemon.clone(), self.cfg.clone());
+        let screened = self
+            .unless_gone(screen::screen(&daemon, &cfg, &caller, lease.name()))
+            .await;
+        let ident = match screened {
+            Some(Screen::Accept { ident }) => {
+                ident.unwrap_or_else(|| self.cfg.freeswitch.ident.clone())
+            }
+            // Accounted for below (commid, session log, xferfaxlog), never answered.
+            None => self.cfg.freeswitch.ident.clone(),
+            Some(Screen::Reject) => {
                 let cause = self.cfg.gofaxd.reject_cause.to_string();
                 tracing::info!("call rejected by DynamicConfig with {cause}");
                 self.reject(&cause).await;
@@ -190,13 +204,40 @@ impl Call {
         ));
         lease.commid(&commid_text);
         let started = Local::now();
-        let t38 = screen::t38_settings(&self.daemon, &self.cfg, &caller, &log).await;
+        let configured = T38::configured(&self.cfg);
+        let t38 = match self.gone {
+            Some(_) => configured,
+            None => self
+                .unless_gone(screen::t38_settings(&daemon, &cfg, &caller, &log))
+                .await
+                .unwrap_or(configured),
+        };
+        if self.gone.is_some() {
+            let cause = self.result.hangup_cause.as_deref().unwrap_or("no cause");
+            log.log(&format!(
+                "Call to {} from {} <{}> on {} ended before the answer: the caller hung up ({cause})",
+                caller.recipient.number,
+                caller.cidname,
+                caller.cidnum,
+                lease.name(),
+            ));
+            tracing::info!(cause, "caller hung up before the answer");
+            return Some(Accepted {
+                caller,
+                commid: commid_text,
+                ident,
+                t38,
+                lease,
+                log,
+                started,
+            });
+        }
         log.log(&format!(
-            "Accepting call to {} from {} <{}> via gateway {:?} on {} (T.38 {}, request {})",
+            "Accepting call to {} from {} <{}>{} on {} (T.38 {}, request {})",
             caller.recipient.number,
             caller.cidname,
             caller.cidnum,
-            caller.gateway,
+            caller.via(),
             lease.name(),
             t38.enable,
             t38.request
@@ -274,6 +315,33 @@ impl Call {
         );
     }
 
+    /// Runs `work` while following the channel's events: once FreeSWITCH says the caller is
+    /// gone (CHANNEL_HANGUP, a disconnect notice, the socket closing) the wait ends at once
+    /// with `None` and [`Call::gone`] says how; `work` is dropped (DynamicConfig's process
+    /// group is killed with it).
+    async fn unless_gone<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
+        while self.gone.is_none() {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                item = self.events.recv() => match item {
+                    Some(SessionItem::Event(ev)) => {
+                        self.result.apply(&ev);
+                    }
+                    Some(SessionItem::Disconnect(_)) => {}
+                    None => {
+                        let why = self.events.close_reason().map(|r| r.to_string()).unwrap_or_default();
+                        self.gone = Some(End::ConnectionLost(why));
+                    }
+                },
+            }
+            if self.gone.is_none() && (self.result.hangup_seen || self.session.channel_gone()) {
+                self.gone = Some(End::HungUpBeforeFax);
+            }
+        }
+        None
+    }
+
     /// A free virtual modem, or a name saying there is none.
     fn take_modem(&self) -> Option<Lease> {
         // Every reception is accounted on a virtual modem, so faxstat and faxq see it (GOfax.IP
@@ -313,11 +381,16 @@ impl Call {
         end: &End,
     ) -> Reception {
         let r = &self.result;
-        let duration = r
-            .connected_seconds()
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs)
-            .unwrap_or_else(|| (Local::now() - started).to_std().unwrap_or_default());
+        // Connect time starts at the answer: a call never answered has none (recvstats
+        // charges what xferfaxlog says).
+        let duration = if r.answered() {
+            r.connected_seconds()
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| (Local::now() - started).to_std().unwrap_or_default())
+        } else {
+            Duration::ZERO
+        };
         Reception {
             commid: commid.to_owned(),
             recvq_file: recvq_file.unwrap_or_default(),

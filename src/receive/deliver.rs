@@ -267,7 +267,12 @@ fn write_xferfaxlog(
         start: rec.started,
         commid: rec.commid.clone(),
         device: rec.modem.clone(),
-        file: rec.recvq_file.clone(),
+        // Only a file that is there: FreeSWITCH deletes an aborted reception's empty TIFF.
+        file: if !rec.recvq_file.is_empty() && spool.join(&rec.recvq_file).exists() {
+            rec.recvq_file.clone()
+        } else {
+            String::new()
+        },
         local_number: rec.recipient.clone(),
         tsi: rec.remote_id.clone(),
         params: Params {

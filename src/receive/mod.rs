@@ -20,6 +20,7 @@ mod call;
 pub mod deliver;
 pub mod modems;
 mod outcome;
+pub mod owner;
 pub mod recipient;
 pub mod recover;
 mod rxfax;
@@ -189,6 +190,7 @@ pub async fn run(
     }
     let journal = Journal::open(spool.root())?;
     let modems = Modems::create(&spool, config.hylafax.modems)?;
+    modems.fill_configs(&config.gofaxsend.fax_number, &config.freeswitch.ident);
     modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
     tracing::info!(

@@ -242,6 +242,19 @@ impl Modems {
         }
     }
 
+    /// Fills each empty `etc/config.<dev>` with the number and identifier (see
+    /// [`VirtualModem::fill_config`]); failures are warnings.
+    pub fn fill_configs(&self, number: &str, ident: &str) {
+        let modems: Vec<VirtualModem> = self.lock().iter().map(|s| s.modem.clone()).collect();
+        for m in modems {
+            match m.fill_config(number, ident) {
+                Ok(true) => tracing::info!(modem = m.dev(), number, ident, "modem config filled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+
     /// Follows `FIFO.<dev>` of every modem (faxq's `HELLO`/`L`, fsfaxsend's `SB`/`SR`).
     pub fn spawn_fifo_readers(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let slots: Vec<(usize, VirtualModem)> = self

@@ -24,6 +24,10 @@ pub(super) const SHORT: Duration = Duration::from_secs(5);
 impl Call {
     /// Answer, journal, rxfax, follow. Returns the spool-relative file once rxfax was started.
     pub(super) async fn receive(&mut self, call: &Accepted) -> (Option<String>, End) {
+        if let Some(end) = self.gone.clone() {
+            // The caller left during screening: nothing to answer.
+            return (None, end);
+        }
         if let Err(end) = self.answer().await {
             return (None, end);
         }
@@ -179,11 +183,11 @@ impl Call {
             Update::Negotiated => {
                 let r = &self.result;
                 call.log.log(&format!(
-                    "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {:?}",
+                    "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {}",
                     r.transfer_rate.unwrap_or(0),
                     r.ecm_used,
                     r.remote_station_id.as_deref().unwrap_or(""),
-                    r.t38_status
+                    crate::fax::T38Status::describe(r.t38_status.as_ref())
                 ));
                 None
             }

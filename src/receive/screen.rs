@@ -39,6 +39,17 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// ` via gateway "gw"` for a log line, or nothing when FreeSWITCH named no gateway.
+    pub fn via(&self) -> String {
+        if self.gateway.is_empty() {
+            String::new()
+        } else {
+            format!(" via gateway {:?}", self.gateway)
+        }
+    }
+}
+
 /// The DynamicConfig verdict.
 pub(super) enum Screen {
     Accept { ident: Option<String> },
@@ -112,6 +123,17 @@ pub(super) struct T38 {
     pub request: bool,
     /// The caller was on the T.38 fallback list when the call came in.
     pub listed: bool,
+}
+
+impl T38 {
+    /// T.38 as configured, without the fallback list.
+    pub fn configured(cfg: &Config) -> T38 {
+        T38 {
+            enable: cfg.gofaxd.enable_t38,
+            request: cfg.gofaxd.request_t38,
+            listed: false,
+        }
+    }
 }
 
 /// T.38 as configured, unless the caller is on the fallback list (mod_db, through the

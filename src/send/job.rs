@@ -18,6 +18,8 @@ pub struct Job {
     q: QFile,
     /// Said in the final status whatever the verdict (e.g. "sent without tag line").
     note: Option<String>,
+    /// This run (one attempt) has counted its dial.
+    dial_counted: bool,
 }
 
 impl Job {
@@ -34,7 +36,11 @@ impl Job {
             ),
         )?;
         q.write()?;
-        Ok(Job { q, note: None })
+        Ok(Job {
+            q,
+            note: None,
+            dial_counted: false,
+        })
     }
 
     /// The parsed qfile, to read the job's values.
@@ -48,12 +54,17 @@ impl Job {
         self.save();
     }
 
-    /// Raises `totdials` and `ndials` and says what is being dialled, before the originate
-    /// goes out.
+    /// Says what is being dialled before the originate goes out, and raises `totdials` and
+    /// `ndials` on the attempt's first originate only: faxsend dials once per attempt, and
+    /// trying the next gateway is how this one dial reaches the number (a dead trunk must not
+    /// use up `maxdials`).
     pub fn count_dial(&mut self, status: &str) {
-        let (tot, n) = (self.q.totdials() + 1, self.q.ndials() + 1);
-        self.set_u32("totdials", tot);
-        self.set_u32("ndials", n);
+        if !self.dial_counted {
+            self.dial_counted = true;
+            let (tot, n) = (self.q.totdials() + 1, self.q.ndials() + 1);
+            self.set_u32("totdials", tot);
+            self.set_u32("ndials", n);
+        }
         self.progress(status);
     }
 

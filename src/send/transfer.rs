@@ -117,10 +117,10 @@ impl Transfer<'_> {
                 self.job
                     .negotiated(result.remote_station_id.as_deref(), rate, result.ecm_used);
                 self.ctx.log.log(&format!(
-                    "NEGOTIATED {rate} bit/s{}, remote {:?}, T.38 {:?}",
+                    "NEGOTIATED {rate} bit/s{}, remote {:?}, T.38 {}",
                     if result.ecm_used { " ECM" } else { "" },
                     result.remote_station_id.as_deref().unwrap_or(""),
-                    result.t38_status
+                    crate::fax::T38Status::describe(result.t38_status.as_ref())
                 ));
                 None
             }
@@ -131,7 +131,15 @@ impl Transfer<'_> {
                     .encoding_name()
                     .and_then(DataFormat::from_encoding_name);
                 self.job.page_sent(self.pages_before + n, format);
-                self.ctx.log.log(&format!("SENT PAGE {n}"));
+                // The job's page, not the call's: a resumed send starts past page 1.
+                let page = self.pages_before + n;
+                if self.pages_before > 0 {
+                    self.ctx
+                        .log
+                        .log(&format!("SENT PAGE {page} (page {n} of this call)"));
+                } else {
+                    self.ctx.log.log(&format!("SENT PAGE {page}"));
+                }
                 None
             }
             Some(Update::FinalResult) => {

@@ -145,6 +145,8 @@ pub struct CallLog {
     pub delivered: Vec<Event>,
     /// Whether `linger` was requested.
     pub linger: bool,
+    /// `linger`'s argument (seconds; `-1` without one), as the linger notice reports it.
+    pub linger_time: String,
     /// Whether the connection has ended, and who closed it.
     pub finished: bool,
     /// `true` if the client closed first (EOF seen by the fake).
@@ -158,6 +160,8 @@ enum Ctl {
     Vanish,
     /// Ends a [`CallSetup::stall_after_pages`] stall; ignored anywhere else.
     Resume,
+    /// The linger ended (handled by the connection, not the channel).
+    LingerExpires,
 }
 
 enum Out {
@@ -228,6 +232,22 @@ impl FakeCall {
         let _ = self.ctl.send(Ctl::Hangup("NORMAL_CLEARING".into()));
     }
 
+    /// The caller gives up before the call was answered (SIP CANCEL): CHANNEL_HANGUP,
+    /// the `socket` app's CHANNEL_EXECUTE_COMPLETE, CHANNEL_CALLSTATE HANGUP and
+    /// CHANNEL_HANGUP_COMPLETE with `ORIGINATOR_CANCEL`, then the linger notice, as in capture
+    /// `outbound-caller-cancels-during-screening`. An `execute` after it gets `+OK` and never
+    /// completes. On an answered call this is a hangup with that cause.
+    pub fn cancel(&self) {
+        let _ = self.ctl.send(Ctl::Hangup(CANCEL_CAUSE.into()));
+    }
+
+    /// The linger time of a hung-up call passes now: the disconnect notice the switch sends
+    /// then, and the socket closes (capture `outbound-caller-cancels-during-screening`, +32 s).
+    /// The fake never ends a linger on its own, so a test sees who ended the call.
+    pub fn linger_expires(&self) {
+        let _ = self.ctl.send(Ctl::LingerExpires);
+    }
+
     /// The sender goes on after a [`CallSetup::stall_after_pages`] stall.
     pub fn resume(&self) {
         let _ = self.ctl.send(Ctl::Resume);
@@ -269,6 +289,8 @@ const RESPOND: &str = "outbound-reject-respond-404-linger-all-events";
 const MYEV: &str = "outbound-rxfax-t38-ok-myevents";
 const NOFAX: &str = "outbound-rxfax-no-fax-sender";
 const HUP_ANS: &str = "outbound-rxfax-sender-hangup-after-answer";
+const CANCEL: &str = "outbound-caller-cancels-during-screening";
+const CANCEL_CAUSE: &str = "ORIGINATOR_CANCEL";
 
 fn outbound_source(cap: &Capture) -> SourceInfo {
     let connect = cap
@@ -611,6 +633,42 @@ impl Chan {
         true
     }
 
+    /// The caller cancelled before the answer (capture `CANCEL`): no app ever completes
+    /// after this; the linger notice follows at once, the disconnect when the linger ends.
+    async fn cancel_before_answer(&mut self) {
+        self.hung_up = true;
+        let linger_time = {
+            let l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            l.linger.then(|| l.linger_time.clone())
+        };
+        let Some(linger_time) = linger_time else {
+            let _ = self
+                .out
+                .send(Out::Raw(wire::outbound_disconnect_notice(&self.setup.uuid)));
+            let _ = self.out.send(Out::Close);
+            return;
+        };
+        for ev in [
+            self.tpl.ev(CANCEL, "CHANNEL_HANGUP"),
+            self.tpl.ev(CANCEL, "CHANNEL_EXECUTE_COMPLETE"),
+            self.tpl.callstate(CANCEL, "HANGUP"),
+            self.tpl.ev(CANCEL, "CHANNEL_HANGUP_COMPLETE"),
+        ] {
+            self.fire(ev);
+        }
+        let chan_name = self
+            .tpl
+            .ev(CANCEL, "CHANNEL_HANGUP")
+            .get("Channel-Name")
+            .map(url_decode)
+            .unwrap_or_default();
+        let _ = self.out.send(Out::Raw(wire::linger_notice(
+            &self.setup.uuid,
+            &chan_name,
+            &linger_time,
+        )));
+    }
+
     async fn teardown(&mut self, cause: &str, queue: &mut mpsc::UnboundedReceiver<App>) {
         if !self.linger() {
             return;
@@ -696,6 +754,7 @@ impl Chan {
             t38,
             rate: 14400,
             ecm: true,
+            encoding: None,
         };
         // Interruptible wait: a client hangup/kill or a forced vanish ends the fax early.
         let resumed = std::cell::Cell::new(false);
@@ -820,6 +879,7 @@ impl Chan {
                 t38,
                 rate: 14400,
                 ecm: true,
+                encoding: None,
             };
             if pages > 0 {
                 let _ = tiff::write_received(&path, pages as usize);
@@ -926,6 +986,7 @@ async fn run(
             t38: T38::Negotiated,
             rate: 14400,
             ecm: true,
+            encoding: None,
         },
     };
     let chan_cancel = cancel.clone();
@@ -950,12 +1011,16 @@ async fn run(
                     None => break,
                 },
                 c = ctl.recv() => match c {
+                    Some(Ctl::Hangup(cause)) if cause == CANCEL_CAUSE && !chan.answered => {
+                        chan.cancel_before_answer().await;
+                        break;
+                    }
                     Some(Ctl::Hangup(cause)) => {
                         if chan.hangup_event(&cause) { chan.teardown(&cause, &mut apps).await; }
                         break;
                     }
                     Some(Ctl::Vanish) => { let _ = chan.out.send(Out::Close); break; }
-                    Some(Ctl::Resume) => {}
+                    Some(Ctl::Resume | Ctl::LingerExpires) => {}
                     None => break,
                 },
             }
@@ -968,6 +1033,10 @@ async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             c = ctl_rx.recv() => match c {
+                Some(Ctl::LingerExpires) => {
+                    let _ = send(&mut wr, &log, wire::outbound_disconnect_notice(&setup.uuid)).await;
+                    break;
+                }
                 Some(c) => { let _ = chan_ctl_tx.send(c); }
                 None => break,
             },
@@ -998,7 +1067,15 @@ async fn run(
                     }
                 } else {
                     match verb.as_str() {
-                        "linger" => { rec(&log, &|l| l.linger = true); wire::command_reply("+OK will linger") }
+                        "linger" => {
+                            let secs = toks.first().map_or("-1".to_owned(), |t| (*t).to_owned());
+                            rec(&log, &|l| { l.linger = true; l.linger_time = secs.clone(); });
+                            if secs == "-1" {
+                                wire::command_reply("+OK will linger")
+                            } else {
+                                wire::command_reply(&format!("+OK will linger {secs} seconds"))
+                            }
+                        }
                         "nolinger" => { rec(&log, &|l| l.linger = false); wire::command_reply("+OK will not linger") }
                         "event" => {
                             subs.json = toks.first().is_some_and(|f| f.eq_ignore_ascii_case("json"));

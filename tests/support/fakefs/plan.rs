@@ -414,6 +414,8 @@ pub(crate) struct FaxOutcome {
     pub t38: T38,
     pub rate: u32,
     pub ecm: bool,
+    /// `fax-encoding-name` to report; `None`: the capture's.
+    pub encoding: Option<String>,
 }
 
 /// Steps and fax outcome for one leg running `script`. `pages`/`total` come from the TIFF.
@@ -429,6 +431,7 @@ pub(crate) fn leg_steps(
         t38: p.t38,
         rate: p.rate,
         ecm: p.ecm,
+        encoding: p.encoding.clone(),
     };
     let fail = |code: u32, t38: T38| FaxOutcome {
         success: false,
@@ -437,6 +440,7 @@ pub(crate) fn leg_steps(
         t38,
         rate: 14400,
         ecm: true,
+        encoding: None,
     };
     match script {
         CallScript::FaxOk(p) | CallScript::Hang(p) => {
@@ -640,6 +644,13 @@ pub(crate) fn apply_fax(
         }
         for k in ["fax-ecm-used", "variable_fax_ecm_used"] {
             set_if(ev, k, ecm);
+        }
+    }
+    if let Some(enc) = &o.encoding {
+        for k in ["fax-encoding-name", "variable_fax_encoding_name"] {
+            if ev.get(k).is_some() {
+                set_if(ev, k, enc);
+            }
         }
     }
     for k in ["fax-local-station-id", "variable_fax_local_station_id"] {

@@ -39,6 +39,9 @@ pub struct FaxParams {
     /// gofaxd's `answerafter` does (captures `inbound-txfax-{t38,g711}-ok`). `false`: answered
     /// at once, DOWN -> ACTIVE (T.38 only: capture `inbound-txfax-t38-ok-outbound-all-events`).
     pub ring: bool,
+    /// `fax-encoding-name` (spandsp's compression name: `T.4 1-D`, `T.4 2-D`, `T.6`, `T.85`,
+    /// ...); `None`: the capture's (`T.85(L0)`, JBIG).
+    pub encoding: Option<String>,
 }
 
 impl Default for FaxParams {
@@ -49,6 +52,7 @@ impl Default for FaxParams {
             rate: 14400,
             ecm: true,
             ring: true,
+            encoding: None,
         }
     }
 }
