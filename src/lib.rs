@@ -20,3 +20,4 @@ pub mod logging;
 pub mod receive;
 pub mod send;
 pub mod tiff;
+pub mod tifftags;

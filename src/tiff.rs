@@ -49,6 +49,14 @@ pub fn count_pages(path: &Path) -> Result<u32, TiffError> {
     })
 }
 
+/// Counts the pages of a TIFF held in memory, with the same checks as [`count_pages`].
+pub(crate) fn count_pages_in_bytes(data: &[u8]) -> Result<u32, &'static str> {
+    count_pages_in(&mut std::io::Cursor::new(data), data.len() as u64).map_err(|e| match e {
+        Walk::Io(_) => "unreadable",
+        Walk::NotTiff(why) | Walk::Corrupt(why) => why,
+    })
+}
+
 enum Walk {
     Io(std::io::Error),
     NotTiff(&'static str),

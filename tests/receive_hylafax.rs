@@ -83,6 +83,37 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
         String::from_utf8_lossy(&info.stderr)
     );
     assert!(out.contains("Pages: 3"), "{out}");
+    // fsfaxd added faxgetty's tags (FaxRecvParams, FaxRecvTime): the session as FreeSWITCH
+    // reported it, not "0 bit/s" (issue 12, item 13).
+    assert!(out.contains("SignalRate: 14400 bit/s"), "{out}");
+    // Each page has them, once; the receive time is the call's (whole seconds, so the fake's
+    // quick call may give 0: only its presence is checked).
+    let doc = lab.spool().join("recvq/fax000000001.tif");
+    let dump = std::process::Command::new("tiffdump")
+        .arg(&doc)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert_eq!(
+        dump.matches("34908 (0x885c) LONG (4) 1<").count(),
+        3,
+        "{dump}"
+    );
+    assert_eq!(
+        dump.matches("34910 (0x885e) LONG (4) 1<").count(),
+        3,
+        "{dump}"
+    );
+    // The document FreeSWITCH wrote (the fake writes this fixture) is still there byte for
+    // byte: only the header's first-directory pointer changed, new directories are appended.
+    let sent = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fax")
+            .join("test3.tif"),
+    )
+    .unwrap();
+    let got = std::fs::read(&doc).unwrap();
+    assert!(got.len() > sent.len() && got[8..sent.len()] == sent[8..] && got[..4] == sent[..4]);
     // faxrcvd mailed it (the lab's sendmail stub keeps each message).
     let mails = wait(t, || {
         std::fs::read_dir(lab.dir().join("mail"))
@@ -90,6 +121,12 @@ async fn faxstat_shows_the_modems_and_real_faxrcvd_takes_the_fax() {
             .unwrap_or(false)
     });
     assert!(mails, "no mail from faxrcvd");
+    let mail: String = std::fs::read_dir(lab.dir().join("mail"))
+        .unwrap()
+        .map(|m| std::fs::read_to_string(m.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(mail.contains("14400 bit/s"), "mail:\n{mail}");
+    assert!(!mail.contains(" 0 bit/s"), "mail:\n{mail}");
     assert!(wait(t, || lab
         .faxstat(&["-s"])
         .contains("Modem freeswitch0 (+49 40 5550): Running and idle")));

@@ -16,8 +16,8 @@ use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
 use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
-use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, XferFaxLog};
-use crate::tiff;
+use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, VerticalRes, XferFaxLog};
+use crate::{tiff, tifftags};
 
 /// Received documents are made world-readable: `faxstat -r` and hfaxd clients list only files
 /// they can read (HylaFAX's `RecvFileMode` default 0600 hides them; measured).
@@ -143,6 +143,9 @@ impl HandOver {
         let path = self.spool.join(&rec.recvq_file);
         let pages = document_pages(&path, log);
         let errmsg = error_message(rec, pages);
+        if pages.is_some() && rec.delivery < DeliveryStage::Handed {
+            add_hylafax_tags(&path, rec, log);
+        }
         if pages.is_some() {
             if let Err(e) =
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
@@ -205,6 +208,66 @@ impl HandOver {
         }
         self.log.end();
     }
+}
+
+/// Adds the tags faxgetty writes (FaxRecvParams, FaxRecvTime, the TSI as ImageDescription)
+/// to each page that lacks them, so faxinfo and faxrcvd's mail show the real session. Failing
+/// leaves the document as FreeSWITCH wrote it: a warning, never a lost fax.
+///
+/// No FaxDcs: the real DCS is not known here, and faxinfo prefers a non-empty FaxDcs over
+/// FaxRecvParams (a synthetic one turned an ECM fax's "ErrCorrect: Yes" into "No").
+fn add_hylafax_tags(path: &std::path::Path, rec: &Reception, log: &SessionLog) {
+    let tags = |page: tifftags::PageInfo| fax_tags(rec, page);
+    match tifftags::add_tags(path, tags) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(file = %path.display(), "added {n} HylaFAX tags"),
+        Err(e) => {
+            log.log(&format!("HylaFAX tags not added: {e}"));
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The tags for one page, from what FreeSWITCH reported of the session. A rate of 0 means
+/// the session is unknown (a reception recovered after fsfaxd stopped: the journal keeps no
+/// result); then no session tags are written, since FaxRecvParams has no "unknown" rate (its
+/// code 0 is 2400 bit/s) and faxinfo's "0 bit/s" is the honest answer.
+fn fax_tags(rec: &Reception, page: tifftags::PageInfo) -> Vec<(u16, tifftags::Value)> {
+    let mut tags = Vec::new();
+    if rec.bit_rate > 0 {
+        let params = Params {
+            bit_rate: rec.bit_rate,
+            ecm: rec.ecm,
+            data_format: rec.data_format.unwrap_or_default(),
+            vres: page
+                .lpi
+                .map(VerticalRes::from_lpi)
+                .unwrap_or(VerticalRes::Normal),
+            width_code: tifftags::width_code(page.width),
+            ..Params::default()
+        };
+        tags.push((
+            tifftags::TAG_FAX_RECV_PARAMS,
+            tifftags::Value::Long(params.encode()),
+        ));
+        // faxgetty stores each page's receive time and faxinfo adds them up; only the whole
+        // call's is known, so it is shared out over the pages (the remainder on the last).
+        let pages = page.pages.max(1) as u64;
+        let secs = rec.duration.as_secs();
+        let last = page.index as u64 + 1 == pages;
+        let share = secs / pages + if last { secs % pages } else { 0 };
+        tags.push((
+            tifftags::TAG_FAX_RECV_TIME,
+            tifftags::Value::Long(u32::try_from(share).unwrap_or(u32::MAX)),
+        ));
+    }
+    if !rec.remote_id.is_empty() {
+        tags.push((
+            tifftags::TAG_IMAGE_DESCRIPTION,
+            tifftags::Value::Ascii(rec.remote_id.clone()),
+        ));
+    }
+    tags
 }
 
 fn set_delivery(journal: &Journal, commid: &str, stage: DeliveryStage) {
@@ -386,5 +449,47 @@ mod tests {
             "The call dropped prematurely"
         );
         assert!(!error_message(&rec(Some("x")), None).is_empty());
+    }
+
+    #[test]
+    fn session_tags_only_for_a_known_session() {
+        let page = |index| tifftags::PageInfo {
+            index,
+            pages: 3,
+            width: Some(1728),
+            lpi: Some(196),
+        };
+        let mut r = rec(None);
+        r.duration = Duration::from_secs(31);
+        r.data_format = Some(DataFormat::Mr);
+        let tags: Vec<_> = (0..3).map(|i| fax_tags(&r, page(i))).collect();
+        // vr fine (1), br 14400 (5) << 3, A4 width (0), unlimited length (2) << 12,
+        // df 2-D MR (1) << 14, ECM << 16, the 6.x flag.
+        let params = 1 | (5 << 3) | (2 << 12) | (1 << 14) | (1 << 16) | (1 << 21);
+        let times: Vec<u32> = tags
+            .iter()
+            .map(|t| {
+                assert!(
+                    t.contains(&(tifftags::TAG_FAX_RECV_PARAMS, tifftags::Value::Long(params)))
+                );
+                assert!(t.contains(&(
+                    tifftags::TAG_IMAGE_DESCRIPTION,
+                    tifftags::Value::Ascii("+1 337".into())
+                )));
+                match t
+                    .iter()
+                    .find(|(tag, _)| *tag == tifftags::TAG_FAX_RECV_TIME)
+                {
+                    Some((_, tifftags::Value::Long(s))) => *s,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(times, [10, 10, 11]);
+        // Recovered: nothing known of the session, no made-up rate.
+        let mut r = rec(Some("recovered"));
+        r.bit_rate = 0;
+        r.remote_id.clear();
+        assert!(fax_tags(&r, page(0)).is_empty());
     }
 }
