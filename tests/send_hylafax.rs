@@ -10,34 +10,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::fakefs::{CallScript, FakeConfig, FakeFs};
-use support::hylafax::HylafaxLab;
+use support::hylafax::{HylafaxLab, SendFaxCmd};
 
 /// A lab whose SendFaxCmd is fsfaxsend with a configuration pointing at `fs`.
 struct Setup {
     lab: HylafaxLab,
-    _cmd_dir: tempfile::TempDir,
+    _cmd: SendFaxCmd,
 }
 
 fn setup(fs: &FakeFs) -> Setup {
-    let cmd_dir = tempfile::Builder::new()
-        .prefix("fsfax-sendcmd-")
-        .tempdir()
-        .unwrap();
-    fs::set_permissions(cmd_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let wrapper = cmd_dir.path().join("sendfaxcmd");
-    let conf = cmd_dir.path().join("fsfax.conf");
-    // faxq gives SendFaxCmd no arguments of its own; `bash -p` keeps faxq's euid (uucp).
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/bash -p\nexec {} -c {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_fsfaxsend"),
-            conf.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let lab = HylafaxLab::start(3, &wrapper);
+    let cmd = SendFaxCmd::new();
+    let conf = cmd.conf.clone();
+    let lab = HylafaxLab::start(3, &cmd.wrapper);
     fs::write(
         &conf,
         format!(
@@ -52,10 +36,7 @@ fn setup(fs: &FakeFs) -> Setup {
     .unwrap();
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
     lab.ready();
-    Setup {
-        lab,
-        _cmd_dir: cmd_dir,
-    }
+    Setup { lab, _cmd: cmd }
 }
 
 fn document() -> PathBuf {

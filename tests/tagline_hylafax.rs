@@ -16,31 +16,16 @@ use std::time::Duration;
 use fsfax::imaging::page::{Geometry, band_rows, render_band, top_rows};
 use fsfax::imaging::pcf::Font;
 use support::fakefs::{CallScript, FakeConfig, FakeFs};
-use support::hylafax::HylafaxLab;
+use support::hylafax::{HylafaxLab, SendFaxCmd};
 
 const FONT: &str = "/etc/hylafax/lutRS18.pcf";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faxq_job_goes_out_with_hylafax_tag_line() {
     let fs = FakeFs::start(FakeConfig::new().default_script(CallScript::Silent)).await;
-    let cmd_dir = tempfile::Builder::new()
-        .prefix("fsfax-sendcmd-")
-        .tempdir()
-        .unwrap();
-    fs::set_permissions(cmd_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let wrapper = cmd_dir.path().join("sendfaxcmd");
-    let conf = cmd_dir.path().join("fsfax.conf");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/bash -p\nexec {} -c {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_fsfaxsend"),
-            conf.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let lab = HylafaxLab::start(1, &wrapper);
+    let cmd = SendFaxCmd::new();
+    let conf = cmd.conf.clone();
+    let lab = HylafaxLab::start(1, &cmd.wrapper);
     fs::write(
         &conf,
         format!(

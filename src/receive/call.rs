@@ -222,26 +222,18 @@ impl Call {
                 lease.name(),
             ));
             tracing::info!(cause, "caller hung up before the answer");
-            return Some(Accepted {
-                caller,
-                commid: commid_text,
-                ident,
-                t38,
-                lease,
-                log,
-                started,
-            });
+        } else {
+            log.log(&format!(
+                "Accepting call to {} from {} <{}>{} on {} (T.38 {}, request {})",
+                caller.recipient.number,
+                caller.cidname,
+                caller.cidnum,
+                caller.via(),
+                lease.name(),
+                t38.enable,
+                t38.request
+            ));
         }
-        log.log(&format!(
-            "Accepting call to {} from {} <{}>{} on {} (T.38 {}, request {})",
-            caller.recipient.number,
-            caller.cidname,
-            caller.cidnum,
-            caller.via(),
-            lease.name(),
-            t38.enable,
-            t38.request
-        ));
         Some(Accepted {
             caller,
             commid: commid_text,

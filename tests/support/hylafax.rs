@@ -40,6 +40,38 @@ pub fn require_real_hylafax() {
     );
 }
 
+/// faxq's SendFaxCmd for a lab: a wrapper running the real fsfaxsend with `-c <dir>/fsfax.conf`
+/// (faxq gives SendFaxCmd no arguments of its own; `bash -p` keeps faxq's euid, uucp). The
+/// directory is world-traversable; the test writes the configuration at the returned path.
+pub struct SendFaxCmd {
+    pub dir: tempfile::TempDir,
+    pub wrapper: PathBuf,
+    pub conf: PathBuf,
+}
+
+impl SendFaxCmd {
+    pub fn new() -> SendFaxCmd {
+        let dir = tempfile::Builder::new()
+            .prefix("fsfax-sendcmd-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let wrapper = dir.path().join("sendfaxcmd");
+        let conf = dir.path().join("fsfax.conf");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/bash -p\nexec {} -c {} \"$@\"\n",
+                env!("CARGO_BIN_EXE_fsfaxsend"),
+                conf.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        SendFaxCmd { dir, wrapper, conf }
+    }
+}
+
 /// The machine-wide lab lock: blocks while another test (in this or another process) runs a
 /// HylaFAX lab, and holds it until dropped.
 pub fn lab_lock() -> nix::fcntl::Flock<File> {
