@@ -100,6 +100,9 @@ fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     // A dot name: HylaFAX lists only recvq/fax*.tif, so a leftover is never taken for a fax.
     let tmp = dir.join(format!(".{name}.tags-{}", std::process::id()));
+    // A leftover of ours (same name and pid, so its writer is gone) would block create_new
+    // for every later fax of this process.
+    let _ = std::fs::remove_file(&tmp);
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -195,7 +198,7 @@ pub fn with_tags(
         let info = PageInfo {
             index,
             pages: ifds.len(),
-            width: short_or_long(&o, data, &entries, TAG_IMAGE_WIDTH),
+            width: short_or_long(&o, &entries, TAG_IMAGE_WIDTH),
             lpi: lpi(&o, data, &entries),
         };
         for (tag, value) in tags(info) {
@@ -270,7 +273,7 @@ fn entry<'a>(o: &Order, entries: &'a [[u8; 12]], tag: u16) -> Option<&'a [u8; 12
     entries.iter().find(|e| o.u16(*e, 0) == Some(tag))
 }
 
-fn short_or_long(o: &Order, _data: &[u8], entries: &[[u8; 12]], tag: u16) -> Option<u32> {
+fn short_or_long(o: &Order, entries: &[[u8; 12]], tag: u16) -> Option<u32> {
     let e = entry(o, entries, tag)?;
     match o.u16(e, 2)? {
         TYPE_SHORT => o.u16(e, 8).map(u32::from),
@@ -291,7 +294,7 @@ fn lpi(o: &Order, data: &[u8], entries: &[[u8; 12]]) -> Option<u32> {
         return None;
     }
     let per_unit = f64::from(num) / f64::from(den);
-    let unit = short_or_long(o, data, entries, TAG_RESOLUTION_UNIT).unwrap_or(2);
+    let unit = short_or_long(o, entries, TAG_RESOLUTION_UNIT).unwrap_or(2);
     let lpi = if unit == 3 { per_unit * 2.54 } else { per_unit };
     Some(lpi.round() as u32)
 }
@@ -420,6 +423,20 @@ mod tests {
         assert!(d[0].contains(&(TAG_FAX_RECV_PARAMS, TYPE_LONG, 1, 1000)));
         assert!(d[0].contains(&(TAG_FAX_RECV_TIME, TYPE_LONG, 1, 0)));
         assert_eq!(strips(&out), vec![b"data".to_vec()]);
+    }
+
+    #[test]
+    fn a_leftover_of_an_earlier_run_with_our_pid_does_not_block_the_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fax000000002.tif");
+        std::fs::write(&path, fixture("test3.tif")).unwrap();
+        let leftover = dir
+            .path()
+            .join(format!(".fax000000002.tif.tags-{}", std::process::id()));
+        std::fs::write(&leftover, b"half a file").unwrap();
+        assert_eq!(add_tags(&path, tags).unwrap(), 9);
+        assert!(!leftover.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
