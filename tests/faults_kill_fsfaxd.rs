@@ -98,7 +98,22 @@ async fn kill_9_during_receptions_then_restart_delivers_each_document_once() {
     for doc in &documents {
         assert_eq!(runs.get(doc), Some(&1), "{doc}: {runs:?}\n{}", d.log());
     }
-    assert_eq!(runs.len(), documents.len(), "{runs:?} for {documents:?}");
+    // Nothing else is delivered but a document that exists (with its pages): a late write by
+    // the fake after the socket went would be a document too, and must then be delivered once.
+    for (doc, n) in &runs {
+        let pages = fsfax::tiff::count_pages(&d.spool().join(doc));
+        assert!(
+            *n == 1 && pages.as_ref().is_ok_and(|p| *p > 0),
+            "{doc}: {n} faxrcvd runs, pages {pages:?}; written before the restart: {documents:?}\n{}",
+            d.log()
+        );
+        if !documents.contains(doc) {
+            eprintln!(
+                "note: {doc} appeared after the calls ended (pages {pages:?}); delivered once"
+            );
+        }
+    }
+    let documents: Vec<String> = runs.keys().cloned().collect();
     // Each recovered fax has an xferfaxlog record saying it was recovered.
     for doc in &documents {
         let recs: Vec<_> = d
