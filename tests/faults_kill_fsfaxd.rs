@@ -253,3 +253,196 @@ async fn an_interrupted_reception_still_running_in_freeswitch_waits_for_its_call
         d.journal()
     );
 }
+
+/// The RECV record of `commid`.
+fn recv_record(d: &Fsfaxd, commid: &str) -> Vec<String> {
+    let recs: Vec<_> = d
+        .xferfaxlog()
+        .into_iter()
+        .filter(|r| r.get(1).map(String::as_str) == Some("RECV") && r.get(2).map(String::as_str) == Some(commid))
+        .collect();
+    assert_eq!(recs.len(), 1, "one RECV record for {commid}: {recs:?}");
+    recs.into_iter().next().unwrap()
+}
+
+fn unquote(s: &str) -> &str {
+    s.trim_matches('"')
+}
+
+/// faxrcvd's error message argument (argv[4]) for `commid`.
+fn faxrcvd_errmsg(d: &Fsfaxd, commid: &str) -> String {
+    let call = d.faxrcvd_call(commid).expect("faxrcvd ran for the fax");
+    let args: Vec<_> = call.iter().filter_map(|l| l.strip_prefix("ARG=")).collect();
+    args.get(3).map(|s| (*s).to_owned()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_delivered_with_its_result()
+{
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let mut d = Fsfaxd::start(
+        1,
+        &format!("\n[freeswitch]\nsocket = {}\npassword = ClueCon", fs.addr()),
+    );
+    // One switch: the call's events reach fsfaxd's inbound connection too, and the call
+    // goes on inside FreeSWITCH when fsfaxd's socket dies.
+    let c = FakeCall::connect(
+        d.addr,
+        CallSetup {
+            caller_number: "0401234".into(),
+            remote_station_id: "+49 40 5550".into(),
+            stall_after_pages: Some(1),
+            switch: Some(fs.switch()),
+            spandsp_tiff: true,
+            script: RxScript::RxOk {
+                pages: 3,
+                t38: T38::Negotiated,
+            },
+            ..CallSetup::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(wait_async(T, || d.journal().len() == 1).await, "{}", d.log());
+    assert!(
+        c.wait_for(T, |l| l
+            .fired
+            .iter()
+            .any(|e| e.subclass() == "spandsp::rxfaxpageresult"))
+            .await
+    );
+    let commid = d.journal()[0]
+        .trim_start_matches("pending-")
+        .to_owned();
+    kill_9(&mut d);
+    assert!(c.wait_finished(T).await, "the socket to the dead fsfaxd closed");
+    assert!(
+        fs.active_calls().contains(&c.uuid().to_owned()) && !c.log().channel_ended,
+        "FreeSWITCH still receives"
+    );
+
+    d.spawn();
+    // Shown on its modem as receiving while FreeSWITCH receives, and said at start-up.
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await,
+        "status {:?}\n{}",
+        d.status("freeswitch0"),
+        d.log()
+    );
+    assert!(
+        wait_async(T, || d.log().contains("still in progress in FreeSWITCH")).await,
+        "{}",
+        d.log()
+    );
+    // Followed on an inbound connection: filtered on the call, subscribed to its result
+    // and hangup.
+    let follow = format!("filter Unique-ID {}", c.uuid());
+    assert!(
+        wait_async(T, || {
+            let lines = fs.all_command_lines();
+            lines.contains(&follow)
+                && lines.iter().any(|l| {
+                    l.starts_with("event plain")
+                        && l.contains("spandsp::rxfaxresult")
+                        && l.contains("CHANNEL_HANGUP")
+                })
+        })
+        .await,
+        "{:?}",
+        fs.all_command_lines()
+    );
+    assert!(d.faxrcvd_runs().is_empty(), "{:?}", d.faxrcvd_runs());
+    assert_eq!(d.status("freeswitch0"), "Receiving facsimile");
+
+    // The sender goes on: pages 2 and 3, the result, the hangup fsfaxd had queued.
+    c.resume();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    assert!(c.log().channel_ended);
+    let rec = recv_record(&d, &commid);
+    assert_eq!(unquote(&rec[8]), "+49 40 5550", "TSI: {rec:?}");
+    assert_eq!(rec[10], "3", "pages: {rec:?}");
+    let params: u32 = rec[9].parse().unwrap();
+    assert_eq!((params >> 3) & 0xf, 5, "14400 bit/s: {rec:?}");
+    assert_eq!(params >> 16 & 1, 1, "ECM: {rec:?}");
+    assert_eq!(unquote(&rec[13]), "", "a clean fax: {rec:?}");
+    assert_eq!(faxrcvd_errmsg(&d, &commid), "", "faxrcvd without an error");
+    assert!(d.faxrcvd_call(&commid).unwrap().contains(&"HANGUPCAUSE=NORMAL_CLEARING".to_owned()));
+    assert!(wait_async(T, || d.journal().is_empty()).await);
+    assert!(wait_async(T, || d.status("freeswitch0") == "Running and idle").await);
+    // Delivered once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(d.faxrcvd_runs().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_reception_whose_call_had_ended_is_judged_by_its_document() {
+    use fsfax::hylafax::journal::{Journal, PendingReception};
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    // FreeSWITCH is up and knows neither call any more.
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    let journal = Journal::open(&spool).unwrap();
+    // 8: spandsp finished the document; 9: spandsp never closed it (PageNumber totals 1).
+    for (n, finished) in [(8, true), (9, false)] {
+        let file = format!("recvq/fax00000000{n}.tif");
+        std::fs::write(
+            spool.join(&file),
+            tiff::spandsp_document(3, "+49 40 5550", finished).unwrap(),
+        )
+        .unwrap();
+        journal
+            .add(&PendingReception {
+                commid: format!("00000000{n}"),
+                recvq_file: file,
+                modem: "freeswitch0".into(),
+                cidnum: "0401234".into(),
+                cidname: "Alice".into(),
+                recipient: "5000".into(),
+                gateway: String::new(),
+                call_uuid: format!("6f1c2b3a-0000-4000-8000-00000000000{n}"),
+                started: chrono::Local::now().timestamp() - 60,
+                delivery: Default::default(),
+            })
+            .unwrap();
+    }
+    let d = Fsfaxd::start_on(
+        &spool,
+        1,
+        &format!("\n[freeswitch]\nsocket = {}\npassword = ClueCon", fs.addr()),
+    );
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 2 && d.journal().is_empty()).await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        fs.all_command_lines()
+            .contains(&"api uuid_exists 6f1c2b3a-0000-4000-8000-000000000008".to_owned()),
+        "{:?}",
+        fs.all_command_lines()
+    );
+    let clean = recv_record(&d, "000000008");
+    assert_eq!(unquote(&clean[8]), "+49 40 5550", "{clean:?}");
+    assert_eq!(clean[10], "3");
+    let params: u32 = clean[9].parse().unwrap();
+    assert_eq!((params >> 3) & 0xf, 5, "14400 bit/s from the DCS: {clean:?}");
+    assert_eq!(params >> 16 & 1, 1, "ECM from the DCS: {clean:?}");
+    assert_eq!(clean[11], "0:00:12", "3 × FaxRecvTime: {clean:?}");
+    assert_eq!(unquote(&clean[13]), "", "{clean:?}");
+    assert_eq!(faxrcvd_errmsg(&d, "000000008"), "");
+    let unfinished = recv_record(&d, "000000009");
+    assert!(
+        unquote(&unfinished[13]).contains("did not finish"),
+        "{unfinished:?}"
+    );
+    assert!(faxrcvd_errmsg(&d, "000000009").contains("did not finish"));
+}
