@@ -579,7 +579,10 @@ mod tests {
         let plain = session_in(&orig).unwrap();
         assert_eq!(plain.len(), 3);
         assert_eq!(plain[1].page_number, Some((1, 0)));
-        assert_eq!((plain[0].description.as_deref(), plain[0].dcs.as_deref()), (None, None));
+        assert_eq!(
+            (plain[0].description.as_deref(), plain[0].dcs.as_deref()),
+            (None, None)
+        );
         let (out, _) = with_tags(&orig, |p| {
             vec![
                 (TAG_IMAGE_DESCRIPTION, Value::Ascii("+1 337".into())),

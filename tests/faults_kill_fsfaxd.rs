@@ -259,7 +259,10 @@ fn recv_record(d: &Fsfaxd, commid: &str) -> Vec<String> {
     let recs: Vec<_> = d
         .xferfaxlog()
         .into_iter()
-        .filter(|r| r.get(1).map(String::as_str) == Some("RECV") && r.get(2).map(String::as_str) == Some(commid))
+        .filter(|r| {
+            r.get(1).map(String::as_str) == Some("RECV")
+                && r.get(2).map(String::as_str) == Some(commid)
+        })
         .collect();
     assert_eq!(recs.len(), 1, "one RECV record for {commid}: {recs:?}");
     recs.into_iter().next().unwrap()
@@ -276,15 +279,21 @@ fn faxrcvd_errmsg(d: &Fsfaxd, commid: &str) -> String {
     args.get(3).map(|s| (*s).to_owned()).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_delivered_with_its_result()
-{
-    use support::fakefs::{FakeConfig, FakeFs};
-
-    let fs = FakeFs::start(FakeConfig::new()).await;
+/// fsfaxd killed (`kill -9`) while FreeSWITCH receives, the sender standing still after
+/// page 1; FreeSWITCH goes on with the call; fsfaxd restarted with `extra` `[gofaxd]` lines.
+/// Returns the restarted daemon, the call and the reception's commid once recovery shows the
+/// reception on its modem and follows it on the Event Socket.
+async fn killed_mid_reception(
+    fs: &support::fakefs::FakeFs,
+    script: RxScript,
+    extra: &str,
+) -> (Fsfaxd, FakeCall, String) {
     let mut d = Fsfaxd::start(
         1,
-        &format!("\n[freeswitch]\nsocket = {}\npassword = ClueCon", fs.addr()),
+        &format!(
+            "{extra}\n[freeswitch]\nsocket = {}\npassword = ClueCon",
+            fs.addr()
+        ),
     );
     // One switch: the call's events reach fsfaxd's inbound connection too, and the call
     // goes on inside FreeSWITCH when fsfaxd's socket dies.
@@ -296,16 +305,17 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
             stall_after_pages: Some(1),
             switch: Some(fs.switch()),
             spandsp_tiff: true,
-            script: RxScript::RxOk {
-                pages: 3,
-                t38: T38::Negotiated,
-            },
+            script,
             ..CallSetup::default()
         },
     )
     .await
     .unwrap();
-    assert!(wait_async(T, || d.journal().len() == 1).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.journal().len() == 1).await,
+        "{}",
+        d.log()
+    );
     assert!(
         c.wait_for(T, |l| l
             .fired
@@ -313,11 +323,12 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
             .any(|e| e.subclass() == "spandsp::rxfaxpageresult"))
             .await
     );
-    let commid = d.journal()[0]
-        .trim_start_matches("pending-")
-        .to_owned();
+    let commid = d.journal()[0].trim_start_matches("pending-").to_owned();
     kill_9(&mut d);
-    assert!(c.wait_finished(T).await, "the socket to the dead fsfaxd closed");
+    assert!(
+        c.wait_finished(T).await,
+        "the socket to the dead fsfaxd closed"
+    );
     assert!(
         fs.active_calls().contains(&c.uuid().to_owned()) && !c.log().channel_ended,
         "FreeSWITCH still receives"
@@ -355,7 +366,20 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
     );
     assert!(d.faxrcvd_runs().is_empty(), "{:?}", d.faxrcvd_runs());
     assert_eq!(d.status("freeswitch0"), "Receiving facsimile");
+    (d, c, commid)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_delivered_with_its_result()
+ {
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let script = RxScript::RxOk {
+        pages: 3,
+        t38: T38::Negotiated,
+    };
+    let (d, c, commid) = killed_mid_reception(&fs, script, "").await;
     // The sender goes on: pages 2 and 3, the result, the hangup fsfaxd had queued.
     c.resume();
     assert!(
@@ -372,12 +396,88 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
     assert_eq!(params >> 16 & 1, 1, "ECM: {rec:?}");
     assert_eq!(unquote(&rec[13]), "", "a clean fax: {rec:?}");
     assert_eq!(faxrcvd_errmsg(&d, &commid), "", "faxrcvd without an error");
-    assert!(d.faxrcvd_call(&commid).unwrap().contains(&"HANGUPCAUSE=NORMAL_CLEARING".to_owned()));
+    assert!(
+        d.faxrcvd_call(&commid)
+            .unwrap()
+            .contains(&"HANGUPCAUSE=NORMAL_CLEARING".to_owned())
+    );
     assert!(wait_async(T, || d.journal().is_empty()).await);
     assert!(wait_async(T, || d.status("freeswitch0") == "Running and idle").await);
-    // Delivered once.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(d.faxrcvd_runs().len(), 1);
+    // The session log of the call tells the whole story.
+    let session = std::fs::read_to_string(d.spool().join(format!("log/c{commid}"))).unwrap();
+    assert!(
+        session.contains("still in progress in FreeSWITCH"),
+        "{session}"
+    );
+    assert!(session.contains("RECV: fax result OK"), "{session}");
+    assert_eq!(d.faxrcvd_runs().len(), 1, "delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_sender_hanging_up_mid_fax_gives_its_real_result_though_the_hangup_comes_first()
+{
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    // CHANNEL_HANGUP, then rxfaxresult code 49 with 2 pages (capture
+    // outbound-rxfax-t38-sender-hangup-linger-all-events).
+    let script = RxScript::SenderHangsUpMidFax { after_pages: 2 };
+    let (d, c, commid) = killed_mid_reception(&fs, script, "").await;
+    c.resume();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let fired: Vec<String> = c
+        .log()
+        .fired
+        .iter()
+        .map(|e| format!("{} {}", e.name(), e.subclass()))
+        .collect();
+    let at = |what: &str| fired.iter().position(|f| f == what).unwrap();
+    assert!(
+        at("CHANNEL_HANGUP ") < at("CUSTOM spandsp::rxfaxresult"),
+        "the switch said hangup first: {fired:?}"
+    );
+    let rec = recv_record(&d, &commid);
+    assert_eq!(rec[10], "2", "{rec:?}");
+    assert_eq!(unquote(&rec[8]), "+49 40 5550", "{rec:?}");
+    assert_eq!(unquote(&rec[13]), "The call dropped prematurely", "{rec:?}");
+    assert_eq!(faxrcvd_errmsg(&d, &commid), "The call dropped prematurely");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_following_at_once_and_the_next_start_delivers_the_fax_once() {
+    use support::fakefs::{FakeConfig, FakeFs};
+
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    let script = RxScript::RxOk {
+        pages: 3,
+        t38: T38::Negotiated,
+    };
+    // A shutdown timeout far beyond the hang bound: only a recovery that gives way to the
+    // stop lets fsfaxd exit within it.
+    let (mut d, c, commid) = killed_mid_reception(&fs, script, "shutdowntimeout = 10m").await;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log());
+    assert_eq!(d.journal().len(), 1, "left for the next start");
+    assert!(d.faxrcvd_runs().is_empty());
+    assert!(!c.log().channel_ended, "FreeSWITCH still receives");
+    // The next start follows it again; the fax is delivered once with its result.
+    d.spawn();
+    assert!(
+        wait_async(T, || d.status("freeswitch0") == "Receiving facsimile").await,
+        "{}",
+        d.log()
+    );
+    c.resume();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1 && d.journal().is_empty()).await,
+        "{}",
+        d.log()
+    );
+    assert_eq!(unquote(&recv_record(&d, &commid)[13]), "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,7 +534,11 @@ async fn an_interrupted_reception_whose_call_had_ended_is_judged_by_its_document
     assert_eq!(unquote(&clean[8]), "+49 40 5550", "{clean:?}");
     assert_eq!(clean[10], "3");
     let params: u32 = clean[9].parse().unwrap();
-    assert_eq!((params >> 3) & 0xf, 5, "14400 bit/s from the DCS: {clean:?}");
+    assert_eq!(
+        (params >> 3) & 0xf,
+        5,
+        "14400 bit/s from the DCS: {clean:?}"
+    );
     assert_eq!(params >> 16 & 1, 1, "ECM from the DCS: {clean:?}");
     assert_eq!(clean[11], "0:00:12", "3 × FaxRecvTime: {clean:?}");
     assert_eq!(unquote(&clean[13]), "", "{clean:?}");

@@ -138,7 +138,15 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
         .collect();
     let (a, b) = tokio::join!(
         deliver_ended(spool, cfg, journal, ended, stopping),
-        follow(spool, cfg, journal, &daemon.switch, follower, followed, stopping),
+        follow(
+            spool,
+            cfg,
+            journal,
+            &daemon.switch,
+            follower,
+            followed,
+            stopping
+        ),
     );
     a + b
 }
@@ -397,7 +405,9 @@ async fn follow(
                 if !call.result.hangup_seen && call.gone_at.is_none() {
                     // As a live call would: over its time, or the result is in and nobody
                     // hung up. Bounded by the command timeout.
-                    let _ = client.api(&format!("uuid_kill {}", call.pending.call_uuid)).await;
+                    let _ = client
+                        .api(&format!("uuid_kill {}", call.pending.call_uuid))
+                        .await;
                 }
             }
             if deliver_followed(spool, cfg, journal, call, end).await {
@@ -509,7 +519,9 @@ fn reception(
                 .or(doc.recv_time);
             (
                 failure,
-                r.remote_station_id.clone().or_else(|| doc.remote_id.clone()),
+                r.remote_station_id
+                    .clone()
+                    .or_else(|| doc.remote_id.clone()),
                 r.transfer_rate.or(dcs.map(|d| d.bit_rate)),
                 r.ecm_used || dcs.is_some_and(|d| d.ecm),
                 r.encoding_name()
@@ -852,7 +864,9 @@ mod tests {
         assert_eq!(verdict(&spandsp(3, 3)), Verdict::Complete);
         assert_eq!(verdict(&spandsp(1, 1)), Verdict::Complete);
         // Never closed: the totals still say 1.
-        assert!(matches!(verdict(&spandsp(3, 1)), Verdict::Damaged(w) if w.contains("did not finish")));
+        assert!(
+            matches!(verdict(&spandsp(3, 1)), Verdict::Damaged(w) if w.contains("did not finish"))
+        );
         // Not spandsp's (no DCS) and no totals: unknown.
         let plain: Vec<_> = (0..3).map(|i| page(None, Some((i, 0)))).collect();
         assert_eq!(verdict(&plain), Verdict::Unknown);

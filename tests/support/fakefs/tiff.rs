@@ -96,14 +96,24 @@ pub fn spandsp_document(pages: usize, remote: &str, finished: bool) -> std::io::
     let src = std::fs::read(dir.join("test12.tif"))?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "test12.tif");
     let cut = truncate_pages(&src, pages.clamp(1, 12)).ok_or_else(bad)?;
-    let total = if finished { pages.clamp(1, 12) as u16 } else { 1 };
+    let total = if finished {
+        pages.clamp(1, 12) as u16
+    } else {
+        1
+    };
     let numbered = set_page_totals(&cut, total).ok_or_else(bad)?;
     use fsfax::tifftags::{self, Value};
     let (out, _) = tifftags::with_tags(&numbered, |_| {
         vec![
-            (tifftags::TAG_IMAGE_DESCRIPTION, Value::Ascii(remote.to_owned())),
+            (
+                tifftags::TAG_IMAGE_DESCRIPTION,
+                Value::Ascii(remote.to_owned()),
+            ),
             (tifftags::TAG_FAX_DCS, Value::Ascii(SPANDSP_DCS.to_owned())),
-            (tifftags::TAG_FAX_RECV_TIME, Value::Long(SPANDSP_PAGE_SECONDS)),
+            (
+                tifftags::TAG_FAX_RECV_TIME,
+                Value::Long(SPANDSP_PAGE_SECONDS),
+            ),
         ]
     })
     .map_err(|_| bad())?;
@@ -124,7 +134,11 @@ fn set_page_totals(b: &[u8], total: u16) -> Option<Vec<u8>> {
         for i in 0..n {
             let e = ifd + 2 + 12 * i;
             if rd16(b, e, le)? == 297 {
-                let v = if le { total.to_le_bytes() } else { total.to_be_bytes() };
+                let v = if le {
+                    total.to_le_bytes()
+                } else {
+                    total.to_be_bytes()
+                };
                 out.get_mut(e + 10..e + 12)?.copy_from_slice(&v);
             }
         }
