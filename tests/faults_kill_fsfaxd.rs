@@ -550,3 +550,62 @@ async fn an_interrupted_reception_whose_call_had_ended_is_judged_by_its_document
     );
     assert!(faxrcvd_errmsg(&d, "000000009").contains("did not finish"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeswitch_that_accepts_and_never_answers_does_not_hold_a_stop_during_recovery() {
+    use fsfax::hylafax::journal::{Journal, PendingReception};
+
+    // A hung FreeSWITCH: the connection is accepted, the greeting never comes.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s);
+            let _ = seen_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fax/test3.tif"),
+        spool.join("recvq/fax000000005.tif"),
+    )
+    .unwrap();
+    Journal::open(&spool)
+        .unwrap()
+        .add(&PendingReception {
+            commid: "000000005".into(),
+            recvq_file: "recvq/fax000000005.tif".into(),
+            modem: "freeswitch0".into(),
+            cidnum: "0401234".into(),
+            cidname: "Alice".into(),
+            recipient: "5000".into(),
+            gateway: String::new(),
+            call_uuid: "6f1c2b3a-0000-4000-8000-000000000005".into(),
+            started: chrono::Local::now().timestamp(),
+            delivery: Default::default(),
+        })
+        .unwrap();
+    // Timeouts far beyond the hang bound: only a recovery that gives way to the stop lets
+    // fsfaxd exit within it.
+    let mut d = Fsfaxd::start_on(
+        &spool,
+        1,
+        &format!(
+            "shutdowntimeout = 10m\n[freeswitch]\nsocket = {addr}\npassword = ClueCon\n\
+             connecttimeout = 10m\ncommandtimeout = 10m"
+        ),
+    );
+    assert!(
+        tokio::time::timeout(T, seen.recv()).await.is_ok(),
+        "recovery never connected: {}",
+        d.log()
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log());
+    assert!(d.faxrcvd_runs().is_empty());
+    assert_eq!(d.journal().len(), 1, "left for the next start");
+}

@@ -405,12 +405,15 @@ async fn follow(
                 if !call.result.hangup_seen && call.gone_at.is_none() {
                     // As a live call would: over its time, or the result is in and nobody
                     // hung up. Bounded by the command timeout.
-                    let _ = client
-                        .api(&format!("uuid_kill {}", call.pending.call_uuid))
-                        .await;
+                    let cmd = format!("uuid_kill {}", call.pending.call_uuid);
+                    let kill = client.api(&cmd);
+                    tokio::select! {
+                        _ = kill => {}
+                        () = stopping.cancelled() => {}
+                    }
                 }
             }
-            if deliver_followed(spool, cfg, journal, call, end).await {
+            if deliver_followed(spool, cfg, journal, call, end, stopping).await {
                 delivered += 1;
             }
         }
@@ -436,6 +439,7 @@ async fn deliver_followed(
     journal: &Journal,
     call: Followed,
     end: End,
+    stopping: &CancellationToken,
 ) -> bool {
     let Followed {
         pending,
@@ -451,7 +455,13 @@ async fn deliver_followed(
     }
     drop(lease);
     let path = spool.join(&pending.recvq_file);
-    wait_until_quiet(&path).await;
+    tokio::select! {
+        () = wait_until_quiet(&path) => {}
+        () = stopping.cancelled() => {
+            log.log("fsfaxd is stopping: reception left for recovery at the next start");
+            return false;
+        }
+    }
     log.log(&format!(
         "Success: {}, Hangup Cause: {}, Result: {}, Pages: {}",
         result.success,
@@ -737,7 +747,7 @@ impl Follower {
     async fn connect(cfg: &Config, uuids: &[String]) -> Result<Follower, crate::esl::ClientError> {
         let fs = &cfg.freeswitch;
         let esl = ClientConfig {
-            connect_timeout: fs.command_timeout,
+            connect_timeout: fs.connect_timeout,
             auth_timeout: fs.command_timeout,
             command_timeout: fs.command_timeout,
             ..ClientConfig::default()
