@@ -395,6 +395,10 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
     assert_eq!((params >> 3) & 0xf, 5, "14400 bit/s: {rec:?}");
     assert_eq!(params >> 16 & 1, 1, "ECM: {rec:?}");
     assert_eq!(unquote(&rec[13]), "", "a clean fax: {rec:?}");
+    // Answer to hangup as the channel's hangup event tells it (the fake plays the capture's
+    // times), not 0:00:00.
+    // (CHANNEL_HANGUP_COMPLETE of capture outbound-rxfax-t38-ok-all-events: 27.4 s).
+    assert_eq!(rec[11], "0:00:27", "connect time: {rec:?}");
     assert_eq!(faxrcvd_errmsg(&d, &commid), "", "faxrcvd without an error");
     assert!(
         d.faxrcvd_call(&commid)

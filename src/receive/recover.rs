@@ -58,6 +58,8 @@ const QUIET: Duration = Duration::from_secs(5);
 /// How often to ask whether a followed call is still up (also with events: a lost event must
 /// not leave a reception on a modem until `maxcallduration`).
 const CALL_POLL: Duration = Duration::from_secs(5);
+/// How long CHANNEL_HANGUP_COMPLETE may trail the hangup of a call whose result is in.
+const HANGUP_COMPLETE_WAIT: Duration = Duration::from_secs(1);
 /// Never wait longer than this for one document to be quiet.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
@@ -218,6 +220,11 @@ struct Followed {
     gone_at: Option<Instant>,
     /// When the fax result came.
     result_at: Option<Instant>,
+    /// Answer to hangup, from a hangup event's caller profile (the answer itself came
+    /// before the restart).
+    connected: Option<Duration>,
+    /// CHANNEL_HANGUP_COMPLETE came: nothing more will.
+    hangup_complete: bool,
     /// `maxcallduration` after the call was accepted.
     cap: Instant,
 }
@@ -253,12 +260,20 @@ impl Followed {
             log,
             gone_at: None,
             result_at: None,
+            connected: None,
+            hangup_complete: false,
             cap: Instant::now() + left,
         }
     }
 
     /// Applies one event of this call.
     fn apply(&mut self, ev: &crate::esl::Event) {
+        if self.connected.is_none() {
+            self.connected = connected_time(ev);
+        }
+        if ev.header("Event-Name").map(str::trim) == Some("CHANNEL_HANGUP_COMPLETE") {
+            self.hangup_complete = true;
+        }
         match self.result.apply(ev) {
             Some(Update::Page(n)) => {
                 if let Some(lease) = &self.lease {
@@ -285,7 +300,13 @@ impl Followed {
 
     /// Why following ends now, if it does.
     fn over(&self, now: Instant, hangup_after_result: Duration) -> Option<End> {
-        if self.result.is_complete() {
+        // CHANNEL_HANGUP_COMPLETE follows CHANNEL_HANGUP at once and carries the channel's
+        // answer and hangup times: waited for, briefly.
+        let settled = self.hangup_complete
+            || self
+                .gone_at
+                .is_some_and(|at| now >= at + HANGUP_COMPLETE_WAIT);
+        if self.result.is_complete() && settled {
             return Some(End::Complete);
         }
         if self
@@ -308,6 +329,9 @@ impl Followed {
         let mut at = self.cap;
         if let Some(g) = self.gone_at {
             at = at.min(g + RESULT_AFTER_HANGUP);
+            if self.result.final_result_seen {
+                at = at.min(g + HANGUP_COMPLETE_WAIT);
+            }
         }
         if let Some(r) = self.result_at {
             at = at.min(r + hangup_after_result + RESULT_AFTER_HANGUP);
@@ -424,6 +448,23 @@ async fn follow(
     delivered
 }
 
+/// Answer to hangup from an event's caller profile (`Caller-Channel-Answered-Time` and
+/// `-Hangup-Time`, µs since the epoch; 0 until they happen).
+fn connected_time(ev: &crate::esl::Event) -> Option<Duration> {
+    let time = |h: &str| {
+        ev.header(h)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|t| *t > 0)
+    };
+    let (answered, hung_up) = (
+        time("Caller-Channel-Answered-Time")?,
+        time("Caller-Channel-Hangup-Time")?,
+    );
+    hung_up
+        .checked_sub(answered)
+        .map(|us| Duration::from_secs(us / 1_000_000))
+}
+
 /// The next event, or never when there is no event connection.
 async fn recv(events: &mut Option<EventStream>) -> Option<SessionItem> {
     match events {
@@ -446,6 +487,7 @@ async fn deliver_followed(
         result,
         lease,
         log,
+        connected,
         ..
     } = call;
     if let Some(lease) = &lease {
@@ -482,7 +524,7 @@ async fn deliver_followed(
         return false;
     }
     let evidence = Evidence::read(&path).await;
-    let rec = reception(&pending, Some((&result, &end)), &evidence, cfg);
+    let rec = reception(&pending, Some((&result, &end, connected)), &evidence, cfg);
     tracing::info!(
         commid = %pending.commid,
         file = %pending.recvq_file,
@@ -497,7 +539,7 @@ async fn deliver_followed(
 /// The reception's record: what the followed events said, the document filling the gaps.
 fn reception(
     p: &PendingReception,
-    followed: Option<(&FaxResult, &End)>,
+    followed: Option<(&FaxResult, &End, Option<Duration>)>,
     doc: &Evidence,
     cfg: &Config,
 ) -> Reception {
@@ -513,7 +555,7 @@ fn reception(
         Verdict::Damaged(why) => Some(format!("{why} (recovered after a restart of fsfaxd)")),
     };
     let (failure, remote, rate, ecm, format, cause, pages, duration) = match followed {
-        Some((r, end)) => {
+        Some((r, end, connected)) => {
             let failure = match end {
                 _ if r.final_result_seen => failure(r, end, max),
                 // The call went on past its time: that is the failure, whatever the file.
@@ -521,12 +563,14 @@ fn reception(
                 // No result seen (it may have come before we subscribed): the document says.
                 _ => doc_failure(),
             };
-            let duration = r
+            // Connect time starts at the answer: the channel's own times when a hangup event
+            // gave them, else what the pages took, else since the call was accepted.
+            let since_accepted = r
                 .hangup_at_us
                 .map(|h| h / 1_000_000 - p.started)
                 .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs)
-                .or(doc.recv_time);
+                .map(Duration::from_secs);
+            let duration = connected.or(doc.recv_time).or(since_accepted);
             (
                 failure,
                 r.remote_station_id
