@@ -227,8 +227,7 @@ pub async fn run(
 
 /// Receptions a previous run left behind, while fsfaxd runs.
 async fn recover_task(daemon: Arc<Daemon>, config: Arc<Config>) {
-    let d = &daemon;
-    let n = recover::recover(&d.spool, &config, &d.journal, &d.switch, &d.stopping).await;
+    let n = recover::recover(&daemon, &config).await;
     if n > 0 {
         tracing::info!("{n} interrupted receptions delivered");
     }

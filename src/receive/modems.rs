@@ -180,8 +180,18 @@ impl Modems {
     /// Takes the first modem that is neither receiving, locked/sending nor down, and shows it
     /// busy (`+dev:B`, "Answering the phone"). `None` when every modem is in use.
     pub fn acquire(&self) -> Option<Lease> {
+        self.acquire_preferring("")
+    }
+
+    /// [`Modems::acquire`], taking modem `dev` when it is free (a reception recovered after a
+    /// restart goes back on the modem it was taken on).
+    pub fn acquire_preferring(&self, dev: &str) -> Option<Lease> {
         let mut slots = self.lock();
-        let idx = slots.iter().position(|s| s.state() == ModemState::Idle)?;
+        let idle = |s: &Slot| s.state() == ModemState::Idle;
+        let idx = slots
+            .iter()
+            .position(|s| s.modem.dev() == dev && idle(s))
+            .or_else(|| slots.iter().position(idle))?;
         let slot = &mut slots[idx];
         slot.inbound = Inbound::Held { commid: None };
         let dev = slot.modem.dev().to_owned();

@@ -304,6 +304,47 @@ impl Shared {
     }
 }
 
+/// The switch side of a [`FakeFs`] that an outbound call ([`super::FakeCall`]) belongs to:
+/// its events reach every inbound connection (subscriptions and filters apply), `uuid_exists`
+/// and `uuid_kill` there know it, and it lives on when its outbound socket dies, as a real
+/// switch's channel does (a `kill -9` of fsfaxd left FreeSWITCH receiving for 40 s).
+#[derive(Clone)]
+pub struct SwitchHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SwitchHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwitchHandle")
+    }
+}
+
+impl SwitchHandle {
+    /// Publishes a channel event on the switch's bus (re-stamped like every bus event).
+    pub(crate) fn publish(&self, ev: Event) {
+        self.shared.bus.publish(ev);
+    }
+
+    /// The channel exists: `uuid_exists` says `true`; `uuid_kill <uuid> [cause]` sends the
+    /// cause on `kill`.
+    pub(crate) fn register(&self, uuid: &str, kill: mpsc::UnboundedSender<String>) {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uuid.to_string(), CallCtl { kill });
+    }
+
+    /// The channel is gone.
+    pub(crate) fn unregister(&self, uuid: &str) {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uuid);
+    }
+}
+
 /// A fake FreeSWITCH Event Socket (inbound mode) on `127.0.0.1:<random port>`.
 ///
 /// Every accepted connection gets `auth/request`; after `auth` it answers commands like
@@ -367,6 +408,14 @@ impl FakeFs {
             }
         });
         FakeFs { addr, shared }
+    }
+
+    /// This switch, for outbound calls that are to be its channels
+    /// ([`super::CallSetup::switch`]).
+    pub fn switch(&self) -> SwitchHandle {
+        SwitchHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The listening address (give it to the client as `[freeswitch] socket`).
