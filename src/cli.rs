@@ -31,7 +31,8 @@ the background: run it from systemd or supervisor.";
 const FSFAXD_AFTER_HELP: &str = "\
 EXAMPLES:
     fsfaxd --check-config -c /etc/fsfax.conf   check a file, print the settings in effect
-    FSFAX_LOG=debug fsfaxd -f                   run with debug logs on stderr";
+    FSFAX_LOG=debug fsfaxd -f                   run with debug logs on stderr
+    fsfaxd status                               what the running daemon is doing";
 
 const FSFAXD_AFTER_LONG_HELP: &str = "\
 EXAMPLES:
@@ -46,6 +47,14 @@ LOGGING:
     stderr is a terminal. FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
     e.g. FSFAX_LOG=info,fsfax::esl=debug. Syslog priorities (syslog-tracing's
     lossless mapping): error=err, warn=warning, info=notice, debug=info.
+
+MONITORING:
+    With [gofaxd] metrics = 127.0.0.1:9464, fsfaxd serves /metrics (Prometheus),
+    /healthz (liveness) and /readyz (ready: listener up, spool writable with 64 MiB
+    free, faxq's FIFO read, FreeSWITCH's Event Socket answering; reasons in plain text)
+    and /status (JSON). `fsfaxd status` shows the same through the spool's status socket.
+    fsfaxd's own Event Socket connection subscribes to HEARTBEAT; two missed heartbeats
+    and an unanswered probe drop it, and it reconnects with back-off (1 s to 30 s).
 
 SIGNALS:
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops accepting calls and lets
@@ -104,7 +113,27 @@ pub enum FsfaxdCommand {
     /// without your call prefix, as they appear in `list`.
     #[command(subcommand, after_help = FALLBACK_HELP)]
     Fallback(FallbackCommand),
+
+    /// Show what the running fsfaxd is doing: readiness, modems, calls, FreeSWITCH, errors
+    ///
+    /// Asks the fsfaxd running on the configuration's spool through its status socket
+    /// (<spooldir>/status/fsfaxd.sock), so it works whether or not [gofaxd] metrics is set.
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        /// Print the status as JSON (the daemon's /status document)
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const STATUS_HELP: &str = "\
+EXAMPLES:
+    fsfaxd status                 modems, calls in progress, FreeSWITCH, last errors
+    fsfaxd status --json | jq .   the same for scripts
+
+EXIT STATUS:
+    0 running and ready, 1 running but not ready (the failed checks are shown),
+    3 not running.";
 
 const FALLBACK_HELP: &str = "\
 EXAMPLES:
