@@ -49,12 +49,16 @@ LOGGING:
     lossless mapping): error=err, warn=warning, info=notice, debug=info.
 
 MONITORING:
-    With [gofaxd] metrics = 127.0.0.1:9464, fsfaxd serves /metrics (Prometheus),
-    /healthz (liveness) and /readyz (ready: listener up, spool writable with 64 MiB
-    free, faxq's FIFO read, FreeSWITCH's Event Socket answering; reasons in plain text)
-    and /status (JSON). `fsfaxd status` shows the same through the spool's status socket.
-    fsfaxd's own Event Socket connection subscribes to HEARTBEAT; two missed heartbeats
-    and an unanswered probe drop it, and it reconnects with back-off (1 s to 30 s).
+    With [gofaxd] metrics = 127.0.0.1:9464 (peers allowed by [gofaxd] metricspeers,
+    default 127.0.0.1, ::1), fsfaxd serves /metrics (Prometheus, names fsfax_*,
+    process_*), /healthz (liveness) and /readyz (ready: listener up, spool writable
+    with 64 MiB free, faxq's FIFO read, FreeSWITCH's Event Socket answering; 200 or
+    503 with one line per check) and /status (JSON). `fsfaxd status` shows the same
+    through the socket <spooldir>/status/fsfaxd.sock, with or without metrics.
+    Sends are counted from the SEND records of xferfaxlog (position kept in
+    recvq/.fsfax/xferfaxlog.offset). fsfaxd's own Event Socket connection subscribes
+    to HEARTBEAT; after two missed heartbeats a probe without answer closes it, and
+    fsfaxd reconnects with back-off (1 s doubling to 30 s).
 
 SIGNALS:
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops accepting calls and lets
