@@ -419,3 +419,57 @@ async fn dashboard_and_alert_rules_query_only_metrics_fsfaxd_exports() {
         "queried but not exported: {missing:?}\nexported: {have:?}"
     );
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec`): READY=1 once it takes calls, WATCHDOG=1 from
+/// its runtime, STOPPING=1 on SIGTERM; read from a notify socket as systemd would.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    let conf = dir.path().join("fsfax.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[freeswitch]\nsocket = 127.0.0.1:9\npassword = x\n[hylafax]\nspooldir = {}\n\
+             [gofaxd]\nsocket = 127.0.0.1:0\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fsfaxd"))
+        .args(["-f", "-c"])
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 512];
+    while !heard.iter().any(|m: &String| m.starts_with("WATCHDOG=1")) {
+        let n = sock
+            .recv(&mut buf)
+            .expect("nothing from fsfaxd on NOTIFY_SOCKET");
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(heard.iter().any(|m| m.starts_with("READY=1")), "{heard:?}");
+    // Ready means listening: the log already says where.
+    let log = fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(log.contains("listening on"), "{log}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    loop {
+        let n = sock.recv(&mut buf).expect("no STOPPING=1");
+        if buf[..n].starts_with(b"STOPPING=1") {
+            break;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+}

@@ -266,6 +266,14 @@ fn faxq_check(fifo: &Path) -> (&'static str, bool, String) {
             false,
             format!("{}: faxq is not running (no reader)", fifo.display()),
         ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            "faxq",
+            false,
+            format!(
+                "{}: missing (faxq creates it: is it running?)",
+                fifo.display()
+            ),
+        ),
         Err(e) => ("faxq", false, format!("{}: {e}", fifo.display())),
     }
 }

@@ -7,11 +7,13 @@
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` on `[gofaxd] metrics` and the
 //!   spool's status socket;
 //! * [`status`]: `fsfaxd status`, the client of that socket;
-//! * [`recent`]: the tracing layer that keeps the last warnings and errors.
+//! * [`recent`]: the tracing layer that keeps the last warnings and errors;
+//! * [`notify`]: systemd's READY/STOPPING/WATCHDOG notifications.
 
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod process;
 pub mod recent;
 pub mod sends;

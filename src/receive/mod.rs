@@ -230,8 +230,11 @@ pub async fn run(
     let mut calls: JoinSet<()> = JoinSet::new();
     calls.spawn(recover_task(daemon.clone(), config.clone()));
     ops::live::live().set_accepting(true);
+    tokio::spawn(ops::notify::watchdog(ops_stop.clone()));
+    ops::notify::notify("READY=1\nSTATUS=taking calls");
     serve(&listener, &daemon, &mut config, &mut calls, &mut control).await;
     ops::live::live().set_accepting(false);
+    ops::notify::notify("STOPPING=1");
     drop(listener);
     daemon.stopping.cancel();
     let grace = config.gofaxd.shutdown_timeout;
