@@ -205,6 +205,12 @@ EXAMPLES:
     What faxq runs (from the spool directory):
         fsfaxsend -m freeswitch0 sendq/q42
 
+FREESWITCH NODES:
+    With `node` lines beside `socket` in [freeswitch], a fax goes out through the first node
+    that can place it (`nodeselection`: order or spread); a node that cannot be reached,
+    refuses the login or has every gateway down is skipped and tried last for 60 s. A call
+    that reached the far end (busy, rejected, failed) is never repeated on another node.
+
 LOGGING:
     syslog (facility daemon), or stderr when it is a terminal or with
     FSFAX_LOG_STDERR=1. FSFAX_LOG sets the level: error, warn, info (default), debug.

@@ -132,6 +132,46 @@ key_table! {
                 b.config.freeswitch.socket = v.into();
                 Ok(())
             };
+        "node": Kind::List(|b| b.config.freeswitch.nodes.clear()),
+            |c| list(&c.freeswitch.nodes),
+            |b, v, _| {
+                b.config.freeswitch.nodes.push(v.into());
+                Ok(())
+            };
+        "nodepassword": Kind::List(|b| b.config.freeswitch.node_passwords.clear()),
+            |c| {
+                c.freeswitch
+                    .node_passwords
+                    .iter()
+                    .map(|(node, _)| format!("{node} ********"))
+                    .collect()
+            },
+            |b, v, _| {
+                let (node, password) = v.trim().split_once(char::is_whitespace).ok_or_else(|| {
+                    format!("`{v}`: expected `<host:port> <password>`")
+                })?;
+                b.config
+                    .freeswitch
+                    .node_passwords
+                    .push((node.to_owned(), password.trim().to_owned()));
+                Ok(())
+            };
+        "nodeselection": Kind::Value,
+            |c| one(c.freeswitch.node_selection.as_str().into()),
+            |b, v, _| {
+                b.config.freeswitch.node_selection = match v.trim() {
+                    "order" => NodeSelection::Order,
+                    "spread" => NodeSelection::Spread,
+                    other => return Err(format!("`{other}`: expected `order` or `spread`")),
+                };
+                Ok(())
+            };
+        "spoolpath": Kind::Value,
+            |c| one(opt_path_text(&c.freeswitch.spool_path)),
+            |b, v, _| {
+                b.config.freeswitch.spool_path = (!v.is_empty()).then(|| PathBuf::from(v));
+                Ok(())
+            };
         "password": Kind::Value,
             |c| match c.freeswitch.password.as_str() {
                 "" => one(quote("")),
@@ -505,8 +545,20 @@ pub struct Source {
 /// `[freeswitch]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FreeSwitchSection {
-    /// `socket`: `host:port` of FreeSWITCH's inbound Event Socket (GOfax.IP: no default).
+    /// `socket`: `host:port` of FreeSWITCH's inbound Event Socket (GOfax.IP: no default): the
+    /// first node. fsfaxd's own connection (the fallback list, recovery) uses this one.
     pub socket: String,
+    /// `node` (fsfax, repeatable): further FreeSWITCH nodes fsfaxsend may send through, after
+    /// `socket`, in order.
+    pub nodes: Vec<String>,
+    /// `nodepassword` (fsfax, repeatable, `<host:port> <password>`): a node's own `auth`
+    /// password instead of `password`.
+    pub node_passwords: Vec<(String, String)>,
+    /// `nodeselection` (fsfax, default `order`): which node a send tries first.
+    pub node_selection: NodeSelection,
+    /// `spoolpath` (fsfax, default: `[hylafax] spooldir`): the HylaFAX spool's path as
+    /// FreeSWITCH sees it (an NFS mount point on another host).
+    pub spool_path: Option<PathBuf>,
     /// `password`: Event Socket `auth` password.
     pub password: String,
     /// `gateway` (repeatable): sofia gateway names for outbound calls, tried in order.
@@ -535,10 +587,82 @@ pub struct FreeSwitchSection {
     pub fallback_lookup_timeout: Duration,
 }
 
+/// `[freeswitch] nodeselection`: the node a send tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeSelection {
+    /// The nodes in the order they are listed; the next only when one cannot take the call.
+    #[default]
+    Order,
+    /// Jobs spread over the nodes, stable per job (a retry starts on the same node).
+    Spread,
+}
+
+impl NodeSelection {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeSelection::Order => "order",
+            NodeSelection::Spread => "spread",
+        }
+    }
+}
+
+/// One FreeSWITCH node as fsfaxsend reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// `host:port` of its inbound Event Socket.
+    pub socket: String,
+    /// Its `auth` password.
+    pub password: String,
+}
+
+impl FreeSwitchSection {
+    /// Every node (`socket`, then each `node`), in the configured order, each with its
+    /// password.
+    pub fn node_list(&self) -> Vec<Node> {
+        std::iter::once(&self.socket)
+            .chain(&self.nodes)
+            .map(|socket| Node {
+                socket: socket.clone(),
+                password: self
+                    .node_passwords
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == socket)
+                    .map_or_else(|| self.password.clone(), |(_, p)| p.clone()),
+            })
+            .collect()
+    }
+
+    /// `path` (in the HylaFAX spool at `spooldir`) as FreeSWITCH sees it: under
+    /// [`spool_path`](Self::spool_path) when set, unchanged otherwise or outside the spool.
+    pub fn to_switch_path(&self, spooldir: &Path, path: &Path) -> PathBuf {
+        match (&self.spool_path, path.strip_prefix(spooldir)) {
+            (Some(theirs), Ok(rel)) => theirs.join(rel),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// A path FreeSWITCH reported (under [`spool_path`](Self::spool_path)) as it is here.
+    pub fn from_switch_path(&self, spooldir: &Path, path: &Path) -> PathBuf {
+        match &self.spool_path {
+            Some(theirs) => match path.strip_prefix(theirs) {
+                Ok(rel) => spooldir.join(rel),
+                Err(_) => path.to_path_buf(),
+            },
+            None => path.to_path_buf(),
+        }
+    }
+}
+
 impl Default for FreeSwitchSection {
     fn default() -> Self {
         FreeSwitchSection {
             socket: String::new(),
+            nodes: Vec::new(),
+            node_passwords: Vec::new(),
+            node_selection: NodeSelection::Order,
+            spool_path: None,
             password: String::new(),
             gateways: Vec::new(),
             ident: String::new(),
@@ -1026,8 +1150,60 @@ impl Config {
                  socket, e.g. 127.0.0.1:8021"
                     .into(),
             );
-        } else if let Err(e) = check_socket_address(&fs.socket) {
-            add(Severity::Error, "freeswitch", "socket", e);
+        } else {
+            let all: Vec<&String> = std::iter::once(&fs.socket).chain(&fs.nodes).collect();
+            for (i, node) in all.iter().enumerate() {
+                let key = if i == 0 { "socket" } else { "node" };
+                if let Err(e) = check_socket_address(node) {
+                    add(Severity::Error, "freeswitch", key, e);
+                } else if all[..i].contains(node) {
+                    add(
+                        Severity::Error,
+                        "freeswitch",
+                        key,
+                        format!("{node} is listed twice"),
+                    );
+                }
+            }
+        }
+        let all: Vec<&String> = std::iter::once(&fs.socket).chain(&fs.nodes).collect();
+        for (node, password) in &fs.node_passwords {
+            if !all.contains(&node) {
+                add(
+                    Severity::Error,
+                    "freeswitch",
+                    "nodepassword",
+                    format!(
+                        "{node} is not a node (neither `socket` nor a `node` line); the nodes \
+                         are: {}",
+                        all.iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            } else if password.is_empty() {
+                add(
+                    Severity::Error,
+                    "freeswitch",
+                    "nodepassword",
+                    format!("{node}: empty password"),
+                );
+            }
+        }
+        if let Some(p) = &fs.spool_path {
+            if !p.is_absolute() {
+                add(
+                    Severity::Error,
+                    "freeswitch",
+                    "spoolpath",
+                    format!(
+                        "{} is not an absolute path (the spool as FreeSWITCH sees it, e.g. \
+                         /mnt/hylafax)",
+                        p.display()
+                    ),
+                );
+            }
         }
         if fs.gateways.is_empty() {
             add(

@@ -484,3 +484,86 @@ fn sample_config_parses_and_documents_every_key() {
     };
     assert_eq!(s, d.gofaxsend);
 }
+
+#[test]
+fn several_nodes_their_passwords_order_and_spool_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[hylafax]\nspooldir = {}\nmodems = 1\n[freeswitch]\ngateway = gw\npassword = shared\n\
+         socket = 10.0.0.1:8021\nnode = [::1]:8021\nnodepassword = [::1]:8021 own secret\n\
+         nodeselection = spread\nspoolpath = /mnt/hylafax\n",
+        dir.path().display()
+    );
+    let c = parse(&text).unwrap();
+    let fs = &c.freeswitch;
+    assert_eq!(fs.socket, "10.0.0.1:8021", "socket is the first node");
+    assert_eq!(fs.node_list()[0].socket, "10.0.0.1:8021");
+    assert_eq!(fs.nodes, ["[::1]:8021"]);
+    assert_eq!(fs.node_list().len(), 2);
+    assert_eq!(fs.node_selection, NodeSelection::Spread);
+    let nodes = fs.node_list();
+    assert_eq!(nodes[0].password, "shared");
+    assert_eq!(
+        nodes[1].password, "own secret",
+        "a password may hold spaces"
+    );
+    assert!(
+        c.validate_for(Program::Send).is_empty(),
+        "{:#?}",
+        c.validate()
+    );
+    // Paths in the spool are given to FreeSWITCH under its mount point, and back.
+    let spool = dir.path();
+    let doc = spool.join("docq/doc7.tif");
+    let theirs = fs.to_switch_path(spool, &doc);
+    assert_eq!(theirs, Path::new("/mnt/hylafax/docq/doc7.tif"));
+    assert_eq!(fs.from_switch_path(spool, &theirs), doc);
+    assert_eq!(
+        fs.to_switch_path(spool, Path::new("/elsewhere/x.tif")),
+        Path::new("/elsewhere/x.tif"),
+        "a path outside the spool is left alone"
+    );
+    // The effective configuration lists every node and never shows a node's password.
+    let shown = c.effective_text();
+    assert!(
+        shown.contains("socket = 10.0.0.1:8021\n") && shown.contains("node = [::1]:8021\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("nodepassword = [::1]:8021 ********"),
+        "{shown}"
+    );
+    assert!(!shown.contains("own secret"), "{shown}");
+    // One node, as gofax.conf has it: the node list is that one.
+    let c = parse("[freeswitch]\nsocket = 127.0.0.1:8021\npassword = p\n").unwrap();
+    assert_eq!(c.freeswitch.node_list().len(), 1);
+    assert_eq!(c.freeswitch.node_list()[0].password, "p");
+    assert_eq!(c.freeswitch.to_switch_path(spool, &doc), doc);
+}
+
+#[test]
+fn node_keys_that_cannot_work_are_errors_naming_the_node() {
+    let problems = |text: &str| -> Vec<Problem> {
+        parse(text)
+            .unwrap()
+            .validate()
+            .into_iter()
+            .filter(|p| p.is_error() && p.section.as_deref() == Some("freeswitch"))
+            .collect()
+    };
+    let p = problems("[freeswitch]\nsocket = a:1\nnode = b:2\nnode = a:1\n");
+    assert_eq!(p[0].key.as_deref(), Some("node"));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].message.contains("a:1 is listed twice"), "{p:#?}");
+    let p = problems("[freeswitch]\nsocket = a:1\nnodepassword = b:2 x\n");
+    assert_eq!(p[0].key.as_deref(), Some("nodepassword"));
+    assert!(p[0].message.contains("b:2 is not a node"), "{p:#?}");
+    assert!(p[0].message.contains("the nodes are: a:1"), "{p:#?}");
+    let p = problems("[freeswitch]\nsocket = a:1\nspoolpath = mnt/hylafax\n");
+    assert_eq!(p[0].key.as_deref(), Some("spoolpath"));
+    assert!(p[0].message.contains("not an absolute path"), "{p:#?}");
+    let e = one_error("[freeswitch]\nnodepassword = a:1\n");
+    assert!(e.message.contains("<host:port> <password>"), "{e:?}");
+    let e = one_error("[freeswitch]\nnodeselection = random\n");
+    assert!(e.message.contains("`order` or `spread`"), "{e:?}");
+}

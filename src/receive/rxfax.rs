@@ -52,7 +52,12 @@ impl Call {
                 return (Some(recvq_file), end);
             }
         }
-        let path_arg = path.to_string_lossy().into_owned();
+        // The spool as FreeSWITCH sees it (`[freeswitch] spoolpath`, e.g. an NFS mount).
+        let theirs = self
+            .cfg
+            .freeswitch
+            .to_switch_path(self.daemon.spool.root(), &path);
+        let path_arg = theirs.to_string_lossy().into_owned();
         if let Err(e) = self.session.execute("rxfax", &path_arg).await {
             return (Some(recvq_file), self.exec_failed(e).await);
         }

@@ -10,7 +10,7 @@ use chrono::Local;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use uuid::Uuid;
 
-use crate::config::{Config, FreeSwitchSection};
+use crate::config::{Config, FreeSwitchSection, Node};
 use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient};
 use crate::fax::{Disposition, FaxResult, LocalError};
 use crate::hylafax::Spool;
@@ -101,20 +101,23 @@ pub(super) struct EslSession {
 }
 
 impl EslSession {
-    /// Connects to FreeSWITCH with the configured timeouts.
-    pub async fn connect(fs: &FreeSwitchSection) -> Result<(EslSession, EventStream), ClientError> {
+    /// Connects to FreeSWITCH's `node` with the configured timeouts.
+    pub async fn connect(
+        fs: &FreeSwitchSection,
+        node: &Node,
+    ) -> Result<(EslSession, EventStream), ClientError> {
         let cfg = ClientConfig {
             connect_timeout: fs.connect_timeout,
             auth_timeout: fs.connect_timeout,
             command_timeout: fs.command_timeout,
             ..ClientConfig::default()
         };
-        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &cfg).await?;
+        let (client, events) = InboundClient::connect(&node.socket, &node.password, &cfg).await?;
         let session = EslSession {
             client,
             cfg,
-            socket: fs.socket.clone(),
-            password: fs.password.clone(),
+            socket: node.socket.clone(),
+            password: node.password.clone(),
         };
         Ok((session, events))
     }

@@ -5,15 +5,15 @@
 use chrono::Local;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, Node};
 use crate::esl::{ClientError, EventStream, InboundClient, SessionItem};
 use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
 use crate::fax::outcome::{normalize_cause, should_fail_over};
 use crate::fax::{Direction, FaxResult, LocalError, OriginateRequest};
 
-use super::Job;
 use super::call::{CallEnd, EVENTS, EslSession, Stop, close_text};
 use super::prepare::Context;
+use super::{Job, nodes};
 
 /// An answered call, handed to the transfer step.
 pub(super) struct Answered {
@@ -32,22 +32,97 @@ enum Leg {
     Failed(String),
 }
 
-/// Dials the job's number through the gateways; `Err` says how the attempt ended without an
-/// answer.
+/// Dials the job's number: through each FreeSWITCH node in turn ([`nodes::order`]) while a
+/// node cannot take the call at all, and on a node through the gateways. `Err` says how the
+/// attempt ended without an answer.
 pub(super) async fn dial(
     cfg: &Config,
     ctx: &mut Context,
     job: &mut Job,
     stop: &mut Stop,
 ) -> Result<Answered, CallEnd> {
+    let spooldir = cfg.hylafax.spooldir.clone();
+    let order = nodes::order(&cfg.freeswitch, &spooldir, ctx.jobid);
+    let several = order.len() > 1;
+    let mut ended = None;
+    for (i, node) in order.iter().enumerate() {
+        let named = several.then_some(node.socket.as_str());
+        match dial_node(cfg, ctx, job, stop, node, named).await {
+            Ok(answered) => return Ok(answered),
+            Err(NodeEnd { end, next_may_try }) => {
+                let next = order.get(i + 1).filter(|_| next_may_try);
+                let Some(next) = next else {
+                    return Err(end);
+                };
+                let text = format!(
+                    "FreeSWITCH node {} cannot take the call ({}); trying node {}",
+                    node.socket,
+                    end_text(&end),
+                    next.socket
+                );
+                ctx.log.log(&text);
+                tracing::warn!("{text}");
+                ended = Some(end);
+            }
+        }
+    }
+    Err(ended.unwrap_or_else(|| {
+        CallEnd::NoDial(
+            LocalError::FreeswitchUnreachable,
+            "no FreeSWITCH node configured".into(),
+        )
+    }))
+}
+
+/// How an attempt on one node ended, and whether the next node may try the call.
+struct NodeEnd {
+    end: CallEnd,
+    /// Nothing reached the destination through this node (unreachable, or every gateway
+    /// down or unknown there).
+    next_may_try: bool,
+}
+
+fn end_text(end: &CallEnd) -> String {
+    match end {
+        CallEnd::NoDial(_, why) | CallEnd::LocalAfterDial(_, why) => why.clone(),
+        CallEnd::OriginateFailed { attempts, .. } => attempts.join("; "),
+        CallEnd::Connected { .. } => "connected".into(),
+    }
+}
+
+/// The attempt on one node: connect, the fallback list and overrides, the gateways. `named`:
+/// the node's address when several are configured (status and session log name it).
+async fn dial_node(
+    cfg: &Config,
+    ctx: &mut Context,
+    job: &mut Job,
+    stop: &mut Stop,
+    node: &Node,
+    named: Option<&str>,
+) -> Result<Answered, NodeEnd> {
+    let spooldir = &cfg.hylafax.spooldir;
     let connected = tokio::select! {
-        r = EslSession::connect(&cfg.freeswitch) => r,
+        r = EslSession::connect(&cfg.freeswitch, node) => r,
         sig = stop.recv() => {
             let why = format!("{sig} before dialling");
-            return Err(CallEnd::NoDial(LocalError::Interrupted, why));
+            return Err(NodeEnd {
+                end: CallEnd::NoDial(LocalError::Interrupted, why),
+                next_may_try: false,
+            });
         }
     };
-    let (mut session, mut events) = connected.map_err(|e| unreachable_switch(ctx, &e))?;
+    let unreachable = |ctx: &Context, e: &ClientError| {
+        nodes::mark_down(spooldir, &node.socket, &e.to_string());
+        NodeEnd {
+            end: unreachable_switch(ctx, e),
+            next_may_try: true,
+        }
+    };
+    let (mut session, mut events) = connected.map_err(|e| unreachable(ctx, &e))?;
+    nodes::mark_up(spooldir, &node.socket);
+    if let Some(name) = named {
+        ctx.log.log(&format!("Using FreeSWITCH node {name}"));
+    }
     let mut db_answers = true;
     if cfg.freeswitch.softmodem_fallback && !apply_fallback(cfg, ctx, &session.client).await {
         // The lookup timed out and took the connection with it: dial on a fresh one, and
@@ -56,7 +131,7 @@ pub(super) async fn dial(
         events = session
             .reconnect()
             .await
-            .map_err(|e| unreachable_switch(ctx, &e))?;
+            .map_err(|e| unreachable(ctx, &e))?;
     }
     if db_answers {
         apply_overrides(ctx, &session.client).await;
@@ -71,8 +146,23 @@ pub(super) async fn dial(
         stop,
         session,
         events,
+        node: named.map(str::to_owned),
     };
-    dialer.through_gateways().await
+    dialer.through_gateways().await.map_err(|end| {
+        let next_may_try = match &end {
+            CallEnd::OriginateFailed { attempts, .. } => {
+                let causes: Vec<String> = attempts
+                    .iter()
+                    .map(|a| a.split_once(": ").map_or(a.as_str(), |(_, c)| c).to_owned())
+                    .collect();
+                nodes::node_could_not_place(&causes)
+            }
+            // The event socket failed before the first originate was sent.
+            CallEnd::NoDial(e, _) => *e != LocalError::Interrupted,
+            _ => false,
+        };
+        NodeEnd { end, next_may_try }
+    })
 }
 
 fn unreachable_switch(ctx: &Context, e: &ClientError) -> CallEnd {
@@ -88,6 +178,8 @@ struct Dialer<'a> {
     stop: &'a mut Stop,
     session: EslSession,
     events: EventStream,
+    /// The node's address when several are configured.
+    node: Option<String>,
 }
 
 impl Dialer<'_> {
@@ -133,7 +225,10 @@ impl Dialer<'_> {
             gateway: gateway.to_owned(),
             number: self.ctx.dialled.clone(),
             vars: self.ctx.vars.clone(),
-            txfax_path: self.ctx.prepared.path.clone(),
+            txfax_path: self
+                .cfg
+                .freeswitch
+                .to_switch_path(&self.cfg.hylafax.spooldir, &self.ctx.prepared.path),
             start_page: self.ctx.prepared.start_page,
             end_page: None,
         };
@@ -154,10 +249,15 @@ impl Dialer<'_> {
             });
         }
         let dialled = &self.ctx.dialled;
+        let on = self
+            .node
+            .as_deref()
+            .map(|n| format!(" on node {n}"))
+            .unwrap_or_default();
         self.job
-            .count_dial(&format!("Dialing {dialled} via {gateway}"));
+            .count_dial(&format!("Dialing {dialled} via {gateway}{on}"));
         log.log(&format!(
-            "DIAL {dialled} via gateway {gateway} (call {uuid})"
+            "DIAL {dialled} via gateway {gateway}{on} (call {uuid})"
         ));
         tracing::info!(gateway = %gateway, number = %dialled, "originate");
         let (reply, result) = self.await_answer(&command, &job_uuid, uuid).await?;

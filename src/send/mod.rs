@@ -23,6 +23,7 @@ mod conclude;
 mod dial;
 pub mod document;
 mod job;
+mod nodes;
 mod prepare;
 mod tagline;
 mod transfer;

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -91,6 +92,10 @@ pub struct FakeConfig {
     /// HEARTBEAT events to subscribed connections every this long (FreeSWITCH's
     /// `event-heartbeat-interval`, 20 s by default); `None`: none.
     pub heartbeat: Option<Duration>,
+    /// The node sees the HylaFAX spool at another path (an NFS mount on another host):
+    /// `(theirs, real)`. A txfax path under `theirs` is read at the same place under `real`;
+    /// any other path does not exist for this node.
+    pub spool_mount: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for FakeConfig {
@@ -106,6 +111,7 @@ impl Default for FakeConfig {
             inject: None,
             db_silent: false,
             heartbeat: Some(Duration::from_secs(20)),
+            spool_mount: None,
         }
     }
 }
@@ -166,6 +172,21 @@ impl FakeConfig {
     pub fn db_silent(mut self) -> Self {
         self.db_silent = true;
         self
+    }
+
+    /// The node sees the spool at `theirs` (the real spool is at `real`).
+    pub fn spool_mount(mut self, theirs: &Path, real: &Path) -> Self {
+        self.spool_mount = Some((theirs.to_path_buf(), real.to_path_buf()));
+        self
+    }
+
+    /// Where a file this node was told about really is; `None` when the node cannot see it.
+    pub fn local_path(&self, theirs: &str) -> Option<PathBuf> {
+        let path = Path::new(theirs);
+        match &self.spool_mount {
+            None => Some(path.to_path_buf()),
+            Some((mount, real)) => path.strip_prefix(mount).ok().map(|rel| real.join(rel)),
+        }
     }
 
     /// The script a leg gets: by number, else by gateway, else the default.
@@ -1291,7 +1312,10 @@ async fn run_originate(
         } else {
             String::new()
         };
-        let file_pages = tiff::count_pages(std::path::Path::new(&file));
+        let file_pages = shared
+            .cfg
+            .local_path(&file)
+            .and_then(|p| tiff::count_pages(&p));
         if script.answers()
             && !matches!(script, CallScript::Silent | CallScript::FileMissing)
             && file_pages.is_none()
