@@ -146,10 +146,12 @@ EXAMPLES:
     fsfaxd fallback add 0401234 0405678      audio for these stations from the next call
     fsfaxd fallback delete 0401234           T.38 again for this station
     fsfaxd fallback purge --older-than 30d   drop entries added more than 30 days ago
+    fsfaxd fallback check-nodes              do all FreeSWITCH nodes share one list?
 
 EXIT STATUS:
     0 when done (also when a number was not on the list), 1 on an error (bad number,
-    FreeSWITCH unreachable or mod_db failing; the message names FreeSWITCH's address).";
+    FreeSWITCH unreachable or mod_db failing; the message names FreeSWITCH's address),
+    or, for check-nodes, when a node does not share the list or cannot be asked.";
 
 /// `fsfaxd fallback ...`.
 #[derive(Subcommand, Debug)]
@@ -182,6 +184,12 @@ pub enum FallbackCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check that every FreeSWITCH node ([freeswitch] socket and node) shares one list
+    ///
+    /// Writes a probe key (realm fsfax-probe) through the first node, reads it through each
+    /// node, and deletes it. A node that does not see it keeps a mod_db of its own (one
+    /// started while PostgreSQL was down stays on a private store): restart FreeSWITCH there.
+    CheckNodes,
 }
 
 const FSFAXSEND_ABOUT: &str = "Send a HylaFAX job through FreeSWITCH (HylaFAX SendFaxCmd).";

@@ -272,3 +272,105 @@ async fn an_unreachable_freeswitch_is_named_and_exits_1() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("socket"), "{}", out.stderr);
 }
+
+/// Two nodes sharing one mod_db (mod_db in PostgreSQL): a list past mod_db's 4 KiB written
+/// through node 1 is listed, shown and purged through node 2 (fsfax's index is ordinary
+/// mod_db keys, nothing node-local).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_managed_through_one_node_is_read_through_another_sharing_its_db() {
+    let shared = support::fakefs::FakeDb::default();
+    let node1 = FakeFs::start(FakeConfig::new().shared_db(shared.clone())).await;
+    let node2 = FakeFs::start(
+        FakeConfig::new()
+            .listen_on([127, 0, 0, 2].into())
+            .shared_db(shared.clone()),
+    )
+    .await;
+    let through1 = Admin::new(&node1.addr().to_string(), "");
+    let through2 = Admin::new(&node2.addr().to_string(), "");
+    let numbers: Vec<String> = (0..1500)
+        .map(|i| format!("0{}", 402_000_000 + i * 3))
+        .collect();
+    let args: Vec<&str> = std::iter::once("add")
+        .chain(numbers.iter().map(String::as_str))
+        .collect();
+    let added = through1.run(&args).await;
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(
+        node2.db().api("list/fallback").len() >= 4000,
+        "past mod_db's list limit"
+    );
+    let list = through2.run(&["list"]).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let want: BTreeSet<String> = numbers.iter().cloned().collect();
+    assert_eq!(keys_of(&list.stdout), want, "{}", list.stderr);
+    let show = through2.run(&["show", &numbers[700]]).await;
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(show.stdout.starts_with(&numbers[700]), "{}", show.stdout);
+    // Deleted through node 2, gone for node 1.
+    let del = through2.run(&["delete", &numbers[0]]).await;
+    assert_eq!(del.code, 0, "{}", del.stderr);
+    let list = through1.run(&["list"]).await;
+    assert_eq!(list.stdout.lines().count(), 1499, "{}", list.stderr);
+    assert!(!keys_of(&list.stdout).contains(&numbers[0]));
+    // Both nodes' command logs show the work was split as asked.
+    assert!(
+        node1
+            .all_command_lines()
+            .iter()
+            .any(|l| l.starts_with("api db insert/fallback/"))
+    );
+    assert!(
+        node2
+            .all_command_lines()
+            .iter()
+            .any(|l| l.starts_with("api db delete/fallback/"))
+    );
+}
+
+/// `fsfaxd fallback check-nodes`: nodes sharing one mod_db pass; a node with a store of its
+/// own (as one started while PostgreSQL was down) and an unreachable node are named, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_nodes_names_a_node_with_a_store_of_its_own() {
+    let shared = support::fakefs::FakeDb::default();
+    let node1 = FakeFs::start(FakeConfig::new().shared_db(shared.clone())).await;
+    let node2 = FakeFs::start(FakeConfig::new().shared_db(shared.clone())).await;
+    let loner = FakeFs::start(FakeConfig::new()).await;
+    let (n1, n2, n3) = (node1.addr(), node2.addr(), loner.addr());
+
+    let ok = Admin::new(&n1.to_string(), &format!("node = {n2}"));
+    let out = ok.run(&["check-nodes"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("{n2}: shares the list with {n1}")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("all nodes share one fallback list"));
+    // The probe leaves nothing behind, and never touches the list itself.
+    assert!(shared.rows().is_empty(), "{:?}", shared.rows());
+
+    let dead = format!("127.0.0.1:{}", support::wait::free_port());
+    let bad = Admin::new(
+        &n1.to_string(),
+        &format!("node = {n2}\nnode = {n3}\nnode = {dead}"),
+    );
+    let out = bad.run(&["check-nodes"]).await;
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("{n3}: does NOT share the list with {n1}")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("restart FreeSWITCH on it"));
+    assert!(
+        out.stdout.contains(&format!("{dead}: cannot be asked")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&format!("{n2}: shares the list")));
+    assert!(out.stderr.contains("do not share one fallback list"));
+    assert!(loner.db().rows().is_empty());
+}

@@ -212,6 +212,13 @@ async fn a_reception_shows_in_status_while_it_runs_and_in_metrics_after() {
         "{}",
         d.log()
     );
+    // faxrcvd runs before the call has quite finished its bookkeeping: wait for the call to
+    // be over in the metrics, then read them all.
+    assert!(
+        wait_async(T, || d.metric("fsfax_receptions_in_progress") == Some(0.0)).await,
+        "{}",
+        d.log()
+    );
     let after = d.http_get("/metrics").1;
     assert_eq!(
         metric_value(

@@ -69,6 +69,7 @@ fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode
         FallbackCommand::Show { number } => admin::Action::Show(number),
         FallbackCommand::Add { numbers } => admin::Action::Add(numbers),
         FallbackCommand::Delete { numbers } => admin::Action::Delete(numbers),
+        FallbackCommand::CheckNodes => admin::Action::CheckNodes,
         FallbackCommand::Purge {
             older_than,
             dry_run,
@@ -93,7 +94,11 @@ fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode
         Ok(report) => {
             write_stdout(&report.stdout);
             write_stderr(&report.stderr);
-            ExitCode::SUCCESS
+            if report.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             write_stderr(&format!("fsfaxd: error: {e}\n"));

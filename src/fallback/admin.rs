@@ -35,6 +35,8 @@ pub enum Action {
         /// Change nothing.
         dry_run: bool,
     },
+    /// Whether every node shares one mod_db.
+    CheckNodes,
 }
 
 /// What an action prints.
@@ -44,6 +46,8 @@ pub struct Report {
     pub stdout: String,
     /// For stderr: notes for the admin (what could not be listed, empty list, ...).
     pub stderr: String,
+    /// The check found a problem (exit status 1).
+    pub failed: bool,
 }
 
 /// Errors of an admin action: FreeSWITCH unreachable, or a `db` command that failed.
@@ -84,6 +88,7 @@ pub async fn run(cfg: &Config, action: &Action) -> Result<Report, AdminError> {
             candidates(n)?;
         }
         Action::List | Action::Purge { .. } => {}
+        Action::CheckNodes => return Ok(check_nodes(cfg).await.report()),
     }
     let esl = ClientConfig {
         connect_timeout: fs.connect_timeout,
@@ -117,8 +122,130 @@ pub async fn run(cfg: &Config, action: &Action) -> Result<Report, AdminError> {
             older_than,
             dry_run,
         } => purge(&db, now, *older_than, *dry_run, &mut out).await?,
+        // Answered before connecting.
+        Action::CheckNodes => {}
     }
     Ok(out)
+}
+
+/// Realm of the probe key [`check_nodes`] writes (never the list's own realms).
+pub const PROBE_REALM: &str = "fsfax-probe";
+
+/// What one node said about the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeShare {
+    /// It read the value written through the first node.
+    Shares,
+    /// It answered without the value: its mod_db is not the first node's.
+    Own,
+    /// It could not be asked (connection, login or command failed).
+    Unreachable(String),
+}
+
+/// The result of [`check_nodes`]: each node (first one first) with what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCheck {
+    pub nodes: Vec<(String, NodeShare)>,
+}
+
+impl SharedCheck {
+    /// Whether every node shares the first node's list.
+    pub fn all_shared(&self) -> bool {
+        self.nodes.iter().all(|(_, s)| *s == NodeShare::Shares)
+    }
+
+    /// One line per node, and the verdict, for an admin.
+    pub fn report(&self) -> Report {
+        let mut out = Report::default();
+        let first = self.nodes.first().map_or("", |(n, _)| n.as_str());
+        if self.nodes.len() < 2 {
+            out.stdout.push_str(&format!(
+                "{first}: the only FreeSWITCH node; nothing to share\n"
+            ));
+            out.failed = !self.all_shared();
+        }
+        for (i, (node, share)) in self.nodes.iter().enumerate() {
+            let line = match (i, share) {
+                (0, NodeShare::Shares) => "keeps what is written through it".to_owned(),
+                (0, NodeShare::Own) => "does not keep what is written through it: mod_db is \
+                     failing there (PostgreSQL down?); FreeSWITCH answers +OK to a lost write"
+                    .to_owned(),
+                (_, NodeShare::Shares) => format!("shares the list with {first}"),
+                (_, NodeShare::Own) => format!(
+                    "does NOT share the list with {first}: its mod_db is its own (a node \
+                     started while PostgreSQL was down keeps a private store); restart \
+                     FreeSWITCH on it"
+                ),
+                (_, NodeShare::Unreachable(e)) => {
+                    format!("cannot be asked: {e}")
+                }
+            };
+            if self.nodes.len() >= 2 || *share != NodeShare::Shares {
+                out.stdout.push_str(&format!("{node}: {line}\n"));
+            }
+        }
+        if self.nodes.len() >= 2 {
+            if self.all_shared() {
+                out.stdout.push_str("all nodes share one fallback list\n");
+            } else {
+                out.failed = true;
+                out.stderr
+                    .push_str("fsfaxd: the FreeSWITCH nodes do not share one fallback list\n");
+            }
+        }
+        out
+    }
+}
+
+/// Writes a probe key through the first node, reads it back through every node (the first
+/// too: mod_db answers `+OK` to writes it lost), then deletes it. Nodes are asked one after
+/// the other, each bounded by the command timeout.
+pub async fn check_nodes(cfg: &Config) -> SharedCheck {
+    let fs = &cfg.freeswitch;
+    let esl = ClientConfig {
+        connect_timeout: fs.connect_timeout,
+        auth_timeout: fs.connect_timeout,
+        command_timeout: fs.command_timeout,
+        ..ClientConfig::default()
+    };
+    let nodes = fs.node_list();
+    let probe = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let value = Local::now().timestamp().to_string();
+    let mut clients = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        clients.push(InboundClient::connect(&node.socket, &node.password, &esl).await);
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    let first = match clients.first() {
+        Some(Ok((c, _))) => Some(c.clone()),
+        _ => None,
+    };
+    let written = match &first {
+        Some(c) => c
+            .api(&format!("db insert/{PROBE_REALM}/{probe}/{value}"))
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err("the first node cannot be reached".into()),
+    };
+    for (node, client) in nodes.iter().zip(&clients) {
+        let share = match (client, &written) {
+            (Err(e), _) => NodeShare::Unreachable(e.to_string()),
+            (Ok(_), Err(e)) => NodeShare::Unreachable(format!("nothing to compare: {e}")),
+            (Ok((c, _)), Ok(_)) => match c.api(&format!("db select/{PROBE_REALM}/{probe}")).await {
+                Ok(got) if got.trim() == value => NodeShare::Shares,
+                Ok(_) => NodeShare::Own,
+                Err(e) => NodeShare::Unreachable(e.to_string()),
+            },
+        };
+        out.push((node.socket.clone(), share));
+    }
+    if let Some(c) = &first {
+        let _ = c.api(&format!("db delete/{PROBE_REALM}/{probe}")).await;
+    }
+    for (c, _) in clients.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.exit()).await;
+    }
+    SharedCheck { nodes: out }
 }
 
 /// The keys a number may be stored under: normalised (as fsfax writes it), and the text as

@@ -62,6 +62,11 @@ pub(super) struct Accepted {
 
 /// Serves one connection FreeSWITCH opened to the listener (peer already allow-listed).
 pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Config>) {
+    // The FreeSWITCH node this call belongs to: what fsfaxd asks on its behalf goes there.
+    let node = match stream.peer_addr() {
+        Ok(peer) => daemon.switch.owner(peer.ip()).await,
+        Err(_) => 0,
+    };
     let esl = OutboundConfig {
         command_timeout: cfg.freeswitch.command_timeout,
         ..OutboundConfig::default()
@@ -98,6 +103,7 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         result: FaxResult::for_channel(Direction::Receive, uuid),
         ending,
         gone: None,
+        node,
     };
     call.run(data).instrument(span).await;
 }
@@ -114,6 +120,9 @@ pub(super) struct Call {
     /// Set once FreeSWITCH said the caller is gone (or the connection ended) before rxfax:
     /// nothing more is sent to the channel, nothing more is waited for.
     pub gone: Option<End>,
+    /// Which FreeSWITCH node the call came from (an index into the daemon's
+    /// [`SwitchLink`](super::SwitchLink)).
+    pub node: usize,
 }
 
 impl Call {
@@ -124,8 +133,14 @@ impl Call {
             return;
         }
         let caller = Caller::from_channel(&self.cfg, &data);
+        let switch = &self.daemon.switch;
+        let node = if switch.len() > 1 {
+            format!(" on FreeSWITCH node {}", switch.socket(self.node))
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "incoming call to {} from {} <{}>{}",
+            "incoming call to {} from {} <{}>{}{node}",
             caller.recipient.number,
             caller.cidname,
             caller.cidnum,
@@ -224,7 +239,9 @@ impl Call {
         let t38 = match self.gone {
             Some(_) => configured,
             None => self
-                .unless_gone(screen::t38_settings(&daemon, &cfg, &caller, &log))
+                .unless_gone(screen::t38_settings(
+                    &daemon, &cfg, self.node, &caller, &log,
+                ))
                 .await
                 .unwrap_or(configured),
         };
@@ -279,7 +296,16 @@ impl Call {
             self.result.transferred_pages
         ));
         let listed = call.t38.listed;
-        screen::remember_fallback(&self.daemon, &self.cfg, caller, &self.result, listed, log).await;
+        screen::remember_fallback(
+            &self.daemon,
+            &self.cfg,
+            self.node,
+            caller,
+            &self.result,
+            listed,
+            log,
+        )
+        .await;
         self.close().await;
         let Accepted {
             caller,

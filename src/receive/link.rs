@@ -130,6 +130,24 @@ pub(crate) async fn connect(
     }
 }
 
+/// Connects to a further node (not the first) for what its calls need: not kept up, not
+/// watched, not shown in the status (a lost connection is made again by the next call).
+pub(crate) async fn connect_other(
+    socket: &str,
+    password: &str,
+    wait: Duration,
+) -> Result<InboundClient, ClientError> {
+    let esl = ClientConfig {
+        connect_timeout: wait,
+        auth_timeout: wait,
+        command_timeout: wait,
+        ..ClientConfig::default()
+    };
+    let (client, _events) = InboundClient::connect(socket, password, &esl).await?;
+    tracing::info!(%socket, "connected to FreeSWITCH node");
+    Ok(client)
+}
+
 /// Follows one connection's heartbeats until it closes.
 async fn watch(client: InboundClient, mut events: EventStream, lost: Arc<Notify>) {
     let peer = client.peer().to_owned();
@@ -194,7 +212,7 @@ pub(crate) async fn keep(daemon: Arc<Daemon>, cfg: Arc<Config>) {
                 let since = Instant::now();
                 tokio::select! {
                     _ = daemon.stopping.cancelled() => return,
-                    () = link.lost.notified() => {}
+                    () = link.lost().notified() => {}
                 }
                 if client.close_reason().is_none() {
                     // A wake-up about an older connection: this one is still up.

@@ -38,7 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Problem};
+use crate::config::{Config, FreeSwitchSection, Node, Problem};
 use crate::esl::{ClientError, InboundClient};
 use crate::hylafax::Spool;
 use crate::hylafax::journal::{Journal, JournalError};
@@ -117,29 +117,78 @@ pub(crate) struct Daemon {
     pub(crate) switch: SwitchLink,
 }
 
-/// One inbound Event Socket connection ([freeswitch] socket), shared by all calls, for what
-/// fsfaxd asks FreeSWITCH outside a call: the T.38 fallback list and, at start-up, whether an
-/// interrupted reception's call is still up. Not the call's own socket: FreeSWITCH answers a
-/// socket's commands in order, so a hung mod_db would stall the call, and the command timeout
-/// would then close the socket and lose it. Here a hung mod_db costs a lookup (bounded by
-/// fallbacklookuptimeout), never a call; and calls do not each open a connection (GOfax.IP did).
-#[derive(Debug, Default)]
+/// fsfaxd's own inbound Event Socket connections, one per FreeSWITCH node ([freeswitch]
+/// socket, then each `node`), shared by all calls, for what fsfaxd asks FreeSWITCH outside a
+/// call: the T.38 fallback list and, at start-up, whether an interrupted reception's call is
+/// still up. Not the call's own socket: FreeSWITCH answers a socket's commands in order, so a
+/// hung mod_db would stall the call, and the command timeout would then close the socket and
+/// lose it. Here a hung mod_db costs a lookup (bounded by fallbacklookuptimeout), never a
+/// call; and calls do not each open a connection (GOfax.IP did).
+///
+/// What fsfaxd asks on behalf of a call goes to the node that owns the call: the node whose
+/// address the call's socket came from ([`SwitchLink::owner`]). The first node's connection
+/// is kept up and watched ([`link::keep`]); the others are made when a call needs them.
+#[derive(Debug)]
 pub(crate) struct SwitchLink {
+    nodes: Vec<NodeLink>,
+    /// Addresses of the nodes given by name, resolved once when a call first needed them.
+    resolved: tokio::sync::OnceCell<Vec<Vec<IpAddr>>>,
+}
+
+#[derive(Debug)]
+struct NodeLink {
+    node: Node,
     conn: tokio::sync::Mutex<Option<InboundClient>>,
-    /// Woken when a connection is lost (see [`link`]).
+    /// Woken when the first node's connection is lost (see [`link`]).
     lost: Arc<tokio::sync::Notify>,
 }
 
 impl SwitchLink {
-    /// The shared client, connecting (again) when there is none or the last one closed.
+    pub(crate) fn new(fs: &FreeSwitchSection) -> SwitchLink {
+        SwitchLink {
+            nodes: fs
+                .node_list()
+                .into_iter()
+                .map(|node| NodeLink {
+                    node,
+                    conn: tokio::sync::Mutex::new(None),
+                    lost: Arc::default(),
+                })
+                .collect(),
+            resolved: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// How many nodes there are (at least one).
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i`'s Event Socket address.
+    pub(crate) fn socket(&self, i: usize) -> &str {
+        &self.nodes[i.min(self.nodes.len() - 1)].node.socket
+    }
+
+    /// The first node's shared client (the one kept up), connecting when there is none.
     pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, SwitchError> {
+        self.client_of(cfg, 0).await
+    }
+
+    /// Node `i`'s shared client, connecting (again) when there is none or the last one
+    /// closed.
+    pub(crate) async fn client_of(
+        &self,
+        cfg: &Config,
+        i: usize,
+    ) -> Result<InboundClient, SwitchError> {
+        let link = &self.nodes[i.min(self.nodes.len() - 1)];
         let fs = &cfg.freeswitch;
         let wait = fs.fallback_lookup_timeout;
         // Another call may be connecting; never wait on it longer than a lookup may take.
-        let mut slot = tokio::time::timeout(wait, self.conn.lock())
+        let mut slot = tokio::time::timeout(wait, link.conn.lock())
             .await
             .map_err(|_| SwitchError::Busy {
-                socket: fs.socket.clone(),
+                socket: link.node.socket.clone(),
                 wait,
             })?;
         if let Some(client) = slot.as_ref() {
@@ -147,9 +196,138 @@ impl SwitchLink {
                 return Ok(client.clone());
             }
         }
-        let client = link::connect(&fs.socket, &fs.password, wait, self.lost.clone()).await?;
+        // A reloaded password applies to the next connection.
+        let password = fs
+            .node_list()
+            .into_iter()
+            .find(|n| n.socket == link.node.socket)
+            .map_or_else(|| link.node.password.clone(), |n| n.password);
+        let client = if i == 0 {
+            link::connect(&link.node.socket, &password, wait, link.lost.clone()).await?
+        } else {
+            link::connect_other(&link.node.socket, &password, wait).await?
+        };
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// Woken when the first node's connection is lost.
+    pub(crate) fn lost(&self) -> &tokio::sync::Notify {
+        &self.nodes[0].lost
+    }
+
+    /// The node a call whose socket came from `peer` belongs to: the node listed with that
+    /// address (names resolved once), else the first (`[freeswitch] socket`).
+    pub(crate) async fn owner(&self, peer: IpAddr) -> usize {
+        if self.nodes.len() < 2 {
+            return 0;
+        }
+        let peer = canonical(peer);
+        let literal = |n: &NodeLink| host_of(&n.node.socket).parse::<IpAddr>().ok();
+        if let Some(i) = self
+            .nodes
+            .iter()
+            .position(|n| literal(n).map(canonical) == Some(peer))
+        {
+            return i;
+        }
+        let resolved = self
+            .resolved
+            .get_or_init(|| async {
+                let mut all = Vec::with_capacity(self.nodes.len());
+                for n in &self.nodes {
+                    let found = match literal(n) {
+                        Some(ip) => vec![ip],
+                        None => tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tokio::net::lookup_host(n.node.socket.clone()),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|addrs| addrs.map(|a| a.ip()).collect())
+                        .unwrap_or_else(|| {
+                            tracing::warn!(
+                                node = %n.node.socket,
+                                "cannot resolve this FreeSWITCH node's name; its calls are \
+                                 served through the first node"
+                            );
+                            Vec::new()
+                        }),
+                    };
+                    all.push(found.into_iter().map(canonical).collect());
+                }
+                all
+            })
+            .await;
+        match resolved.iter().position(|ips| ips.contains(&peer)) {
+            Some(i) => i,
+            None => {
+                tracing::debug!(%peer, "the call's address is no listed node; using the first");
+                0
+            }
+        }
+    }
+}
+
+/// How often fsfaxd checks that its FreeSWITCH nodes share one fallback list.
+const SHARED_STORE_CHECK: Duration = Duration::from_secs(600);
+
+/// With several nodes and the fallback list on: checks at start-up and every
+/// [`SHARED_STORE_CHECK`] that every node sees what is written through the first (a node
+/// started while PostgreSQL was down keeps a private mod_db), and says so when one does not.
+async fn watch_shared_store(daemon: Arc<Daemon>, cfg: Arc<Config>) {
+    let fs = &cfg.freeswitch;
+    if fs.nodes.is_empty() || !fs.softmodem_fallback {
+        return;
+    }
+    let mut was_shared = true;
+    loop {
+        let check = crate::fallback::admin::check_nodes(&cfg).await;
+        let first = check
+            .nodes
+            .first()
+            .map_or("", |(n, _)| n.as_str())
+            .to_owned();
+        for (node, share) in &check.nodes {
+            use crate::fallback::admin::NodeShare;
+            match share {
+                NodeShare::Shares => {}
+                NodeShare::Own => tracing::warn!(
+                    %node,
+                    "FreeSWITCH node {node} does not share the T.38 fallback list with {first}: \
+                     its mod_db is its own (started while PostgreSQL was down?); restart \
+                     FreeSWITCH on it (`fsfaxd fallback check-nodes` checks again)"
+                ),
+                NodeShare::Unreachable(e) => tracing::info!(
+                    %node,
+                    "cannot check that FreeSWITCH node {node} shares the fallback list: {e}"
+                ),
+            }
+        }
+        let shared = check.all_shared();
+        if shared && !was_shared {
+            tracing::info!("every FreeSWITCH node shares the T.38 fallback list again");
+        }
+        was_shared = shared;
+        tokio::select! {
+            () = daemon.stopping.cancelled() => return,
+            () = tokio::time::sleep(SHARED_STORE_CHECK) => {}
+        }
+    }
+}
+
+/// `host` of `host:port` / `[v6]:port`.
+fn host_of(socket: &str) -> &str {
+    let host = socket.rsplit_once(':').map_or(socket, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// An IPv4 address mapped into IPv6 (a dual-stack listener's view) as plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -223,10 +401,11 @@ pub async fn run(
         inbound: (max > 0).then(|| Arc::new(Semaphore::new(max as usize))),
         stopping: CancellationToken::new(),
         kill: CancellationToken::new(),
-        switch: SwitchLink::default(),
+        switch: SwitchLink::new(&config.freeswitch),
     });
     let mut config = Arc::new(config);
     let keeper = tokio::spawn(link::keep(daemon.clone(), config.clone()));
+    let store_watch = tokio::spawn(watch_shared_store(daemon.clone(), config.clone()));
     let mut calls: JoinSet<()> = JoinSet::new();
     calls.spawn(recover_task(daemon.clone(), config.clone()));
     ops::live::live().set_accepting(true);
@@ -244,6 +423,7 @@ pub async fn run(
         reader.abort();
     }
     keeper.abort();
+    store_watch.abort();
     ops_stop.cancel();
     let _ = endpoint.await;
     if let Some(sends) = sends {
@@ -400,6 +580,11 @@ fn reload(current: &mut Arc<Config>) {
             fresh.gofaxd.socket != current.gofaxd.socket,
         ),
         (
+            "[freeswitch] socket and node",
+            fresh.freeswitch.socket != current.freeswitch.socket
+                || fresh.freeswitch.nodes != current.freeswitch.nodes,
+        ),
+        (
             "[gofaxd] maxinbound",
             fresh.gofaxd.max_inbound != current.gofaxd.max_inbound,
         ),
@@ -417,6 +602,8 @@ fn reload(current: &mut Arc<Config>) {
     fresh.hylafax.spooldir = current.hylafax.spooldir.clone();
     fresh.hylafax.modems = current.hylafax.modems;
     fresh.gofaxd.socket = current.gofaxd.socket.clone();
+    fresh.freeswitch.socket = current.freeswitch.socket.clone();
+    fresh.freeswitch.nodes = current.freeswitch.nodes.clone();
     fresh.gofaxd.max_inbound = current.gofaxd.max_inbound;
     fresh.gofaxd.metrics = current.gofaxd.metrics.clone();
     fresh.gofaxd.metrics_peers = current.gofaxd.metrics_peers.clone();

@@ -102,55 +102,79 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
         .filter(|p| plausible_uuid(&p.call_uuid))
         .map(|p| p.call_uuid.clone())
         .collect();
-    let follower = if uuids.is_empty() {
-        None
+    // Every node is asked: a call may be running on any of them.
+    let switch = &daemon.switch;
+    let mut followers: Vec<Option<Follower>> = if uuids.is_empty() {
+        (0..switch.len()).map(|_| None).collect()
     } else {
-        tokio::select! {
-            f = Follower::connect(cfg, &uuids) => match f {
+        let uuids = &uuids;
+        let connecting = (0..switch.len()).map(|i| async move {
+            match Follower::connect(cfg, switch.socket(i), uuids).await {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    tracing::warn!("cannot follow interrupted receptions through the Event Socket ({e}); asking uuid_exists instead");
+                    tracing::warn!(
+                        node = %switch.socket(i),
+                        "cannot follow interrupted receptions through the Event Socket ({e}); \
+                         asking uuid_exists instead"
+                    );
                     None
                 }
-            },
+            }
+        });
+        tokio::select! {
+            f = futures_util::future::join_all(connecting) => f,
             () = stopping.cancelled() => return 0,
         }
     };
-    let mut running = Vec::new();
+    let mut running: Vec<Vec<PendingReception>> = (0..switch.len()).map(|_| Vec::new()).collect();
     let mut ended = Vec::new();
-    for pending in scan.pending {
-        let up = tokio::select! {
-            up = call_exists(follower.as_ref(), cfg, &daemon.switch, &pending.call_uuid) => up,
-            () = stopping.cancelled() => return 0,
-        };
-        if up == Some(true) {
-            running.push(pending);
-        } else {
-            ended.push(pending);
+    'pending: for pending in scan.pending {
+        for (i, follower) in followers.iter().enumerate() {
+            let up = tokio::select! {
+                up = call_exists(follower.as_ref(), cfg, switch, i, &pending.call_uuid) => up,
+                () = stopping.cancelled() => return 0,
+            };
+            if up == Some(true) {
+                if switch.len() > 1 {
+                    tracing::info!(
+                        commid = %pending.commid,
+                        node = %switch.socket(i),
+                        "interrupted reception still running on this FreeSWITCH node"
+                    );
+                }
+                running[i].push(pending);
+                continue 'pending;
+            }
         }
+        ended.push(pending);
     }
     tracing::info!(
-        still_receiving = running.len(),
+        still_receiving = running.iter().map(Vec::len).sum::<usize>(),
         to_deliver = ended.len(),
         "receptions interrupted by a restart of fsfaxd"
     );
-    let followed: Vec<Followed> = running
+    let following = running
         .into_iter()
-        .map(|p| Followed::start(p, spool, &daemon.modems, cfg))
-        .collect();
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(i, r)| {
+            let followed: Vec<Followed> = r
+                .into_iter()
+                .map(|p| Followed::start(p, spool, &daemon.modems, cfg))
+                .collect();
+            let follower = followers[i].take();
+            follow(spool, cfg, journal, switch, i, follower, followed, stopping)
+        });
+    let following: Vec<_> = following.collect();
+    // Followers of nodes with nothing to follow leave now.
+    for f in followers.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), f.client.exit()).await;
+    }
     let (a, b) = tokio::join!(
         deliver_ended(spool, cfg, journal, ended, stopping),
-        follow(
-            spool,
-            cfg,
-            journal,
-            &daemon.switch,
-            follower,
-            followed,
-            stopping
-        ),
+        futures_util::future::join_all(following),
     );
-    a + b
+    a + b.into_iter().sum::<usize>()
 }
 
 /// Receptions whose call was over at start-up: judged by their documents.
@@ -346,6 +370,7 @@ async fn follow(
     cfg: &Arc<Config>,
     journal: &Journal,
     switch: &SwitchLink,
+    node: usize,
     follower: Option<Follower>,
     calls: Vec<Followed>,
     stopping: &CancellationToken,
@@ -403,7 +428,7 @@ async fn follow(
                 for uuid in pending {
                     let follower = if events.is_some() { client.as_ref() } else { None };
                     let up = tokio::select! {
-                        up = exists(follower, cfg, switch, &uuid) => up,
+                        up = exists(follower, cfg, switch, node, &uuid) => up,
                         () = stopping.cancelled() => continue,
                     };
                     // Gone, or FreeSWITCH cannot say: the document is all there will be.
@@ -788,15 +813,24 @@ struct Follower {
 }
 
 impl Follower {
-    async fn connect(cfg: &Config, uuids: &[String]) -> Result<Follower, crate::esl::ClientError> {
+    async fn connect(
+        cfg: &Config,
+        socket: &str,
+        uuids: &[String],
+    ) -> Result<Follower, crate::esl::ClientError> {
         let fs = &cfg.freeswitch;
+        let password = fs
+            .node_list()
+            .into_iter()
+            .find(|n| n.socket == socket)
+            .map_or_else(|| fs.password.clone(), |n| n.password);
         let esl = ClientConfig {
             connect_timeout: fs.connect_timeout,
             auth_timeout: fs.command_timeout,
             command_timeout: fs.command_timeout,
             ..ClientConfig::default()
         };
-        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl).await?;
+        let (client, events) = InboundClient::connect(socket, &password, &esl).await?;
         for uuid in uuids {
             client.filter("Unique-ID", uuid).await?;
         }
@@ -811,24 +845,26 @@ async fn call_exists(
     follower: Option<&Follower>,
     cfg: &Config,
     switch: &SwitchLink,
+    node: usize,
     uuid: &str,
 ) -> Option<bool> {
     if !plausible_uuid(uuid) {
         return None;
     }
-    exists(follower.map(|f| &f.client), cfg, switch, uuid).await
+    exists(follower.map(|f| &f.client), cfg, switch, node, uuid).await
 }
 
 async fn exists(
     client: Option<&InboundClient>,
     cfg: &Config,
     switch: &SwitchLink,
+    node: usize,
     uuid: &str,
 ) -> Option<bool> {
     let cmd = format!("uuid_exists {uuid}");
     let reply = match client {
         Some(c) => c.api(&cmd).await,
-        None => switch.client(cfg).await.ok()?.api(&cmd).await,
+        None => switch.client_of(cfg, node).await.ok()?.api(&cmd).await,
     };
     match reply.ok()?.trim() {
         "true" => Some(true),

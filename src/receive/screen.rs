@@ -148,6 +148,7 @@ impl T38 {
 pub(super) async fn t38_settings(
     daemon: &Daemon,
     cfg: &Config,
+    node: usize,
     caller: &Caller,
     log: &SessionLog,
 ) -> T38 {
@@ -163,7 +164,7 @@ pub(super) async fn t38_settings(
     let Some(key) = StationKey::inbound(&caller.cidnum) else {
         return configured;
     };
-    let client = match daemon.switch.client(cfg).await {
+    let client = match daemon.switch.client_of(cfg, node).await {
         Ok(client) => client,
         Err(e) => {
             crate::ops::metrics::metrics().fallback_lookup("error");
@@ -209,6 +210,7 @@ pub(super) async fn t38_settings(
 pub(super) async fn remember_fallback(
     daemon: &Daemon,
     cfg: &Config,
+    node: usize,
     caller: &Caller,
     result: &FaxResult,
     listed: bool,
@@ -229,7 +231,7 @@ pub(super) async fn remember_fallback(
     ) {
         return;
     }
-    let client = match daemon.switch.client(cfg).await {
+    let client = match daemon.switch.client_of(cfg, node).await {
         Ok(client) => client,
         Err(e) => {
             log.log(&format!("cannot update the T.38 fallback list: {e}"));

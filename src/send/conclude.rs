@@ -178,7 +178,16 @@ async fn remember_fallback(cfg: &Config, ctx: &Context, result: &FaxResult) {
         command_timeout: fs.fallback_lookup_timeout,
         ..ClientConfig::default()
     };
-    let client = match InboundClient::connect(&fs.socket, &fs.password, &esl_cfg).await {
+    // The node that placed the call: with a shared mod_db any node would do, without one the
+    // entry belongs where this station's next call will look for it first.
+    let node = ctx
+        .node
+        .clone()
+        .or_else(|| fs.node_list().into_iter().next());
+    let Some(node) = node else {
+        return;
+    };
+    let client = match InboundClient::connect(&node.socket, &node.password, &esl_cfg).await {
         Ok((client, _events)) => client,
         Err(e) => {
             tracing::warn!(station = %key, "cannot update the T.38 fallback list: {e}");

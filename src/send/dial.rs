@@ -47,6 +47,7 @@ pub(super) async fn dial(
     let mut ended = None;
     for (i, node) in order.iter().enumerate() {
         let named = several.then_some(node.socket.as_str());
+        ctx.node = Some(node.clone());
         match dial_node(cfg, ctx, job, stop, node, named).await {
             Ok(answered) => return Ok(answered),
             Err(NodeEnd { end, next_may_try }) => {

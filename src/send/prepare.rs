@@ -33,6 +33,8 @@ pub(super) struct Context {
     pub prepared: document::Prepared,
     /// The station was on the T.38 fallback list when the call was placed.
     pub fallback_listed: bool,
+    /// The FreeSWITCH node the call was placed on (the last one tried); `None` before dialling.
+    pub node: Option<crate::config::Node>,
 }
 
 /// Why an attempt stops before dialling.
@@ -140,6 +142,7 @@ pub(super) async fn prepare(
         docs,
         prepared,
         fallback_listed: false,
+        node: None,
     })
 }
 

@@ -96,6 +96,12 @@ pub struct FakeConfig {
     /// `(theirs, real)`. A txfax path under `theirs` is read at the same place under `real`;
     /// any other path does not exist for this node.
     pub spool_mount: Option<(PathBuf, PathBuf)>,
+    /// The address the node listens on, and the one its calls come from (default
+    /// 127.0.0.1; any 127.x.y.z gives a second node its own loopback address).
+    pub listen_ip: std::net::IpAddr,
+    /// mod_db shared with other fake nodes (one database behind several switches, as
+    /// mod_db in PostgreSQL). `None` (default): the node's own.
+    pub shared_db: Option<FakeDb>,
 }
 
 impl Default for FakeConfig {
@@ -112,6 +118,8 @@ impl Default for FakeConfig {
             db_silent: false,
             heartbeat: Some(Duration::from_secs(20)),
             spool_mount: None,
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            shared_db: None,
         }
     }
 }
@@ -166,6 +174,18 @@ impl FakeConfig {
     /// No HEARTBEAT events at all (a switch with its heartbeat off).
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
+        self
+    }
+
+    /// The node listens on `ip` (port from the OS) and its calls come from there.
+    pub fn listen_on(mut self, ip: std::net::IpAddr) -> Self {
+        self.listen_ip = ip;
+        self
+    }
+
+    /// The node's mod_db is `db` (share one between nodes: mod_db in PostgreSQL).
+    pub fn shared_db(mut self, db: FakeDb) -> Self {
+        self.shared_db = Some(db);
         self
     }
 
@@ -360,6 +380,13 @@ pub struct SwitchHandle {
     shared: Arc<Shared>,
 }
 
+impl SwitchHandle {
+    /// The address the switch's calls come from.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.shared.cfg.listen_ip
+    }
+}
+
 impl std::fmt::Debug for SwitchHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SwitchHandle")
@@ -416,11 +443,13 @@ impl Drop for FakeFs {
 }
 
 impl FakeFs {
-    /// Binds `127.0.0.1:0` and starts accepting. Must be called inside a tokio runtime.
+    /// Binds `<listen_ip>:0` (127.0.0.1 unless set) and starts accepting. Must be called
+    /// inside a tokio runtime.
     pub async fn start(cfg: FakeConfig) -> FakeFs {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind((cfg.listen_ip, 0))
             .await
-            .expect("fakefs: bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("fakefs: bind {}:0: {e}", cfg.listen_ip));
+        let db = cfg.shared_db.clone().unwrap_or_default();
         let addr = listener.local_addr().expect("fakefs: local_addr");
         let shared = Arc::new(Shared {
             cfg,
@@ -429,7 +458,7 @@ impl FakeFs {
             originates: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
             kills: Mutex::new(Vec::new()),
-            db: FakeDb::default(),
+            db,
             cancel: CancellationToken::new(),
             accepted: AtomicUsize::new(0),
             foreign: Mutex::new(HashSet::new()),

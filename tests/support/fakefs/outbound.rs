@@ -205,7 +205,18 @@ impl Drop for FakeCall {
 impl FakeCall {
     /// Connects to `addr` and starts the session task. Fails if the TCP connect fails.
     pub async fn connect(addr: SocketAddr, setup: CallSetup) -> std::io::Result<FakeCall> {
-        let stream = TcpStream::connect(addr).await?;
+        // A switch's calls come from its address (a second node on 127.0.0.2, say).
+        let stream = match setup.switch.as_ref().map(SwitchHandle::ip) {
+            Some(ip) if !ip.is_unspecified() => {
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind((ip, 0).into())?;
+                socket.connect(addr).await?
+            }
+            _ => TcpStream::connect(addr).await?,
+        };
         let _ = stream.set_nodelay(true);
         let log = Arc::new(Mutex::new(CallLog::default()));
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
