@@ -131,7 +131,7 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
     'pending: for pending in scan.pending {
         for (i, follower) in followers.iter().enumerate() {
             let up = tokio::select! {
-                up = call_exists(follower.as_ref(), cfg, switch, i, &pending.call_uuid) => up,
+                up = call_exists(follower.as_ref(), cfg, NodeOf { switch, index: i }, &pending.call_uuid) => up,
                 () = stopping.cancelled() => return 0,
             };
             if up == Some(true) {
@@ -163,7 +163,15 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
                 .map(|p| Followed::start(p, spool, &daemon.modems, cfg))
                 .collect();
             let follower = followers[i].take();
-            follow(spool, cfg, journal, switch, i, follower, followed, stopping)
+            follow(
+                spool,
+                cfg,
+                journal,
+                NodeOf { switch, index: i },
+                follower,
+                followed,
+                stopping,
+            )
         });
     let following: Vec<_> = following.collect();
     // Followers of nodes with nothing to follow leave now.
@@ -369,8 +377,7 @@ async fn follow(
     spool: &Spool,
     cfg: &Arc<Config>,
     journal: &Journal,
-    switch: &SwitchLink,
-    node: usize,
+    node: NodeOf<'_>,
     follower: Option<Follower>,
     calls: Vec<Followed>,
     stopping: &CancellationToken,
@@ -428,7 +435,7 @@ async fn follow(
                 for uuid in pending {
                     let follower = if events.is_some() { client.as_ref() } else { None };
                     let up = tokio::select! {
-                        up = exists(follower, cfg, switch, node, &uuid) => up,
+                        up = exists(follower, cfg, node, &uuid) => up,
                         () = stopping.cancelled() => continue,
                     };
                     // Gone, or FreeSWITCH cannot say: the document is all there will be.
@@ -804,6 +811,13 @@ impl Dcs {
     }
 }
 
+/// One of fsfaxd's FreeSWITCH nodes: the shared links and which node.
+#[derive(Clone, Copy)]
+struct NodeOf<'a> {
+    switch: &'a SwitchLink,
+    index: usize,
+}
+
 /// A dedicated Event Socket connection following the interrupted calls (not the shared one
 /// of the fallback lookups: its filters would hide other events there, and a stalled follower
 /// must not hold a lookup).
@@ -844,27 +858,32 @@ impl Follower {
 async fn call_exists(
     follower: Option<&Follower>,
     cfg: &Config,
-    switch: &SwitchLink,
-    node: usize,
+    node: NodeOf<'_>,
     uuid: &str,
 ) -> Option<bool> {
     if !plausible_uuid(uuid) {
         return None;
     }
-    exists(follower.map(|f| &f.client), cfg, switch, node, uuid).await
+    exists(follower.map(|f| &f.client), cfg, node, uuid).await
 }
 
 async fn exists(
     client: Option<&InboundClient>,
     cfg: &Config,
-    switch: &SwitchLink,
-    node: usize,
+    node: NodeOf<'_>,
     uuid: &str,
 ) -> Option<bool> {
     let cmd = format!("uuid_exists {uuid}");
     let reply = match client {
         Some(c) => c.api(&cmd).await,
-        None => switch.client_of(cfg, node).await.ok()?.api(&cmd).await,
+        None => {
+            node.switch
+                .client_of(cfg, node.index)
+                .await
+                .ok()?
+                .api(&cmd)
+                .await
+        }
     };
     match reply.ok()?.trim() {
         "true" => Some(true),
