@@ -493,6 +493,14 @@ impl FakeFs {
             .clone()
     }
 
+    /// Hangs up a running call from the switch's side with `cause` (an admin's `hupall`, a
+    /// FreeSWITCH shutting down: `SYSTEM_SHUTDOWN`), ending it as a `uuid_kill` does (capture
+    /// `inbound-txfax-t38-local-kill-midfax`) without recording a kill by a client. Returns
+    /// whether the call existed.
+    pub fn hang_up_call(&self, uuid: &str, cause: &str) -> bool {
+        kill_call(&self.shared, uuid, cause)
+    }
+
     /// UUIDs of channels that currently exist.
     pub fn active_calls(&self) -> Vec<String> {
         self.shared
