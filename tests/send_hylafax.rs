@@ -232,6 +232,9 @@ async fn faxq_shows_the_running_send_page_by_page_and_the_resumed_count() {
     );
 
     lab.send_now(job);
+    // What fsfaxd does after a send (fsfaxsend's SR): the modem is announced ready again, which
+    // pokes faxq's scheduler (without it faxq does not always look at the resubmitted job).
+    lab.ready();
     let done = lab.wait_for(support::wait::HANG, |lab| {
         lab.qfile_field(job, "state").as_deref() == Some("7")
     });
