@@ -396,6 +396,61 @@ async fn sigterm_lets_a_running_reception_finish_then_marks_modems_down() {
     assert!(d.journal().is_empty());
 }
 
+/// Issue 12, item 12: once fsfaxd has logged "fsfaxd stopped" nothing is left to wait for. At
+/// the stop, work that must not hold the exit is pending: a metrics client and a status-socket
+/// client that say nothing (each would hold its connection for 30 s), the Event Socket keeper in
+/// its reconnect back-off (FreeSWITCH refuses), the xferfaxlog follower between polls, a
+/// finished call's tasks. The exit is not bought by a timer: a daemon that waited for any of
+/// those clients would still be running when the 30 s they are allowed are over, and this
+/// test gives it half of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_once_stopped_without_waiting_for_idle_clients_or_timers() {
+    use std::io::Read;
+    use std::time::Instant;
+    let mut d = Fsfaxd::start(2, "metrics = 127.0.0.1:0");
+    let c = call(&d, CallSetup::default()).await;
+    assert!(c.wait_finished(T).await, "{}", d.log());
+    assert!(
+        wait(T, || d.faxrcvd_call("000000001").is_some()),
+        "{}",
+        d.log()
+    );
+    let mut idle_tcp = std::net::TcpStream::connect(d.metrics_addr()).unwrap();
+    let mut idle_unix =
+        std::os::unix::net::UnixStream::connect(d.spool().join("status/fsfaxd.sock")).unwrap();
+    assert!(wait(T, || d.log().contains("cannot connect to FreeSWITCH")));
+    d.signal(Signal::SIGTERM);
+    assert!(
+        wait(T, || d.log().contains("fsfaxd stopped")),
+        "{}",
+        d.log()
+    );
+    let stopped = Instant::now();
+    // The connections' own limit (30 s): an exit waiting for them would come after it.
+    let half_the_client_limit = Duration::from_secs(15);
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log());
+    assert!(
+        stopped.elapsed() < half_the_client_limit,
+        "fsfaxd exited {:?} after logging that it stopped",
+        stopped.elapsed()
+    );
+    // Nothing ran after the last word, and the idle clients were let go, not served.
+    let log = d.log();
+    assert!(
+        log.trim_end().ends_with("fsfaxd stopped"),
+        "lines after 'fsfaxd stopped':\n{log}"
+    );
+    let mut rest = Vec::new();
+    idle_tcp
+        .set_read_timeout(Some(support::wait::HANG))
+        .unwrap();
+    assert_eq!(idle_tcp.read_to_end(&mut rest).unwrap_or(0), 0);
+    idle_unix
+        .set_read_timeout(Some(support::wait::HANG))
+        .unwrap();
+    assert_eq!(idle_unix.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_outside_the_allow_list_are_refused_before_anything_is_read() {
     let d = Fsfaxd::start(1, "allowedpeers = 10.0.0.0/8");

@@ -687,12 +687,190 @@ async fn a_resumed_send_logs_the_jobs_page_numbers() {
     let commid = env.field(21, "commid");
     let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
     assert!(
-        session.contains("SENT PAGE 3 (page 1 of this call)"),
+        session.contains("SENT PAGE 3 of 12 (page 1 of this call)"),
         "{session}"
     );
     assert!(
-        session.contains("SENT PAGE 12 (page 10 of this call)"),
+        session.contains("SENT PAGE 12 of 12 (page 10 of this call)"),
         "{session}"
     );
     assert!(!session.contains("SENT PAGE 1 "), "{session}");
+    // spandsp's own "10 of 12 pages" read as two pages missing: the result names the job's
+    // pages, and the end of the attempt says the job is complete.
+    assert!(
+        session.contains(
+            "pages 3-12 of 12 sent in this call (pages 1-2 in earlier attempts); every page of \
+             the job is sent"
+        ),
+        "{session}"
+    );
+    assert!(!session.contains("10 of 12 pages"), "{session}");
+    assert!(
+        session.contains("pages 3-12 of 12 transferred in this attempt; the job is complete"),
+        "{session}"
+    );
+}
+
+/// Issue 12, item 10: after a failover every log line names one call, never two `uuid=`.
+#[tokio::test]
+async fn after_a_failover_each_log_line_names_one_call() {
+    let fs = fake(
+        FakeConfig::new()
+            .gateway("gw1", CallScript::GatewayDown)
+            .gateway("gw2", CallScript::fax_ok()),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &[], &["gw1", "gw2"]);
+    env.qfile(41, "0404141", &[("test3.tif", 0)], &[]);
+    let (code, log) = env.run_logged(41).await;
+    assert_eq!(code, 2, "{log}");
+    let o = fs.originates();
+    assert_eq!(o.len(), 2);
+    let uuids: Vec<String> = o
+        .iter()
+        .map(|r| r.var("origination_uuid").unwrap())
+        .collect();
+    for line in log.lines() {
+        assert!(
+            line.matches("uuid=").count() <= 1,
+            "two calls named: {line}"
+        );
+    }
+    // The first leg's lines name the first call, and everything after the answer the second.
+    let answered = log
+        .lines()
+        .position(|l| l.contains("answered"))
+        .expect(&log);
+    assert!(
+        log.lines().nth(answered).unwrap().contains(&uuids[1]),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("originate failed") && l.contains(&uuids[0])),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .skip(answered + 1)
+            .filter(|l| l.contains("uuid="))
+            .all(|l| l.contains(&uuids[1])),
+        "{log}"
+    );
+}
+
+/// Issue 12, item 10: a FreeSWITCH that shuts down mid-fax (hangup cause SYSTEM_SHUTDOWN) is
+/// named in the job's status, and the pages it took are kept for the retry.
+#[tokio::test]
+async fn a_freeswitch_shutdown_mid_fax_is_named_in_the_status() {
+    let fs = fake(
+        FakeConfig::new().default_script(CallScript::Hang(FaxParams {
+            pages: Some(2),
+            ..FaxParams::default()
+        })),
+    )
+    .await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.qfile(42, "0404242", &[("test3.tif", 0)], &[]);
+    let child = env.spawn(42);
+    let paged = fs
+        .wait_for(support::send::HANG, |fs| page_events(fs) == 2)
+        .await;
+    assert!(paged, "the fake never sent its 2 pages");
+    let uuid = fs.active_calls().pop().expect("the call is up");
+    assert!(fs.hang_up_call(&uuid, "SYSTEM_SHUTDOWN"));
+    assert_eq!(wait_exit(child, support::send::HANG).await, 0, "a retry");
+    let status = env.field(42, "status");
+    assert!(
+        status.contains("FreeSWITCH shut down: SYSTEM_SHUTDOWN"),
+        "{status}"
+    );
+    assert_eq!(env.field(42, "npages"), "2");
+    assert!(
+        env.fields(42, "fax")[0].starts_with("2::"),
+        "resumes at page 3"
+    );
+    let commid = env.field(42, "commid");
+    let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    assert!(session.contains("HANGUP SYSTEM_SHUTDOWN"), "{session}");
+    assert!(
+        session.contains("pages 1-2 of 3 transferred in this attempt"),
+        "{session}"
+    );
+}
+
+fn page_events(fs: &FakeFs) -> usize {
+    fs.published()
+        .iter()
+        .filter(|e| e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxpageresult"))
+        .count()
+}
+
+/// The NUL-separated messages collected from a FIFO once there are at least `n` (bounded by
+/// the hang guard).
+async fn fifo_messages(got: &std::sync::Mutex<Vec<u8>>, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + support::send::HANG;
+    loop {
+        let bytes = got.lock().unwrap().clone();
+        let msgs: Vec<String> = bytes
+            .split(|&b| b == 0)
+            .filter(|m| !m.is_empty())
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        if msgs.len() >= n || std::time::Instant::now() >= deadline {
+            return msgs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Issue 15, item 3: faxq is told what faxsend tells it, in faxsend's order: `c` before the
+/// dial, `C` at the answer, `d` with the page's FaxSendInfo after each page is in the qfile,
+/// and `D` for each document once it has left the qfile.
+#[tokio::test]
+async fn faxq_hears_the_call_each_page_and_each_document() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let faxq = env.faxq_fifo();
+    env.qfile(43, "0404343", &[("test3.tif", 0), ("test3.tif", 1)], &[]);
+    assert_eq!(env.run(43).await, 2);
+    let commid = env.field(43, "commid");
+    let msgs = fifo_messages(&faxq, 9).await;
+    let kinds: Vec<&str> = msgs.iter().map(|m| &m[..5]).collect();
+    assert_eq!(
+        kinds,
+        [
+            "*43:c", "*43:C", "*43:d", "*43:d", "*43:d", "*43:D", "*43:d", "*43:d", "*43:D"
+        ],
+        "{msgs:#?}"
+    );
+    // FaxSendInfo: time,npages,params (hex),commid,"file".
+    let info = |m: &str| -> (u32, String, String) {
+        let mut f = m[5..].splitn(4, ',');
+        let _secs = f.next().unwrap();
+        let npages = u32::from_str_radix(f.next().unwrap(), 16).unwrap();
+        let params = u32::from_str_radix(f.next().unwrap(), 16).unwrap();
+        assert_ne!(params & (1 << 21), 0, "Class2Params encoding: {m}");
+        let (c, file) = f.next().unwrap().split_once(',').unwrap();
+        (npages, c.to_string(), file.to_string())
+    };
+    let pages: Vec<(u32, String, String)> = msgs.iter().skip(2).map(|m| info(m)).collect();
+    let doc = |i: usize| format!("\"docq/doc43-{i}.tif\"");
+    let want = [
+        (1, doc(0)),
+        (2, doc(0)),
+        (3, doc(0)),
+        (3, doc(0)),
+        (4, doc(1)),
+        (5, doc(1)),
+        (5, doc(1)),
+    ];
+    for ((n, c, file), (wn, wfile)) in pages.iter().zip(want) {
+        assert_eq!((*n, file.as_str()), (wn, wfile.as_str()), "{msgs:#?}");
+        assert_eq!(c, &commid);
+    }
+    // Done: like faxsend, the qfile keeps no document to send.
+    assert!(env.fields(43, "fax").is_empty());
+    assert_eq!(env.field(43, "npages"), "5");
 }

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::fakefs::{CallScript, FakeConfig, FakeFs};
+use support::fakefs::{CallScript, FakeConfig, FakeFs, FaxParams};
 use support::hylafax::{HylafaxLab, SendFaxCmd};
 
 /// A lab whose SendFaxCmd is fsfaxsend with a configuration pointing at `fs`.
@@ -146,5 +146,115 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     assert!(
         sends == 2 + counted || sends == 2 + wire,
         "one SEND record per attempt: {sends} records, {counted} busy dials counted, {wire} on the wire\n{xfer}"
+    );
+}
+
+/// The job's line in `faxstat -s` (`JID Pri S Owner Number Pages Dials TTS Status`).
+fn job_line(lab: &HylafaxLab, job: u32) -> Option<String> {
+    lab.faxstat(&["-s"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&job.to_string()))
+        .map(str::to_string)
+}
+
+/// Issue 15, item 3: faxq sees a send as faxsend shows it. The far end takes two pages of
+/// three and then holds the call (the fake's `Hang`), so the test looks while the send is
+/// running: faxstat shows the job running (`R`) at page 2 of 3, and faxq was told the call,
+/// the answer and each page through its FIFO. The call then drops; faxq requeues the job, and
+/// its retry (sent at once, as with `faxalter -a now`) resumes at page 3: the job ends done with
+/// `npages` 3, not 2 + 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn faxq_shows_the_running_send_page_by_page_and_the_resumed_count() {
+    let number = "5552001";
+    let fs = FakeFs::start(FakeConfig::new().number(
+        number,
+        CallScript::Hang(FaxParams {
+            pages: Some(2),
+            ..FaxParams::default()
+        }),
+    ))
+    .await;
+    let s = setup(&fs);
+    let lab = &s.lab;
+    let job = lab.submit(number, &document());
+
+    // Held after page 2 until the test acts: what faxstat shows is the send in progress.
+    let held = fs
+        .wait_for(support::wait::HANG, |fs| {
+            fs.published()
+                .iter()
+                .filter(|e| {
+                    e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxpageresult")
+                })
+                .count()
+                == 2
+        })
+        .await;
+    assert!(held, "the fake never sent 2 pages:\n{}", lab.syslog());
+    let running = lab.wait_for(support::wait::HANG, |lab| {
+        job_line(lab, job).is_some_and(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&"R") && f.get(5) == Some(&"2:3")
+        })
+    });
+    assert!(
+        running,
+        "faxstat does not show job {job} running at page 2 of 3:\n{}\n{}",
+        lab.faxstat(&["-s"]),
+        lab.syslog()
+    );
+    assert_eq!(lab.qfile_field(job, "state").as_deref(), Some("6"));
+    assert_eq!(lab.qfile_field(job, "npages").as_deref(), Some("2"));
+    // faxq received the call, the answer and both pages from fsfaxsend (its FIFO trace).
+    let told = |msg: &str| lab.syslog().contains(&format!("*{job}:{msg}"));
+    let heard = lab.wait_for(support::wait::HANG, |_| {
+        told("c") && told("C") && lab.syslog().matches(&format!("*{job}:d")).count() == 2
+    });
+    assert!(
+        heard,
+        "faxq's trace lacks the job messages:\n{}",
+        lab.syslog()
+    );
+
+    // The call drops; the retry meets a far end that takes every page.
+    fs.set_number_script(number, CallScript::fax_ok());
+    let uuid = fs.active_calls().pop().expect("the held call");
+    assert!(fs.hang_up_call(&uuid, "NORMAL_CLEARING"));
+    let requeued = lab.wait_for(support::wait::HANG, |lab| {
+        lab.qfile_field(job, "state").as_deref() == Some("3")
+    });
+    assert!(requeued, "job not requeued:\n{}", lab.syslog());
+    assert_eq!(lab.qfile_field(job, "npages").as_deref(), Some("2"));
+    let fax = lab.qfile_field(job, "fax").unwrap_or_default();
+    assert!(
+        fax.starts_with("2:"),
+        "resumes at the third page: fax:{fax}"
+    );
+
+    lab.send_now(job);
+    // What fsfaxd does after a send (fsfaxsend's SR): the modem is announced ready again, which
+    // pokes faxq's scheduler (without it faxq does not always look at the resubmitted job).
+    lab.ready();
+    let done = lab.wait_for(support::wait::HANG, |lab| {
+        lab.qfile_field(job, "state").as_deref() == Some("7")
+    });
+    assert!(done, "the retry did not finish the job:\n{}", lab.syslog());
+    assert_eq!(lab.qfile_field(job, "npages").as_deref(), Some("3"));
+    assert_eq!(lab.qfile_field(job, "tottries").as_deref(), Some("2"));
+    let originates = fs.originates();
+    assert_eq!(
+        originates.last().unwrap().var("fax_start_page").as_deref(),
+        Some("2"),
+        "the retry starts at the third page"
+    );
+    // Like faxsend, the done job keeps no document to send, and faxq was told it went.
+    assert_eq!(lab.qfile_field(job, "fax"), None);
+    assert!(told("D"), "no D for the document:\n{}", lab.syslog());
+    let shown = lab.faxstat(&["-d"]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&job.to_string()) && l.contains("3:3")),
+        "{shown}"
     );
 }

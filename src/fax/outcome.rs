@@ -480,6 +480,11 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
             (_, None, Some(code)) => (Retry, format!("Unknown fax result code {code}")),
             _ => (Retry, "Fax failed without a result code".to_owned()),
         },
+        // Gone before spandsp said anything: the switch named, not only its cause.
+        (Some(c), false) if c == "SYSTEM_SHUTDOWN" => (
+            Retry,
+            format!("Call ended without a fax result (FreeSWITCH shut down: {c})"),
+        ),
         (Some(c), false) => (Retry, format!("Call ended without a fax result ({c})")),
         (None, false) => (Retry, "Call ended without a fax result".to_owned()),
     };
@@ -789,6 +794,19 @@ mod tests {
         assert_eq!(
             j.status,
             "The call dropped prematurely (FreeSWITCH shut down: SYSTEM_SHUTDOWN)"
+        );
+    }
+
+    /// Issue 12, item 10: also when the switch went before any fax result.
+    #[test]
+    fn system_shutdown_without_a_result_is_named() {
+        let mut r = FaxResult::new(Direction::Send);
+        r.hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+        let j = FaxOutcome::Connected { result: &r }.classify(&[]);
+        assert_eq!(j.disposition, Retry);
+        assert_eq!(
+            j.status,
+            "Call ended without a fax result (FreeSWITCH shut down: SYSTEM_SHUTDOWN)"
         );
     }
 

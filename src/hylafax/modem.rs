@@ -107,6 +107,32 @@ pub enum JobEvent {
     DocumentDone,
 }
 
+/// What a sender says about a page or a document in a `d`/`D` job message: HylaFAX's
+/// `FaxSendInfo::encode`, `<time>,<npages>,<params>,<commid>,"<file>"` with the numbers in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaxSendInfo {
+    /// Seconds the page (`d`) or the whole document (`D`) took.
+    pub secs: u32,
+    /// The job's pages sent so far, this one included (`npages` as the qfile now says).
+    pub npages: u32,
+    /// The session parameters, `Class2Params::encode` (see `xferfaxlog::Params::encode`).
+    pub params: u32,
+    /// The attempt's communication id.
+    pub commid: String,
+    /// The document as the qfile names it (`docq/doc1.pdf;c0`); faxq unrefs it on `D`.
+    pub file: String,
+}
+
+impl FaxSendInfo {
+    /// The wire form faxq's `FaxSendInfo::decode` reads.
+    pub fn encode(&self) -> String {
+        format!(
+            "{:x},{:x},{:x},{},\"{}\"",
+            self.secs, self.npages, self.params, self.commid, self.file
+        )
+    }
+}
+
 impl FaxqMessage {
     /// The message text (no trailing NUL).
     pub fn as_str(&self) -> &str {
@@ -718,6 +744,20 @@ mod tests {
         for (m, want) in cases {
             assert_eq!(m.unwrap().as_str(), want);
         }
+        // faxsend's `FaxSendInfo::encode`: hex numbers, the file quoted.
+        let info = FaxSendInfo {
+            secs: 26,
+            npages: 3,
+            params: 0x21_4068,
+            commid: "000000042".into(),
+            file: "docq/doc7.pdf;c0".into(),
+        };
+        assert_eq!(
+            FaxqMessage::job(9, JobEvent::PageSent, &info.encode())
+                .unwrap()
+                .as_str(),
+            "*9:d1a,3,214068,000000042,\"docq/doc7.pdf;c0\""
+        );
         assert!(matches!(
             FaxqMessage::number(d, "1\n2"),
             Err(ModemError::BadMessage { .. })

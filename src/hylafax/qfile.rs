@@ -130,6 +130,8 @@ pub struct Document {
     pub subaddr: String,
     /// The TIFF, resolved against the spool directory.
     pub path: PathBuf,
+    /// The path as the qfile writes it (e.g. `docq/doc1.pdf;c0`), for messages to faxq.
+    pub file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,6 +498,48 @@ impl QFileContent {
         Ok(())
     }
 
+    /// Removes the `index`-th `fax:` entry (0-based, among the `fax:` entries now in the file),
+    /// as faxsend does once a document has been sent (`notifyDocumentSent`), so a retry never
+    /// sends it again and faxq may expunge its imaged file. When the entry just before it is
+    /// the saved source of that document (`!pdf:`, `!tiff:`, ... : faxq's `isSavedOp`),
+    /// `rename_source` is given the source's path and may return a new path for it (faxsend's
+    /// `renameSaved` moves `docq/doc1.pdf.1` to its base name `docq/doc1.pdf`).
+    pub fn remove_fax_entry(
+        &mut self,
+        index: usize,
+        rename_source: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), QFileError> {
+        let at = self
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l, Line::Entry { tag, .. } if tag == b"fax"))
+            .nth(index)
+            .map(|(i, _)| i)
+            .ok_or_else(|| QFileError::BadFaxEntry {
+                path: self.path.clone(),
+                value: format!("fax entry {index}"),
+                reason: "no such document in the job",
+            })?;
+        if let Some(Line::Entry { tag, raw, value }) = at.checked_sub(1).map(|i| &mut self.lines[i])
+        {
+            if tag.first() == Some(&b'!') {
+                // `op:dirnum:addr:file`, like a `fax:` entry.
+                let mut parts = raw.splitn(3, |&b| b == b':');
+                let (dir, addr, file) = (parts.next(), parts.next(), parts.next());
+                if let (Some(dir), Some(addr), Some(file)) = (dir, addr, file) {
+                    if let Some(new) = rename_source(file) {
+                        let rebuilt = [dir, b":", addr, b":", &new].concat();
+                        *value = logical_value(tag, &rebuilt);
+                        *raw = rebuilt;
+                    }
+                }
+            }
+        }
+        self.lines.remove(at);
+        Ok(())
+    }
+
     /// `<dirnum>:<subaddr>:<path>` split at the first two `:`; like HylaFAX's `addItem`, a
     /// value with one `:` is `<dirnum>:<path>` and one with none is just a path.
     fn parse_document(&self, value: &[u8], base: &Path) -> Result<Document, QFileError> {
@@ -526,6 +570,7 @@ impl QFileContent {
             first_page_dir,
             subaddr: String::from_utf8_lossy(subaddr).into_owned(),
             path,
+            file: String::from_utf8_lossy(file).into_owned(),
         })
     }
 }
@@ -618,6 +663,16 @@ fn read_bounded(file: &File, path: &Path) -> Result<Vec<u8>, QFileError> {
         });
     }
     Ok(bytes)
+}
+
+/// HylaFAX's `FaxRequest::mkbasedoc`: a job's link to a submitted document (`docq/doc1.pdf.1`,
+/// the job id appended) without its last `.suffix` (`docq/doc1.pdf`), unless that suffix is
+/// `cover`. A name without a `.` is kept.
+pub fn base_document(file: &[u8]) -> Vec<u8> {
+    match file.iter().rposition(|&b| b == b'.') {
+        Some(dot) if &file[dot + 1..] != b"cover" => file[..dot].to_vec(),
+        _ => file.to_vec(),
+    }
 }
 
 /// Logical value: leading spaces skipped (HylaFAX skips only `' '`), and for `status` each
@@ -717,8 +772,33 @@ fax:0::docq/doc1.pdf;c0\n";
                 first_page_dir: 0,
                 subaddr: String::new(),
                 path: dir.path().join("docq/doc1.pdf;c0"),
+                file: "docq/doc1.pdf;c0".into(),
             }]
         );
+    }
+
+    #[test]
+    fn a_sent_document_leaves_the_job_and_its_source_gets_its_base_name() {
+        let mut q = parse(
+            b"jobid:3\n!pdf:0::docq/doc1.pdf.3\nfax:0::docq/doc1.pdf;c0\n!tiff:0::docq/doc2.tif.3\nfax:2::docq/doc2.tif;c0\n",
+        );
+        let mut seen = Vec::new();
+        q.remove_fax_entry(0, |src| {
+            seen.push(src.to_vec());
+            Some(base_document(src))
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"docq/doc1.pdf.3".to_vec()]);
+        assert_eq!(
+            String::from_utf8(q.to_bytes()).unwrap(),
+            "jobid:3\n!pdf:0::docq/doc1.pdf\n!tiff:0::docq/doc2.tif.3\nfax:2::docq/doc2.tif;c0\n"
+        );
+        // The other document is now entry 0; a bare `fax:` without a saved source is just removed.
+        q.remove_fax_entry(0, |_| None).unwrap();
+        assert!(q.get_all("fax").is_empty());
+        assert!(q.remove_fax_entry(0, |_| None).is_err());
+        assert_eq!(base_document(b"docq/doc9.ps.cover"), b"docq/doc9.ps.cover");
+        assert_eq!(base_document(b"docq/doc9"), b"docq/doc9");
     }
 
     #[test]

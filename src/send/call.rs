@@ -52,7 +52,7 @@ pub async fn send(
         Err(e) => return Attempt::verdict_only(e.verdict()),
     };
     let call = match dial::dial(cfg, &mut ctx, job, stop).await {
-        Ok(answered) => transfer::transfer(cfg, &ctx, job, stop, answered).await,
+        Ok(answered) => transfer::transfer(cfg, &mut ctx, job, stop, answered).await,
         Err(end) => end,
     };
     let attempt = conclude::conclude(cfg, spool, modem, &mut ctx, job, call, timing).await;

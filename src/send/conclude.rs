@@ -15,7 +15,8 @@ use crate::hylafax::xferfaxlog::{self, DataFormat, Params, SendRecord, XferFaxLo
 
 use super::call::CallEnd;
 use super::prepare::{Context, external_number};
-use super::{Attempt, Job, document};
+use super::progress::Session;
+use super::{Attempt, Job};
 
 /// When the attempt started, by the monotonic clock (durations) and the wall clock (records).
 pub(super) struct Timing {
@@ -40,7 +41,8 @@ pub(super) async fn conclude(
     // Counters were only raised when an originate really went out; no dial, no SEND record.
     let dialled = !matches!(call, CallEnd::NoDial(..));
     if let CallEnd::Connected { result, .. } = &call {
-        record_progress(ctx, job, result.transferred_pages);
+        let done = attempt.verdict.disposition == Disposition::Done;
+        record_progress(ctx, job, result, done);
         if cfg.freeswitch.softmodem_fallback {
             remember_fallback(cfg, ctx, result).await;
         }
@@ -109,16 +111,22 @@ fn attempt(call: &CallEnd, failed_causes: &[String]) -> Attempt {
     }
 }
 
-/// Advances the `fax:` entries past the pages that went through, so a retry resumes there.
-fn record_progress(ctx: &mut Context, job: &mut Job, pages: u32) {
-    if pages == 0 {
+/// Records the pages spandsp's final count adds to the page events (so a retry resumes at the
+/// first unsent page) and, for a job that is done, takes its documents out as faxsend does.
+fn record_progress(ctx: &mut Context, job: &mut Job, result: &FaxResult, done: bool) {
+    let session = Session::of(result, &ctx.commid);
+    let progress = &mut ctx.progress;
+    progress.conclude(job, result.transferred_pages, done, &session);
+    if progress.sent_range().is_none() {
         return;
     }
-    document::apply_progress(&mut ctx.docs, pages);
-    let firsts: Vec<u32> = ctx.docs.iter().map(|d| d.first_page).collect();
-    job.resume_at(&firsts);
-    ctx.log
-        .log(&format!("{pages} pages transferred in this attempt"));
+    let mut text = format!("{} transferred in this attempt", progress.describe_sent());
+    if done {
+        text.push_str("; the job is complete");
+    } else if progress.all_sent() {
+        text.push_str("; every page went through but the fax did not end cleanly");
+    }
+    ctx.log.log(&text);
 }
 
 /// The attempt's SEND record for xferfaxlog.

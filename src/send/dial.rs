@@ -3,6 +3,7 @@
 //! cause says the destination itself answered.
 
 use chrono::Local;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{Config, Node};
@@ -190,8 +191,13 @@ impl Dialer<'_> {
         let mut last_cause = String::new();
         let gateways = self.ctx.gateways.clone();
         for (i, gateway) in gateways.iter().enumerate() {
-            let cause = match self.originate(gateway, i).await? {
+            // Each leg's lines name its own call in a span of their own; the job's span takes
+            // the UUID of the call that answered, once (a failover never gives a line two).
+            let uuid = Uuid::new_v4();
+            let leg = tracing::info_span!("leg", gateway = %gateway, uuid = %uuid);
+            let cause = match self.originate(gateway, i, uuid).instrument(leg).await? {
                 Leg::Answered(uuid, result) => {
+                    tracing::Span::current().record("uuid", tracing::field::display(uuid));
                     return Ok(Answered {
                         session: self.session,
                         events: self.events,
@@ -216,10 +222,8 @@ impl Dialer<'_> {
     }
 
     /// One originate through `gateway` (the `i`th), followed until it is answered or fails.
-    async fn originate(&mut self, gateway: &str, i: usize) -> Result<Leg, CallEnd> {
-        let uuid = Uuid::new_v4();
+    async fn originate(&mut self, gateway: &str, i: usize, uuid: Uuid) -> Result<Leg, CallEnd> {
         let job_uuid = Uuid::new_v4().to_string();
-        tracing::Span::current().record("uuid", tracing::field::display(uuid));
         let log = &self.ctx.log;
         let request = OriginateRequest {
             uuid,
@@ -260,19 +264,19 @@ impl Dialer<'_> {
         log.log(&format!(
             "DIAL {dialled} via gateway {gateway}{on} (call {uuid})"
         ));
-        tracing::info!(gateway = %gateway, number = %dialled, "originate");
+        tracing::info!(number = %dialled, "originate");
         let (reply, result) = self.await_answer(&command, &job_uuid, uuid).await?;
         let reply = reply.trim();
         if reply.starts_with("+OK") {
             self.ctx
                 .log
                 .log(&format!("CONNECTED via gateway {gateway}"));
-            tracing::info!(gateway = %gateway, "answered");
+            tracing::info!("answered");
             return Ok(Leg::Answered(uuid, Box::new(result)));
         }
         let cause = normalize_cause(reply);
         self.ctx.log.log(&format!("Gateway {gateway}: {cause}"));
-        tracing::info!(gateway = %gateway, cause = %cause, "originate failed");
+        tracing::info!(cause = %cause, "originate failed");
         Ok(Leg::Failed(cause))
     }
 

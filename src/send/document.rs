@@ -70,6 +70,8 @@ pub struct JobDocument {
     pub first_page: u32,
     /// Pages in the file.
     pub pages: u32,
+    /// The document as the qfile names it (`docq/doc1.pdf;c0`), for faxq's messages.
+    pub item: String,
 }
 
 impl JobDocument {
@@ -88,13 +90,20 @@ impl JobDocument {
             });
         }
         Ok(JobDocument {
+            item: path.display().to_string(),
             path,
             first_page,
             pages,
         })
     }
 
-    fn remaining(&self) -> u32 {
+    /// The same document, named `item` as the qfile writes it.
+    pub fn named(self, item: String) -> JobDocument {
+        JobDocument { item, ..self }
+    }
+
+    /// Pages still to send.
+    pub fn remaining(&self) -> u32 {
         self.pages.saturating_sub(self.first_page)
     }
 }
@@ -180,18 +189,6 @@ pub async fn prepare(
             })
         }
     }
-}
-
-/// Records that `sent` pages of this attempt went through: advances each entry's first page so
-/// the next attempt resumes at the first unsent page. Returns how many pages were accounted.
-pub fn apply_progress(docs: &mut [JobDocument], sent: u32) -> u32 {
-    let mut left = sent;
-    for d in docs.iter_mut() {
-        let take = left.min(d.remaining());
-        d.first_page += take;
-        left -= take;
-    }
-    sent - left
 }
 
 async fn merge(
@@ -392,15 +389,6 @@ mod tests {
             e.to_string().contains("missing.tif") && e.is_permanent(),
             "{e}"
         );
-    }
-
-    #[test]
-    fn progress_moves_the_first_page_across_documents() {
-        let mut docs = vec![doc("test3.tif", 1), doc("test12.tif", 0)];
-        assert_eq!(apply_progress(&mut docs, 5), 5);
-        assert_eq!((docs[0].first_page, docs[1].first_page), (3, 3));
-        assert_eq!(apply_progress(&mut docs, 100), 9);
-        assert_eq!((docs[0].first_page, docs[1].first_page), (3, 12));
     }
 
     #[test]

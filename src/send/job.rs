@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::hylafax::qfile::{QFile, QFileError};
+use crate::hylafax::modem::{FaxSendInfo, FaxqFifo, FaxqMessage, JobEvent};
+use crate::hylafax::qfile::{self, QFile, QFileError};
 use crate::hylafax::xferfaxlog::DataFormat;
 
 use super::Attempt;
@@ -20,6 +21,8 @@ pub struct Job {
     note: Option<String>,
     /// This run (one attempt) has counted its dial.
     dial_counted: bool,
+    /// faxq's FIFO, told about the job's progress as faxsend tells it (see [`Job::tell`]).
+    faxq: Option<FaxqFifo>,
 }
 
 impl Job {
@@ -40,7 +43,29 @@ impl Job {
             q,
             note: None,
             dial_counted: false,
+            faxq: None,
         })
+    }
+
+    /// From here on, progress goes to faxq through `fifo` too: `*<job>:c` when the call is
+    /// placed, `C` when it is answered, `d` per page and `D` per document sent, as faxsend's
+    /// `notifyCallPlaced` / `notifyConnected` / `notifyPageSent` / `notifyDocumentSent` do.
+    pub fn report_to(&mut self, fifo: FaxqFifo) {
+        self.faxq = Some(fifo);
+    }
+
+    /// One job message to faxq. faxq only posts it to its triggers (`faxwatch`), except `D`,
+    /// on which it releases the document's imaged file; nothing depends on delivery, so a
+    /// faxq that is not running (or a full FIFO, bounded to about a second) is only logged.
+    pub fn tell(&self, event: JobEvent, info: Option<&FaxSendInfo>) {
+        let (Some(fifo), Ok(jobid)) = (&self.faxq, self.q.jobid()) else {
+            return;
+        };
+        let info = info.map(FaxSendInfo::encode).unwrap_or_default();
+        let sent = FaxqMessage::job(jobid, event, &info).and_then(|msg| fifo.send(&msg));
+        if let Err(e) = sent {
+            tracing::debug!(?event, "faxq not told: {e}");
+        }
     }
 
     /// The parsed qfile, to read the job's values.
@@ -59,13 +84,17 @@ impl Job {
     /// trying the next gateway is how this one dial reaches the number (a dead trunk must not
     /// use up `maxdials`).
     pub fn count_dial(&mut self, status: &str) {
-        if !self.dial_counted {
+        let first = !self.dial_counted;
+        if first {
             self.dial_counted = true;
             let (tot, n) = (self.q.totdials() + 1, self.q.ndials() + 1);
             self.set_u32("totdials", tot);
             self.set_u32("ndials", n);
         }
         self.progress(status);
+        if first {
+            self.tell(JobEvent::CallPlaced, None);
+        }
     }
 
     /// The call was answered: one more try, and the dial count starts again.
@@ -74,6 +103,7 @@ impl Job {
         self.set_u32("tottries", tries);
         self.set_u32("ndials", 0);
         self.progress(&format!("Connected to {dialled}"));
+        self.tell(JobEvent::Connected, None);
     }
 
     /// The fax negotiated: the remote's id and the rate.
@@ -85,19 +115,43 @@ impl Job {
         self.progress(&format!("Sending {rate}{}", if ecm { "/ECM" } else { "" }));
     }
 
-    /// One more page went through: `npages` is the job's total so far.
-    pub fn page_sent(&mut self, npages: u32, format: Option<DataFormat>) {
+    /// Pages went through: `npages` is the job's total so far, `first_pages` the first unsent
+    /// page of each `fax:` entry still in the qfile, written together so that whatever stops
+    /// the attempt next (even `kill -9`), the retry resumes at the page `npages` counts to.
+    pub fn pages_sent(&mut self, npages: u32, first_pages: &[u32], format: Option<DataFormat>) {
         self.set_u32("npages", npages);
         if let Some(df) = format {
             self.set("dataformat", df.hylafax_name());
         }
+        if let Err(e) = self.q.set_fax_first_pages(first_pages) {
+            tracing::warn!("cannot record page progress: {e}");
+        }
         self.save();
     }
 
-    /// The first unsent page of each document (`fax:` entries), so a retry resumes there.
-    pub fn resume_at(&mut self, first_pages: &[u32]) {
-        if let Err(e) = self.q.set_fax_first_pages(first_pages) {
-            tracing::warn!("cannot record page progress: {e}");
+    /// A document went through: its `fax:` entry (the `index`-th still in the qfile) leaves
+    /// the job and its saved source takes its base name, as faxsend's `notifyDocumentSent`
+    /// (`renameSaved`, then the item removed). Not written yet: the caller writes with the
+    /// pages ([`Job::pages_sent`]) before telling faxq `D`.
+    pub fn document_sent(&mut self, index: usize) {
+        let removed = self.q.remove_fax_entry(index, |source| {
+            let base = qfile::base_document(source);
+            if base == source {
+                return None;
+            }
+            let (from, to) = (bytes_path(source), bytes_path(&base));
+            // faxq's cwd is the spool, and ours: the paths are relative to it, as faxsend's.
+            if let Err(e) = std::fs::rename(from, to) {
+                // Kept under its own name (faxsend would unlink it): faxq's cleanup finds it.
+                tracing::warn!(from = %from.display(), "cannot rename the sent document's source: {e}");
+                return None;
+            }
+            // A rename between two links of one file does nothing: then drop the job's link.
+            let _ = std::fs::remove_file(from);
+            Some(base)
+        });
+        if let Err(e) = removed {
+            tracing::warn!("cannot remove the sent document from the queue file: {e}");
         }
     }
 
@@ -149,7 +203,7 @@ impl Job {
     }
 
     /// Writes the qfile as it is now.
-    fn save(&mut self) {
+    pub fn save(&mut self) {
         if let Err(e) = self.q.write() {
             tracing::warn!("cannot update the queue file: {e}");
         }
@@ -166,4 +220,9 @@ impl Job {
             tracing::warn!("cannot set {tag} in the queue file: {e}");
         }
     }
+}
+
+fn bytes_path(b: &[u8]) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(b))
 }

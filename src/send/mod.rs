@@ -13,10 +13,12 @@
 //! route failed (`[gofaxsend] failovercauses`).
 //!
 //! Files: `call` (one attempt as its steps), `prepare` (with `tagline`, the tag line drawn into
-//! the document), `dial`, `transfer` (ended by `fax::CallEnding`), `conclude`, and `job` (the
-//! locked qfile, written through typed methods; the verdict once, in `Job::finish`). fsfaxsend
-//! serves one call on a current-thread runtime: its qfile writes run inline, as the only other
-//! task is that call's own socket reader.
+//! the document), `dial`, `transfer` (ended by `fax::CallEnding`), `conclude`, `progress` (the
+//! pages and documents sent, in the qfile and told to faxq as faxsend tells it: `c`, `C`, `d`
+//! per page, `D` per document), and `job` (the locked qfile, written through typed methods; the
+//! verdict once, in `Job::finish`). fsfaxsend serves one call on a current-thread runtime: its
+//! qfile writes and faxq messages run inline (a message waits at most about a second on a full
+//! FIFO), as the only other task is that call's own socket reader.
 
 mod call;
 mod conclude;
@@ -25,6 +27,7 @@ pub mod document;
 mod job;
 mod nodes;
 mod prepare;
+mod progress;
 mod tagline;
 mod transfer;
 
@@ -35,7 +38,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::fax::{Disposition, FaxOutcome, JobResult};
 use crate::hylafax::Spool;
-use crate::hylafax::modem::{DeviceFifo, DeviceMsg};
+use crate::hylafax::modem::{DeviceFifo, DeviceMsg, FaxqFifo};
 use crate::hylafax::xferfaxlog::DataFormat;
 
 pub use job::Job;
@@ -117,6 +120,7 @@ async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> 
 async fn attempt(config: &Config, modem: &str, job: &mut Job, stop: &mut call::Stop) -> Attempt {
     let spool = Spool::new(&config.hylafax.spooldir);
     warn_if_elsewhere(&spool);
+    job.report_to(FaxqFifo::new(&spool));
     tell_modem(&spool, modem, DeviceMsg::SendBegin);
     call::send(config, &spool, modem, job, stop).await
 }

@@ -13,6 +13,7 @@ use crate::hylafax::seqf::{self, SeqfError};
 use crate::hylafax::sessionlog::SessionLog;
 
 use super::document::{self, DocumentError, JobDocument};
+use super::progress::Progress;
 use super::tagline::{self, Unimageable};
 use super::{Job, spool_relative};
 
@@ -29,7 +30,8 @@ pub(super) struct Context {
     pub call_prefix: String,
     pub gateways: Vec<String>,
     pub vars: ChannelVars,
-    pub docs: Vec<JobDocument>,
+    /// The job's documents and how far this attempt got through them.
+    pub progress: Progress,
     pub prepared: document::Prepared,
     /// The station was on the T.38 fallback list when the call was placed.
     pub fallback_listed: bool,
@@ -139,7 +141,7 @@ pub(super) async fn prepare(
         call_prefix,
         gateways,
         vars,
-        docs,
+        progress: Progress::new(docs, job.q().npages()),
         prepared,
         fallback_listed: false,
         node: None,
@@ -244,7 +246,7 @@ async fn documents(
         .q()
         .documents(base)?
         .into_iter()
-        .map(|d| JobDocument::inspect(d.path, d.first_page_dir))
+        .map(|d| JobDocument::inspect(d.path, d.first_page_dir).map(|j| j.named(d.file)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(PrepareError::Inspect)?;
     let temp_dir = spool.join("tmp");

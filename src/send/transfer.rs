@@ -4,17 +4,16 @@
 
 use std::time::{Duration, Instant};
 
+use super::Job;
+use super::call::{CallEnd, Stop, close_text};
+use super::dial::Answered;
+use super::prepare::Context;
+use super::progress::Session;
 use crate::config::Config;
 use crate::esl::{Event, SessionItem};
 use crate::fax::{
     CallEnding, Command, Cut, FaxResult, Finish, Gone, Input, Limits, LocalError, Update,
 };
-use crate::hylafax::xferfaxlog::DataFormat;
-
-use super::Job;
-use super::call::{CallEnd, Stop, close_text};
-use super::dial::Answered;
-use super::prepare::Context;
 
 /// After the hangup, how long to wait for FreeSWITCH's fax result (it follows the hangup).
 const RESULT_AFTER_HANGUP: Duration = Duration::from_secs(10);
@@ -24,15 +23,15 @@ const HANGUP_GRACE: Duration = Duration::from_secs(3);
 /// Follows the answered call until [`CallEnding`] says it is over.
 pub(super) async fn transfer(
     cfg: &Config,
-    ctx: &Context,
+    ctx: &mut Context,
     job: &mut Job,
     stop: &mut Stop,
     answered: Answered,
 ) -> CallEnd {
     let answered_at = Instant::now();
+    ctx.progress.answered();
     let mut call = Transfer {
         ctx,
-        pages_before: job.q().npages(),
         job,
         answered,
         ending: CallEnding::new(Limits {
@@ -45,7 +44,7 @@ pub(super) async fn transfer(
         signal: None,
         lost: None,
     };
-    call.job.connected(&ctx.dialled);
+    call.job.connected(&call.ctx.dialled);
     let finish = call.follow(stop).await;
     let _ = call.answered.session.client.exit().await;
     let cut_short = finish.cut.map(|cut| call.cut_text(cut));
@@ -58,11 +57,9 @@ pub(super) async fn transfer(
 
 /// The call being followed.
 struct Transfer<'a> {
-    ctx: &'a Context,
+    ctx: &'a mut Context,
     job: &'a mut Job,
     answered: Answered,
-    /// `npages` before this attempt: page events count from 1 again.
-    pages_before: u32,
     ending: CallEnding,
     /// `[gofaxsend] maxcallduration`, for the texts.
     max_call: Duration,
@@ -125,25 +122,23 @@ impl Transfer<'_> {
                 None
             }
             Some(Update::Page(n)) => {
-                let format = self
-                    .answered
-                    .result
-                    .encoding_name()
-                    .and_then(DataFormat::from_encoding_name);
-                self.job.page_sent(self.pages_before + n, format);
+                let session = Session::of(&self.answered.result, &self.ctx.commid);
+                let progress = &mut self.ctx.progress;
                 // The job's page, not the call's: a resumed send starts past page 1.
-                let page = self.pages_before + n;
-                if self.pages_before > 0 {
-                    self.ctx
-                        .log
-                        .log(&format!("SENT PAGE {page} (page {n} of this call)"));
-                } else {
-                    self.ctx.log.log(&format!("SENT PAGE {page}"));
+                if let Some(page) = progress.page(self.job, n, &session) {
+                    let total = progress.job_pages();
+                    let text = if progress.before() > 0 {
+                        format!("SENT PAGE {page} of {total} (page {n} of this call)")
+                    } else {
+                        format!("SENT PAGE {page} of {total}")
+                    };
+                    self.ctx.log.log(&text);
                 }
                 None
             }
             Some(Update::FinalResult) => {
-                self.ctx.log.log(&final_text(&self.answered.result));
+                let text = final_text(&self.answered.result, &self.ctx.progress);
+                self.ctx.log.log(&text);
                 Some(Input::FaxResult)
             }
             Some(Update::Hangup) => {
@@ -217,12 +212,24 @@ fn cap_text(max: Duration) -> String {
     format!("call longer than {max:?} ([gofaxsend] maxcallduration); hung up")
 }
 
-fn final_text(result: &FaxResult) -> String {
-    format!(
-        "FAX RESULT {} ({}), {} of {} pages",
-        result.result_code.map_or("-".into(), |c| c.to_string()),
-        result.result_text.as_deref().unwrap_or(""),
-        result.transferred_pages,
-        result.total_pages
-    )
+/// spandsp's result with the pages in the job's numbers: its own "10 of 12" counts the pages
+/// of this call against the whole file, which reads as two pages missing when a resumed call
+/// sent pages 3-12.
+fn final_text(result: &FaxResult, progress: &super::progress::Progress) -> String {
+    let code = result.result_code.map_or("-".into(), |c| c.to_string());
+    let text = result.result_text.as_deref().unwrap_or("");
+    let mut line = format!(
+        "FAX RESULT {code} ({text}): {} sent",
+        progress.describe_sent()
+    );
+    if progress.before() > 0 {
+        line.push_str(&format!(
+            " in this call (pages 1-{} in earlier attempts)",
+            progress.before()
+        ));
+    }
+    if progress.all_sent() {
+        line.push_str("; every page of the job is sent");
+    }
+    line
 }

@@ -208,6 +208,51 @@ impl HylafaxLab {
             .unwrap_or_else(|| panic!("no job id in sendfax output: {text}"))
     }
 
+    /// Sends a sleeping job now, as an admin does through hfaxd's protocol (faxalter's `-a now`
+    /// is refused for a job that is not suspended): `JSUSP`, and once faxq has suspended it
+    /// (its qfile says `state:1`), `JPARM SENDTIME NOW` and `JSUBM` in a fresh session (an
+    /// hfaxd session keeps the job as it first read it).
+    pub fn send_now(&self, job: u32) {
+        self.hfaxd(&[format!("JSUSP {job}")]);
+        let suspended = self.wait_for(super::wait::HANG, |lab| {
+            lab.qfile_field(job, "state").as_deref() == Some("1")
+        });
+        assert!(suspended, "faxq did not suspend job {job}");
+        self.hfaxd(&[
+            format!("JOB {job}"),
+            "JPARM SENDTIME NOW".to_string(),
+            format!("JSUBM {job}"),
+        ]);
+    }
+
+    /// One hfaxd session as root: each command must succeed (a 2xx reply).
+    fn hfaxd(&self, commands: &[String]) {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::net::TcpStream::connect(("localhost", self.port)).expect("hfaxd");
+        stream.set_read_timeout(Some(super::wait::HANG)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut reply = || {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("hfaxd reply");
+                all.push_str(&line);
+                if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                    return all;
+                }
+            }
+        };
+        let greeting = reply();
+        assert!(greeting.starts_with("220"), "{greeting}");
+        for cmd in std::iter::once("USER root").chain(commands.iter().map(String::as_str)) {
+            writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+            let r = reply();
+            assert!(r.starts_with('2'), "hfaxd refused {cmd}: {r}");
+        }
+        let _ = writer.write_all(b"QUIT\r\n");
+    }
+
     /// Where the job's qfile is now (`sendq/` while queued, `doneq/` once done or failed).
     pub fn qfile_path(&self, job: u32) -> Option<PathBuf> {
         ["sendq", "doneq"]

@@ -146,6 +146,41 @@ impl SendEnv {
             .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
     }
 
+    /// [`SendEnv::run`] that also returns fsfaxsend's log (info level and up).
+    pub async fn run_logged(&self, job: u32) -> (i32, String) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-m", MODEM, &format!("sendq/q{job}")])
+            .current_dir(&self.spool)
+            .env("FSFAX_LOG", "info")
+            .env("FSFAX_LOG_STDERR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fsfaxsend");
+        let stderr = child.stderr.take();
+        let log = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            if let Some(mut s) = stderr {
+                let _ = s.read_to_end(&mut buf).await;
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let status = tokio::time::timeout(HANG, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
+            .unwrap();
+        let log = log.await.unwrap();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"));
+        (code, log)
+    }
+
     pub fn spawn(&self, job: u32) -> tokio::process::Child {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
             .arg("-c")
@@ -164,7 +199,16 @@ impl SendEnv {
 
     /// Creates `FIFO.<modem>` and collects what fsfaxsend writes to it (fsfaxd's side).
     pub fn modem_fifo(&self) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-        let path = self.spool.join(format!("FIFO.{MODEM}"));
+        self.collect_fifo(&format!("FIFO.{MODEM}"))
+    }
+
+    /// Creates faxq's `FIFO` and collects what fsfaxsend tells faxq (faxq's side).
+    pub fn faxq_fifo(&self) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        self.collect_fifo("FIFO")
+    }
+
+    fn collect_fifo(&self, name: &str) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        let path = self.spool.join(name);
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         // Opened read-write, as fsfaxd does, so the reader never sees end-of-file.

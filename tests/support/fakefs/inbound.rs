@@ -353,12 +353,25 @@ struct Shared {
     /// Channels this switch has that no originate made (e.g. a reception whose outbound
     /// socket went away while its rxfax goes on): only `uuid_exists` sees them.
     foreign: Mutex<HashSet<String>>,
+    /// Scripts per number set while the fake runs ([`FakeFs::set_number_script`]).
+    number_scripts: Mutex<HashMap<String, CallScript>>,
     /// The switch went silent: nothing is written on any connection (no replies, no events,
     /// no greeting on new ones), yet every connection stays open, as a host that lost power.
     silent: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// The script a leg gets: one set while running wins over the configuration's.
+    fn script_for(&self, leg: &Leg) -> CallScript {
+        let set = self
+            .number_scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.get(&leg.number)
+            .cloned()
+            .unwrap_or_else(|| self.cfg.script_for(leg))
+    }
+
     fn conn<R>(&self, id: usize, f: impl FnOnce(&mut ConnRecord) -> R) -> R {
         let mut g = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g[id])
@@ -462,6 +475,7 @@ impl FakeFs {
             cancel: CancellationToken::new(),
             accepted: AtomicUsize::new(0),
             foreign: Mutex::new(HashSet::new()),
+            number_scripts: Mutex::new(HashMap::new()),
             silent: std::sync::atomic::AtomicBool::new(false),
         });
         if let Some(interval) = shared.cfg.heartbeat {
@@ -632,6 +646,24 @@ impl FakeFs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// From now on, calls to `number` follow `script` (e.g. a far end that took two pages and
+    /// then hung, taking every page on the retry).
+    pub fn set_number_script(&self, number: &str, script: CallScript) {
+        self.shared
+            .number_scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(number.to_string(), script);
+    }
+
+    /// Hangs up a running call from the switch's side with `cause` (an admin's `hupall`, a
+    /// FreeSWITCH shutting down: `SYSTEM_SHUTDOWN`), ending it as a `uuid_kill` does (capture
+    /// `inbound-txfax-t38-local-kill-midfax`) without recording a kill by a client. Returns
+    /// whether the call existed.
+    pub fn hang_up_call(&self, uuid: &str, cause: &str) -> bool {
+        kill_call(&self.shared, uuid, cause)
     }
 
     /// UUIDs of channels that currently exist.
@@ -1070,7 +1102,7 @@ fn is_silent_originate(shared: &Shared, arg: &str) -> bool {
     };
     Originate::parse(rest)
         .ok()
-        .and_then(|o| o.legs().first().map(|l| shared.cfg.script_for(l)))
+        .and_then(|o| o.legs().first().map(|l| shared.script_for(l)))
         .is_some_and(|s| s == CallScript::Silent)
 }
 
@@ -1334,7 +1366,7 @@ async fn run_originate(
         let last = i + 1 == legs.len();
         let uuid = leg_uuid(&o, leg).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         shared.update_orig(rec, |r| r.leg_uuids.push(uuid.clone()));
-        let mut script = shared.cfg.script_for(leg);
+        let mut script = shared.script_for(leg);
         let is_fax_app = o.app.as_deref() == Some("txfax");
         let file = if is_fax_app {
             o.app_arg.clone().unwrap_or_default()
