@@ -31,7 +31,8 @@ the background: run it from systemd or supervisor.";
 const FSFAXD_AFTER_HELP: &str = "\
 EXAMPLES:
     fsfaxd --check-config -c /etc/fsfax.conf   check a file, print the settings in effect
-    FSFAX_LOG=debug fsfaxd -f                   run with debug logs on stderr";
+    FSFAX_LOG=debug fsfaxd -f                   run with debug logs on stderr
+    fsfaxd status                               what the running daemon is doing";
 
 const FSFAXD_AFTER_LONG_HELP: &str = "\
 EXAMPLES:
@@ -46,6 +47,18 @@ LOGGING:
     stderr is a terminal. FSFAX_LOG sets the level or a filter: error, warn, info (default), debug,
     e.g. FSFAX_LOG=info,fsfax::esl=debug. Syslog priorities (syslog-tracing's
     lossless mapping): error=err, warn=warning, info=notice, debug=info.
+
+MONITORING:
+    With [gofaxd] metrics = 127.0.0.1:9464 (peers allowed by [gofaxd] metricspeers,
+    default 127.0.0.1, ::1), fsfaxd serves /metrics (Prometheus, names fsfax_*,
+    process_*), /healthz (liveness) and /readyz (ready: listener up, spool writable
+    with 64 MiB free, faxq's FIFO read, FreeSWITCH's Event Socket answering; 200 or
+    503 with one line per check) and /status (JSON). `fsfaxd status` shows the same
+    through the socket <spooldir>/status/fsfaxd.sock, with or without metrics.
+    Sends are counted from the SEND records of xferfaxlog (position kept in
+    recvq/.fsfax/xferfaxlog.offset). fsfaxd's own Event Socket connection subscribes
+    to HEARTBEAT; after two missed heartbeats a probe without answer closes it, and
+    fsfaxd reconnects with back-off (1 s doubling to 30 s).
 
 SIGNALS:
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops accepting calls and lets
@@ -104,7 +117,27 @@ pub enum FsfaxdCommand {
     /// without your call prefix, as they appear in `list`.
     #[command(subcommand, after_help = FALLBACK_HELP)]
     Fallback(FallbackCommand),
+
+    /// Show what the running fsfaxd is doing: readiness, modems, calls, FreeSWITCH, errors
+    ///
+    /// Asks the fsfaxd running on the configuration's spool through its status socket
+    /// (<spooldir>/status/fsfaxd.sock), so it works whether or not [gofaxd] metrics is set.
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        /// Print the status as JSON (the daemon's /status document)
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const STATUS_HELP: &str = "\
+EXAMPLES:
+    fsfaxd status                 modems, calls in progress, FreeSWITCH, last errors
+    fsfaxd status --json | jq .   the same for scripts
+
+EXIT STATUS:
+    0 running and ready, 1 running but not ready (the failed checks are shown),
+    3 not running.";
 
 const FALLBACK_HELP: &str = "\
 EXAMPLES:

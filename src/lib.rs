@@ -17,6 +17,7 @@ pub mod fax;
 pub mod hylafax;
 pub mod imaging;
 pub mod logging;
+pub mod ops;
 pub mod receive;
 pub mod send;
 pub mod tiff;

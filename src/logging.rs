@@ -154,9 +154,12 @@ where
         .with_ansi(ansi)
         .with_target(false)
         .log_internal_errors(false);
+    // The last warnings and errors are kept for `fsfaxd status`.
+    use tracing_subscriber::layer::SubscriberExt;
+    let recent = crate::ops::recent::RecentErrors;
     match destination {
-        Destination::Stderr => Box::new(builder.finish()),
-        Destination::Syslog => Box::new(builder.without_time().finish()),
+        Destination::Stderr => Box::new(builder.finish().with(recent)),
+        Destination::Syslog => Box::new(builder.without_time().finish().with(recent)),
     }
 }
 

@@ -357,6 +357,91 @@ pub fn width_code(width: Option<u32>) -> u32 {
     }
 }
 
+/// TIFF `PageNumber`: (page, total pages), two SHORTs.
+pub const TAG_PAGE_NUMBER: u16 = 297;
+/// HylaFAX/spandsp `TIFFTAG_FAXDCS`: the received DCS frame as hex bytes (ASCII).
+pub const TAG_FAX_DCS: u16 = 34911;
+
+/// What one page of a received document says about the session (spandsp writes these tags
+/// on every page it receives; faxgetty too, except the DCS text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageSession {
+    /// `ImageDescription`: the remote station's identity (TSI).
+    pub description: Option<String>,
+    /// `FaxDcs`: the DCS as spandsp logged it, e.g. `00 46 C0 ...`.
+    pub dcs: Option<String>,
+    /// `FaxRecvTime`: seconds spent receiving the page.
+    pub recv_time: Option<u32>,
+    /// `PageNumber`: (page, total) as written.
+    pub page_number: Option<(u16, u16)>,
+}
+
+/// Reads the session tags of every page of the TIFF at `path` (see [`PageSession`]). A
+/// document that does not check out as complete (cut-off image data, a bad chain) is an error.
+pub fn read_session(path: &Path) -> Result<Vec<PageSession>, TagError> {
+    let data = std::fs::read(path).map_err(|source| TagError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    session_in(&data).map_err(|why| TagError::Malformed {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
+/// [`read_session`] on bytes in memory.
+pub fn session_in(data: &[u8]) -> Result<Vec<PageSession>, &'static str> {
+    crate::tiff::count_pages_in_bytes(data).map_err(|_| "not a complete TIFF")?;
+    let o = match data.get(0..2) {
+        Some(b"II") => Order(true),
+        Some(b"MM") => Order(false),
+        _ => return Err("no byte-order mark"),
+    };
+    let mut pages = Vec::new();
+    let mut at = o.u32(data, 4).ok_or("short header")? as usize;
+    while at != 0 {
+        let n = o.u16(data, at).ok_or("directory outside the file")? as usize;
+        let entries: Vec<[u8; 12]> = data
+            .get(at + 2..at + 2 + 12 * n)
+            .ok_or("directory outside the file")?
+            .chunks_exact(12)
+            .map(|e| e.try_into().unwrap_or([0; 12]))
+            .collect();
+        let ascii = |tag| ascii_value(&o, data, entry(&o, &entries, tag)?);
+        let page_number = entry(&o, &entries, TAG_PAGE_NUMBER).and_then(|e| {
+            (o.u16(e, 2)? == TYPE_SHORT && o.u32(e, 4)? == 2)
+                .then(|| Some((o.u16(e, 8)?, o.u16(e, 10)?)))
+                .flatten()
+        });
+        pages.push(PageSession {
+            description: ascii(TAG_IMAGE_DESCRIPTION),
+            dcs: ascii(TAG_FAX_DCS),
+            recv_time: short_or_long(&o, &entries, TAG_FAX_RECV_TIME),
+            page_number,
+        });
+        at = o
+            .u32(data, at + 2 + 12 * n)
+            .ok_or("directory outside the file")? as usize;
+    }
+    Ok(pages)
+}
+
+/// An ASCII entry's text up to its first NUL; `None` when it is not ASCII or lies outside.
+fn ascii_value(o: &Order, data: &[u8], e: &[u8; 12]) -> Option<String> {
+    if o.u16(e, 2)? != TYPE_ASCII {
+        return None;
+    }
+    let count = o.u32(e, 4)? as usize;
+    let bytes = if count <= 4 {
+        e.get(8..8 + count)?
+    } else {
+        let off = o.u32(e, 8)? as usize;
+        data.get(off..off.checked_add(count)?)?
+    };
+    let text = bytes.split(|b| *b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(text).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,5 +623,34 @@ mod tests {
             add_tags(&missing, tags),
             Err(TagError::Read { .. })
         ));
+    }
+    #[test]
+    fn reads_back_the_session_tags_of_every_page() {
+        let orig = fixture("test3.tif");
+        // Ghostscript's document: PageNumber (i, 0), no session tags.
+        let plain = session_in(&orig).unwrap();
+        assert_eq!(plain.len(), 3);
+        assert_eq!(plain[1].page_number, Some((1, 0)));
+        assert_eq!(
+            (plain[0].description.as_deref(), plain[0].dcs.as_deref()),
+            (None, None)
+        );
+        let (out, _) = with_tags(&orig, |p| {
+            vec![
+                (TAG_IMAGE_DESCRIPTION, Value::Ascii("+1 337".into())),
+                (TAG_FAX_DCS, Value::Ascii("00 46 C0 20".into())),
+                (TAG_FAX_RECV_TIME, Value::Long(7 + p.index as u32)),
+            ]
+        })
+        .unwrap();
+        let pages = session_in(&out).unwrap();
+        assert_eq!(pages.len(), 3);
+        for (i, p) in pages.iter().enumerate() {
+            assert_eq!(p.description.as_deref(), Some("+1 337"));
+            assert_eq!(p.dcs.as_deref(), Some("00 46 C0 20"));
+            assert_eq!(p.recv_time, Some(7 + i as u32));
+            assert_eq!(p.page_number, Some((i as u16, 0)));
+        }
+        assert!(session_in(&out[..out.len() - 200]).is_err());
     }
 }

@@ -266,3 +266,30 @@ fn gateways_named_in_fsfax_conf_exist() {
     // The commented examples show a trunk with registration.
     assert!(commented.iter().any(|(_, reg)| *reg), "{commented:?}");
 }
+
+/// The shared fallback list (README, "Several FreeSWITCH nodes"): the PostgreSQL variant of
+/// db.conf.xml has a `pgsql://` DSN with every part mod_pgsql needs, and the stock files carry the
+/// two lines a node must switch on: mod_pgsql loaded before mod_db, and its own switchname.
+#[test]
+fn shared_fallback_list_variant_is_complete() {
+    let text = read("shared-db/db.conf.xml");
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.root_element().attribute("name"), Some("db.conf"));
+    let dsn = params(&doc, "settings")
+        .remove("odbc-dsn")
+        .expect("odbc-dsn param");
+    let conninfo = dsn.strip_prefix("pgsql://").expect("a pgsql:// DSN");
+    for key in ["hostaddr=", "dbname=", "user=", "password="] {
+        assert!(conninfo.contains(key), "{key} missing in {dsn}");
+    }
+    let modules = read("autoload_configs/modules.conf.xml");
+    let pgsql = modules
+        .find(r#"<load module="mod_pgsql"/>"#)
+        .expect("the mod_pgsql line, commented out");
+    let db = modules.find(r#"<load module="mod_db"/>"#).unwrap();
+    assert!(pgsql < db, "mod_pgsql must load before mod_db");
+    assert!(read("autoload_configs/switch.conf.xml").contains(r#"name="switchname""#));
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("freeswitch-conf/shared-db/db.conf.xml"));
+}

@@ -648,6 +648,9 @@ async fn a_caller_who_cancels_during_screening_frees_the_modem_at_once() {
         c.command_lines()
     );
     assert_eq!(d.status("freeswitch0"), "Answering the phone");
+    // The caller waits at least two seconds before giving up (more on a slow machine, never
+    // less), so a connect time counted from the call's arrival would show in the record.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     c.cancel();
     assert!(
         c.wait_finished(T).await,
@@ -698,6 +701,47 @@ async fn a_caller_who_cancels_during_screening_frees_the_modem_at_once() {
         wait_async(T, || !alive()).await,
         "DynamicConfig {pid} still runs"
     );
+
+    // HylaFAX's own recvstats charges the caller who left no time, and a fax received after
+    // it (DynamicConfig now lets calls through) its pages and its real connect time.
+    std::fs::write(d.spool().join("dynconf.go"), "").unwrap();
+    let fax = call(
+        &d,
+        CallSetup {
+            caller_number: "4930999".into(),
+            script: RxScript::RxOk {
+                pages: 3,
+                t38: T38::Off,
+            },
+            ..CallSetup::default()
+        },
+    )
+    .await;
+    assert!(fax.wait_finished(T).await, "{}", d.log());
+    assert!(
+        wait_async(T, || d.xferfaxlog().len() == 2).await,
+        "{}",
+        d.log()
+    );
+    let report = support::hylafax::recvstats(&d.spool().join("log/xferfaxlog"), &["-sender"]);
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .collect();
+    let row = |cid: &str| {
+        rows.iter()
+            .find(|r| r.contains(&cid))
+            .unwrap_or_else(|| panic!("no row for {cid} in\n{report}"))
+    };
+    // Sender, CIDName, CIDNumber, Pages, Time, Pg/min, Errs, TypRate, TypData (the first
+    // row has no TSI, so its columns start one earlier).
+    let left = row("4930123456");
+    assert_eq!((left[2], left[3]), ("0", "0:00"), "{report}");
+    let fax = row("4930999");
+    let at = fax.iter().position(|c| *c == "4930999").unwrap();
+    assert_eq!(fax[at + 1], "3", "{report}");
+    let total = row("Total");
+    assert_eq!(total[1], "3", "{report}");
 }
 
 /// Issue 12, item 7: started as root (as CI runs the tests), fsfaxd works as the spool's

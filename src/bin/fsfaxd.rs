@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return match command {
             FsfaxdCommand::Fallback(action) => fallback(&path, cli.foreground, action),
+            FsfaxdCommand::Status { json } => status(&path, json),
         };
     }
     run(&path, cli.foreground)
@@ -97,6 +98,38 @@ fn fallback(path: &Path, foreground: bool, command: FallbackCommand) -> ExitCode
         Err(e) => {
             write_stderr(&format!("fsfaxd: error: {e}\n"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fsfaxd status`: what the daemon on the configuration's spool says, on stdout.
+fn status(path: &Path, json: bool) -> ExitCode {
+    use fsfax::ops::status;
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in e.problems() {
+                write_stderr(&format!("{problem}\n"));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match status::fetch(&config.hylafax.spooldir) {
+        Ok(v) => {
+            if json {
+                write_stdout(&format!("{v:#}\n"));
+            } else {
+                write_stdout(&status::render(&v));
+            }
+            ExitCode::from(status::exit_code(&v))
+        }
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({"running": false, "error": e.to_string()});
+                write_stdout(&format!("{v:#}\n"));
+            }
+            write_stderr(&format!("fsfaxd: {e}\n"));
+            ExitCode::from(status::NOT_RUNNING)
         }
     }
 }

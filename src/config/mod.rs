@@ -353,6 +353,18 @@ key_table! {
                 b.config.gofaxd.recipient_headers = parse_recipient_headers(v)?;
                 Ok(())
             };
+        "metrics": Kind::Value,
+            |c| one(quote(&c.gofaxd.metrics)),
+            |b, v, _| {
+                b.config.gofaxd.metrics = v.trim().into();
+                Ok(())
+            };
+        "metricspeers": Kind::Value,
+            |c| one(join(&c.gofaxd.metrics_peers)),
+            |b, v, _| {
+                b.config.gofaxd.metrics_peers = parse_peers(v)?;
+                Ok(())
+            };
     }
     "gofaxsend" {
         "enablet38": Kind::Bool,
@@ -597,6 +609,11 @@ pub struct GofaxdSection {
     /// `recipientheaders` (fsfax, default diversion, history-info, p-called-party-id, to):
     /// headers tried in order when `recipient_from_diversion_header` is on.
     pub recipient_headers: Vec<RecipientHeader>,
+    /// `metrics` (fsfax, default empty = off): `host:port` of the HTTP endpoint for
+    /// Prometheus (`/metrics`), the health checks (`/healthz`, `/readyz`) and `fsfaxd status`.
+    pub metrics: String,
+    /// `metricspeers` (fsfax, default `127.0.0.1, ::1`): who may connect to `metrics`.
+    pub metrics_peers: Vec<PeerNet>,
 }
 
 impl Default for GofaxdSection {
@@ -621,6 +638,8 @@ impl Default for GofaxdSection {
             hangup_after_result: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(300),
             recipient_headers: RecipientHeader::ALL.to_vec(),
+            metrics: String::new(),
+            metrics_peers: default_peers(),
         }
     }
 }
@@ -1072,6 +1091,24 @@ impl Config {
                     d.socket
                 ),
             );
+        }
+        if !d.metrics.is_empty() {
+            if let Err(e) = check_listen_address(&d.metrics) {
+                add(Severity::Error, "gofaxd", "metrics", e);
+            } else if !is_loopback_address(&d.metrics)
+                && self.line_of("gofaxd", "metricspeers").is_none()
+            {
+                add(
+                    Severity::Warning,
+                    "gofaxd",
+                    "metrics",
+                    format!(
+                        "`{}` is reachable from other hosts, but `metricspeers` is the default \
+                         (127.0.0.1, ::1): a Prometheus elsewhere will be refused; set metricspeers",
+                        d.metrics
+                    ),
+                );
+            }
         }
         for (key, value) in [("answerafter", d.answer_after), ("waittime", d.wait_time)] {
             if !value.is_zero() && value < Duration::from_millis(100) {

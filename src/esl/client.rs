@@ -164,6 +164,11 @@ impl InboundClient {
         ))
     }
 
+    /// Why the connection closed, once it has (`None` while it is open).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.handle.shared.close_reason()
+    }
+
     /// The address this client is connected to.
     pub fn peer(&self) -> &str {
         self.handle.peer()

@@ -63,6 +63,11 @@ impl Shared {
         self.closed.lock().map(|g| g.is_some()).unwrap_or(true)
     }
 
+    /// Why the connection closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.is_closed().then(|| self.reason())
+    }
+
     fn set_reason(&self, reason: CloseReason) {
         if let Ok(mut g) = self.closed.lock() {
             g.get_or_insert(reason);
@@ -479,6 +484,9 @@ impl Task {
     }
 
     fn shutdown(mut self, reason: CloseReason) {
+        if matches!(reason, CloseReason::CommandTimeout { .. }) {
+            crate::ops::metrics::metrics().esl_command_timeouts.inc();
+        }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Dropped => {
                 tracing::debug!(peer = %self.shared.peer, %reason, "ESL connection closed")

@@ -654,6 +654,16 @@ pub async fn record_after_call(
     .await;
     match change {
         Ok(change) => {
+            let m = crate::ops::metrics::metrics();
+            match change {
+                Change::Added => {
+                    m.fallback_added.inc();
+                }
+                Change::Cleared => {
+                    m.fallback_cleared.inc();
+                }
+                Change::Unchanged => {}
+            }
             let text = change.describe(key)?;
             tracing::info!(station = %key, "{text}");
             Some(text)

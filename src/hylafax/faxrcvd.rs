@@ -96,25 +96,32 @@ pub async fn run(
         ("HANGUPCAUSE", args.hangup_cause.clone()),
         ("TRANSFER_RATE", args.transfer_rate.to_string()),
     ];
-    let captured = process::run_bounded(program, args.argv(), spool, &env, timeout, max_output)
-        .await
-        .map_err(|e| match e {
-            RunError::Spawn(source) => FaxrcvdError::Spawn {
-                program: program.to_path_buf(),
-                file: args.file.clone(),
-                source,
-            },
-            RunError::Wait(source) => FaxrcvdError::Wait {
-                program: program.to_path_buf(),
-                file: args.file.clone(),
-                source,
-            },
-            RunError::Timeout => FaxrcvdError::Timeout {
-                program: program.to_path_buf(),
-                file: args.file.clone(),
-                timeout,
-            },
-        })?;
+    let began = std::time::Instant::now();
+    let captured =
+        process::run_bounded(program, args.argv(), spool, &env, timeout, max_output).await;
+    let result = match &captured {
+        Ok(c) if c.status.success() => "ok",
+        Err(RunError::Timeout) => "timeout",
+        _ => "failed",
+    };
+    crate::ops::metrics::metrics().faxrcvd(result, began.elapsed().as_secs_f64());
+    let captured = captured.map_err(|e| match e {
+        RunError::Spawn(source) => FaxrcvdError::Spawn {
+            program: program.to_path_buf(),
+            file: args.file.clone(),
+            source,
+        },
+        RunError::Wait(source) => FaxrcvdError::Wait {
+            program: program.to_path_buf(),
+            file: args.file.clone(),
+            source,
+        },
+        RunError::Timeout => FaxrcvdError::Timeout {
+            program: program.to_path_buf(),
+            file: args.file.clone(),
+            timeout,
+        },
+    })?;
     let mut output = String::from_utf8_lossy(&captured.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&captured.stderr));
     Ok(FaxrcvdOutcome {

@@ -43,7 +43,7 @@ use std::time::Instant;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use super::seqf;
-use super::writer::SpoolWriter;
+use super::writer::{Ctx, SpoolWriter};
 
 /// Spool-relative journal directory.
 pub const JOURNAL_DIR: &str = "recvq/.fsfax";
@@ -259,19 +259,37 @@ impl Journal {
         let recovered = self.recovered.clone();
         let (pending, _) = self
             .writer
-            .commit_blocking(move |ctx| {
-                recovered
-                    .pending
-                    .iter()
-                    .filter_map(|r| ctx.journal.live.get(&r.commid).cloned())
-                    .collect::<Vec<_>>()
-            })
+            .commit_blocking(move |ctx| still_pending(&recovered, ctx))
             .map_err(|_| JournalError::Gone)?;
-        Ok(JournalScan {
+        Ok(self.scan(pending))
+    }
+
+    /// [`Journal::list`] for the runtime: asks the writer thread without blocking a worker.
+    pub async fn list_async(&self) -> Result<JournalScan, JournalError> {
+        let recovered = self.recovered.clone();
+        let (pending, _) = self
+            .writer
+            .write(move |ctx| still_pending(&recovered, ctx))
+            .await
+            .map_err(|_| JournalError::Gone)?;
+        Ok(self.scan(pending))
+    }
+
+    fn scan(&self, pending: Vec<PendingReception>) -> JournalScan {
+        JournalScan {
             pending,
             corrupt: self.recovered.corrupt.clone(),
-        })
+        }
     }
+}
+
+/// What the previous run left that the journal still holds.
+fn still_pending(recovered: &JournalScan, ctx: &mut Ctx) -> Vec<PendingReception> {
+    recovered
+        .pending
+        .iter()
+        .filter_map(|r| ctx.journal.live.get(&r.commid).cloned())
+        .collect()
 }
 
 /// The journal file, owned by the spool writer thread.

@@ -30,6 +30,8 @@ use crate::fax::{CallEnding, Direction, FaxResult, Limits};
 use crate::hylafax::seqf;
 use crate::hylafax::sessionlog::SessionLog;
 use crate::hylafax::xferfaxlog::DataFormat;
+use crate::ops::live::{CallEntry, live};
+use crate::ops::metrics::metrics;
 
 /// FreeSWITCH keeps the socket this long after the hangup, so CHANNEL_HANGUP and the fax
 /// result (which comes after it) still reach us; bounded so a socket we forget cannot stay.
@@ -54,6 +56,8 @@ pub(super) struct Accepted {
     pub lease: Lease,
     pub log: SessionLog,
     pub started: DateTime<Local>,
+    /// The call as `fsfaxd status` shows it while it runs.
+    pub live: CallEntry,
 }
 
 /// Serves one connection FreeSWITCH opened to the listener (peer already allow-listed).
@@ -127,6 +131,7 @@ impl Call {
             caller.cidnum,
             caller.via()
         );
+        metrics().receptions_started.inc();
         if caller.recipient.source.is_none() {
             tracing::warn!(
                 "no configured header (recipientheaders) holds a number; using the To user {:?}",
@@ -138,6 +143,7 @@ impl Call {
                 max = self.cfg.gofaxd.max_inbound,
                 "maxinbound receptions already running; rejecting the call with 503"
             );
+            metrics().reception_finished("rejected_busy", "none", 0, None, None);
             self.reject("503").await;
             return;
         };
@@ -162,6 +168,7 @@ impl Call {
             tracing::warn!(
                 "every virtual modem is busy and allocateinbounddevices is set; rejecting the call with 503"
             );
+            metrics().reception_finished("rejected_busy", "none", 0, None, None);
             self.reject("503").await;
             return None;
         };
@@ -179,6 +186,7 @@ impl Call {
             Some(Screen::Reject) => {
                 let cause = self.cfg.gofaxd.reject_cause.to_string();
                 tracing::info!("call rejected by DynamicConfig with {cause}");
+                metrics().reception_finished("rejected_dynamicconfig", "none", 0, None, None);
                 self.reject(&cause).await;
                 return None;
             }
@@ -188,6 +196,7 @@ impl Call {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("cannot allocate a commid ({e}); rejecting the call with 503");
+                metrics().reception_finished("failed", "none", 0, None, None);
                 self.reject("503").await;
                 return None;
             }
@@ -201,6 +210,13 @@ impl Call {
             self.session.channel_uuid()
         ));
         lease.commid(&commid_text);
+        let entry = live().call(
+            &caller.cidnum,
+            &caller.cidname,
+            &caller.recipient.number,
+            lease.name(),
+            &commid_text,
+        );
         let started = Local::now();
         let configured = T38::configured(&self.cfg);
         let t38 = match self.gone {
@@ -240,6 +256,7 @@ impl Call {
             lease,
             log,
             started,
+            live: entry,
         })
     }
 
@@ -273,6 +290,9 @@ impl Call {
         let modem = lease.name().to_owned();
         // The line is free: faxq may use the modem while faxrcvd mails the fax.
         drop(lease);
+        if end != End::Shutdown {
+            self.count(recvq_file.is_some());
+        }
         if end == End::Shutdown {
             log.log("fsfaxd is shutting down: reception left for recovery at the next start");
             tracing::warn!(
@@ -360,6 +380,36 @@ impl Call {
     /// `exit`: FreeSWITCH closes the socket (the lingering channel is gone by then).
     async fn close(&self) {
         let _ = timeout(SHORT, self.session.exit()).await;
+    }
+
+    /// The reception's outcome in the metrics (a reception cut by shutdown is finished, and
+    /// counted, by the next start's recovery... or not at all: it is not counted here).
+    fn count(&self, rxfax_ran: bool) {
+        let r = &self.result;
+        let outcome = if !rxfax_ran {
+            "no_fax"
+        } else if r.final_result_seen && r.success {
+            "success"
+        } else if r.transferred_pages > 0 {
+            "partial"
+        } else if r.negotiation_count == 0 {
+            "no_fax"
+        } else {
+            "failed"
+        };
+        let mode = match &r.t38_status {
+            Some(crate::fax::T38Status::Negotiated) => "t38",
+            Some(_) => "audio",
+            None => "none",
+        };
+        let seconds = r.answered().then(|| r.connected_seconds()).flatten();
+        metrics().reception_finished(
+            outcome,
+            mode,
+            r.transferred_pages,
+            seconds.map(|s| s.max(0) as f64),
+            r.final_result_seen.then_some(r.result_code).flatten(),
+        );
     }
 
     fn reception(

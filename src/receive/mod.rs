@@ -22,6 +22,7 @@
 
 mod call;
 pub mod deliver;
+mod link;
 pub mod modems;
 mod outcome;
 pub mod owner;
@@ -42,10 +43,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
-use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient};
+use crate::esl::{ClientError, InboundClient};
 use crate::hylafax::Spool;
 use crate::hylafax::journal::{Journal, JournalError};
 use crate::hylafax::modem::ModemError;
+use crate::ops;
 use modems::{Modems, RESYNC_INTERVAL};
 
 /// After the shutdown timeout the remaining calls are hung up; this long is left for them to
@@ -63,6 +65,8 @@ pub enum ServeError {
     Modem(#[from] ModemError),
     #[error("cannot listen on {addr} ([gofaxd] socket): {source}")]
     Listen { addr: String, source: io::Error },
+    #[error(transparent)]
+    Endpoint(#[from] crate::ops::http::EndpointError),
 }
 
 /// What the daemon's owner tells it while it runs.
@@ -125,7 +129,9 @@ pub(crate) struct Daemon {
 /// fallbacklookuptimeout), never a call; and calls do not each open a connection (GOfax.IP did).
 #[derive(Debug, Default)]
 pub(crate) struct SwitchLink {
-    conn: tokio::sync::Mutex<Option<(InboundClient, EventStream)>>,
+    conn: tokio::sync::Mutex<Option<InboundClient>>,
+    /// Woken when a connection is lost (see [`link`]).
+    lost: Arc<tokio::sync::Notify>,
 }
 
 impl SwitchLink {
@@ -140,19 +146,13 @@ impl SwitchLink {
                 socket: fs.socket.clone(),
                 wait,
             })?;
-        if let Some((client, events)) = slot.as_ref() {
-            if events.close_reason().is_none() {
+        if let Some(client) = slot.as_ref() {
+            if client.close_reason().is_none() {
                 return Ok(client.clone());
             }
         }
-        let esl = ClientConfig {
-            connect_timeout: wait,
-            auth_timeout: wait,
-            command_timeout: wait,
-            ..ClientConfig::default()
-        };
-        let (client, events) = InboundClient::connect(&fs.socket, &fs.password, &esl).await?;
-        *slot = Some((client.clone(), events));
+        let client = link::connect(&fs.socket, &fs.password, wait, self.lost.clone()).await?;
+        *slot = Some(client.clone());
         Ok(client)
     }
 }
@@ -197,6 +197,22 @@ pub async fn run(
     modems.fill_configs(&config.gofaxsend.fax_number, &config.freeswitch.ident);
     modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
+    // Metrics, health checks and the status socket; they answer until the very end
+    // (and say where before the listener does, for whoever waits for it).
+    let ops_stop = CancellationToken::new();
+    let endpoint = ops::http::Endpoint::new(&root, modems.clone());
+    let g = &config.gofaxd;
+    let endpoint = ops::http::start(
+        endpoint,
+        &g.metrics,
+        g.metrics_peers.clone(),
+        ops_stop.clone(),
+    )
+    .await?;
+    let sends = config.hylafax.xferfaxlog.as_ref().map(|log| {
+        let log = config.spool_path(log);
+        tokio::spawn(ops::sends::follow(log, root.clone(), ops_stop.clone()))
+    });
     tracing::info!(
         spool = %root.display(),
         modems = ?modems.names(),
@@ -214,9 +230,15 @@ pub async fn run(
         switch: SwitchLink::default(),
     });
     let mut config = Arc::new(config);
+    let keeper = tokio::spawn(link::keep(daemon.clone(), config.clone()));
     let mut calls: JoinSet<()> = JoinSet::new();
     calls.spawn(recover_task(daemon.clone(), config.clone()));
+    ops::live::live().set_accepting(true);
+    tokio::spawn(ops::notify::watchdog(ops_stop.clone()));
+    ops::notify::notify("READY=1\nSTATUS=taking calls");
     serve(&listener, &daemon, &mut config, &mut calls, &mut control).await;
+    ops::live::live().set_accepting(false);
+    ops::notify::notify("STOPPING=1");
     drop(listener);
     daemon.stopping.cancel();
     let grace = config.gofaxd.shutdown_timeout;
@@ -227,14 +249,19 @@ pub async fn run(
     for reader in readers {
         reader.abort();
     }
+    keeper.abort();
+    ops_stop.cancel();
+    let _ = endpoint.await;
+    if let Some(sends) = sends {
+        let _ = sends.await;
+    }
     tracing::info!("fsfaxd stopped");
     Ok(())
 }
 
 /// Receptions a previous run left behind, while fsfaxd runs.
 async fn recover_task(daemon: Arc<Daemon>, config: Arc<Config>) {
-    let d = &daemon;
-    let n = recover::recover(&d.spool, &config, &d.journal, &d.switch, &d.stopping).await;
+    let n = recover::recover(&daemon, &config).await;
     if n > 0 {
         tracing::info!("{n} interrupted receptions delivered");
     }
@@ -256,6 +283,7 @@ async fn serve(
                 Ok((stream, peer)) => {
                     // Before reading a byte: only FreeSWITCH may talk to us.
                     if !allowed(config, peer.ip()) {
+                        ops::metrics::metrics().connections_refused.inc();
                         tracing::warn!(%peer, "connection refused: peer not in [gofaxd] allowedpeers");
                         drop(stream);
                         continue;
@@ -381,6 +409,11 @@ fn reload(current: &mut Arc<Config>) {
             "[gofaxd] maxinbound",
             fresh.gofaxd.max_inbound != current.gofaxd.max_inbound,
         ),
+        (
+            "[gofaxd] metrics",
+            fresh.gofaxd.metrics != current.gofaxd.metrics
+                || fresh.gofaxd.metrics_peers != current.gofaxd.metrics_peers,
+        ),
     ];
     for (key, changed) in kept {
         if changed {
@@ -391,6 +424,8 @@ fn reload(current: &mut Arc<Config>) {
     fresh.hylafax.modems = current.hylafax.modems;
     fresh.gofaxd.socket = current.gofaxd.socket.clone();
     fresh.gofaxd.max_inbound = current.gofaxd.max_inbound;
+    fresh.gofaxd.metrics = current.gofaxd.metrics.clone();
+    fresh.gofaxd.metrics_peers = current.gofaxd.metrics_peers.clone();
     *current = Arc::new(fresh);
     tracing::info!("configuration reloaded");
 }

@@ -177,11 +177,49 @@ impl Modems {
             .collect()
     }
 
+    /// (modems, modems held by a reception), for the metrics.
+    pub fn usage(&self) -> (usize, usize) {
+        let slots = self.lock();
+        let busy = slots
+            .iter()
+            .filter(|s| matches!(s.inbound, Inbound::Held { .. }))
+            .count();
+        (slots.len(), busy)
+    }
+
+    /// Each modem's name, what it does (`idle`, `receiving`, `sending`, `locked` by faxq for
+    /// a job, `down`) and the commid of its reception, for `fsfaxd status`.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, Option<String>)> {
+        self.lock()
+            .iter()
+            .map(|s| {
+                let (state, commid) = match s.state() {
+                    ModemState::Down => ("down", None),
+                    ModemState::Receiving { commid } => ("receiving", commid),
+                    ModemState::Sending => ("sending", None),
+                    ModemState::Locked => ("locked", None),
+                    ModemState::Idle => ("idle", None),
+                };
+                (s.modem.dev().to_owned(), state, commid)
+            })
+            .collect()
+    }
+
     /// Takes the first modem that is neither receiving, locked/sending nor down, and shows it
     /// busy (`+dev:B`, "Answering the phone"). `None` when every modem is in use.
     pub fn acquire(&self) -> Option<Lease> {
+        self.acquire_preferring("")
+    }
+
+    /// [`Modems::acquire`], taking modem `dev` when it is free (a reception recovered after a
+    /// restart goes back on the modem it was taken on).
+    pub fn acquire_preferring(&self, dev: &str) -> Option<Lease> {
         let mut slots = self.lock();
-        let idx = slots.iter().position(|s| s.state() == ModemState::Idle)?;
+        let idle = |s: &Slot| s.state() == ModemState::Idle;
+        let idx = slots
+            .iter()
+            .position(|s| s.modem.dev() == dev && idle(s))
+            .or_else(|| slots.iter().position(idle))?;
         let slot = &mut slots[idx];
         slot.inbound = Inbound::Held { commid: None };
         let dev = slot.modem.dev().to_owned();

@@ -178,11 +178,16 @@ impl Call {
         match self.result.apply(ev)? {
             Update::Page(n) => {
                 call.lease.page(n);
+                call.live.pages(n);
                 call.log.log(&format!("RECV: page {n} received"));
                 None
             }
             Update::Negotiated => {
                 let r = &self.result;
+                call.live.mode(match r.t38_status {
+                    Some(crate::fax::T38Status::Negotiated) => "t38",
+                    _ => "audio",
+                });
                 call.log.log(&format!(
                     "RECV: negotiated {} bit/s, ECM {}, remote {:?}, T.38 {}",
                     r.transfer_rate.unwrap_or(0),

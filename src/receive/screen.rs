@@ -70,6 +70,7 @@ pub(super) async fn screen(daemon: &Daemon, cfg: &Config, caller: &Caller, modem
         &caller.recipient.number,
         &caller.gateway,
     ];
+    let began = std::time::Instant::now();
     let run = dynconfig::run(
         &program,
         args,
@@ -78,6 +79,12 @@ pub(super) async fn screen(daemon: &Daemon, cfg: &Config, caller: &Caller, modem
         dynconfig::DEFAULT_MAX_OUTPUT,
     )
     .await;
+    let result = match &run {
+        Ok(out) if out.success() => "ok",
+        Err(dynconfig::DynConfigError::Timeout { .. }) => "timeout",
+        _ => "failed",
+    };
+    crate::ops::metrics::metrics().dynamicconfig(result, began.elapsed().as_secs_f64());
     let failure = match run {
         Ok(out) => {
             for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
@@ -159,6 +166,7 @@ pub(super) async fn t38_settings(
     let client = match daemon.switch.client(cfg).await {
         Ok(client) => client,
         Err(e) => {
+            crate::ops::metrics::metrics().fallback_lookup("error");
             let text = format!("T.38 fallback list unavailable ({e}); T.38 as configured");
             log.log(&text);
             tracing::warn!(station = %key, "{text}");
@@ -168,6 +176,13 @@ pub(super) async fn t38_settings(
     let db = FallbackDb::new(&client, fs.fallback_lookup_timeout);
     let now = Local::now().timestamp();
     let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
+    crate::ops::metrics::metrics().fallback_lookup(match &found {
+        Lookup::Audio { .. } => "hit",
+        Lookup::NotListed => "miss",
+        Lookup::Expired { .. } => "expired",
+        Lookup::Unavailable(crate::fallback::FallbackError::Timeout { .. }) => "timeout",
+        Lookup::Unavailable(_) => "error",
+    });
     if let Some(text) = found.describe(&key, Direction::Receive) {
         log.log(&text);
         match &found {

@@ -240,3 +240,76 @@ pub fn script(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+impl Fsfaxd {
+    /// Where the current run serves `/metrics` (`[gofaxd] metrics`, port 0 read back from its
+    /// "metrics and health checks on http://<addr>/metrics" log line).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let mut found = None;
+        let ok = wait(super::wait::HANG, || {
+            found = self.log().lines().rev().find_map(|l| {
+                let rest = &l[l.find("health checks on http://")? + 24..];
+                rest.split('/').next()?.parse().ok()
+            });
+            found.is_some()
+        });
+        assert!(ok, "fsfaxd never said where /metrics is:\n{}", self.log());
+        found.unwrap()
+    }
+
+    /// `GET <path>` on the metrics endpoint: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr(), path)
+    }
+
+    /// `fsfaxd status <args>` with this daemon's configuration: exit code and stdout.
+    pub fn status_cmd(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_fsfaxd"))
+            .arg("-c")
+            .arg(self.config_path())
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// The value of one series in `/metrics` (`name{labels}` exactly as exposed, or a bare
+    /// name), `None` when absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.http_get("/metrics").1, series)
+    }
+}
+
+/// A one-shot HTTP/1.0 GET; the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: fsfaxd\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}
+
+/// The value of `series` in an exposition text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}

@@ -249,3 +249,45 @@ impl Drop for HylafaxLab {
         let _ = self.script(&["stop"]);
     }
 }
+
+/// HylaFAX's own `recvstats` (Debian's unmodified awk script, pointed at a private copy of what
+/// it sources instead of /var/spool/hylafax) run on `xferfaxlog` with `args` (e.g. `-sender`).
+/// Needs Debian's hylafax-server, which `scripts/test.sh` installs.
+pub fn recvstats(xferfaxlog: &Path, args: &[&str]) -> String {
+    const RECVSTATS: &str = "/usr/lib/hylafax/bin/recvstats";
+    assert!(
+        Path::new(RECVSTATS).exists(),
+        "{RECVSTATS} missing: install Debian's hylafax-server (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["bin", "etc"] {
+        fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    fs::copy(
+        "/var/spool/hylafax/bin/common-functions",
+        dir.path().join("bin/common-functions"),
+    )
+    .unwrap();
+    fs::copy(
+        "/etc/hylafax/setup.cache",
+        dir.path().join("etc/setup.cache"),
+    )
+    .unwrap();
+    let script = fs::read_to_string(RECVSTATS).unwrap().replace(
+        "SPOOL=/var/spool/hylafax",
+        &format!("SPOOL={}", dir.path().display()),
+    );
+    fs::write(dir.path().join("recvstats"), script).unwrap();
+    let out = Command::new("bash")
+        .arg(dir.path().join("recvstats"))
+        .args(args)
+        .arg(xferfaxlog)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "recvstats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -88,6 +88,9 @@ pub struct FakeConfig {
     /// mod_db hangs: an `api db ...` never returns, and like a blocked api on the real switch
     /// it holds its connection (nothing more is answered there).
     pub db_silent: bool,
+    /// HEARTBEAT events to subscribed connections every this long (FreeSWITCH's
+    /// `event-heartbeat-interval`, 20 s by default); `None`: none.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for FakeConfig {
@@ -102,6 +105,7 @@ impl Default for FakeConfig {
             drop_after_auth: false,
             inject: None,
             db_silent: false,
+            heartbeat: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -147,6 +151,18 @@ impl FakeConfig {
         self
     }
     /// Make mod_db hang (see [`FakeConfig::db_silent`]).
+    /// HEARTBEAT every `interval` (FreeSWITCH: 20 s).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = Some(interval);
+        self
+    }
+
+    /// No HEARTBEAT events at all (a switch with its heartbeat off).
+    pub fn no_heartbeat(mut self) -> Self {
+        self.heartbeat = None;
+        self
+    }
+
     pub fn db_silent(mut self) -> Self {
         self.db_silent = true;
         self
@@ -257,14 +273,21 @@ impl Bus {
         self.subs.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
         rx
     }
-    fn publish(&self, mut ev: Event) {
+    fn publish(&self, ev: Event) {
+        self.publish_as(ev, true);
+    }
+
+    /// Publishes `ev`; `logged`: kept for [`FakeFs::published`] (heartbeats are not).
+    fn publish_as(&self, mut ev: Event, logged: bool) {
         let seq = 1000 + self.seq.fetch_add(1, Ordering::SeqCst);
         stamp(&mut ev, seq);
         let ev = Arc::new(ev);
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ev.clone());
+        if logged {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ev.clone());
+        }
         self.subs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,6 +312,9 @@ struct Shared {
     /// Channels this switch has that no originate made (e.g. a reception whose outbound
     /// socket went away while its rxfax goes on): only `uuid_exists` sees them.
     foreign: Mutex<HashSet<String>>,
+    /// The switch went silent: nothing is written on any connection (no replies, no events,
+    /// no greeting on new ones), yet every connection stays open, as a host that lost power.
+    silent: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -301,6 +327,47 @@ impl Shared {
         if let Some(r) = g.get_mut(idx) {
             f(r);
         }
+    }
+}
+
+/// The switch side of a [`FakeFs`] that an outbound call ([`super::FakeCall`]) belongs to:
+/// its events reach every inbound connection (subscriptions and filters apply), `uuid_exists`
+/// and `uuid_kill` there know it, and it lives on when its outbound socket dies, as a real
+/// switch's channel does (a `kill -9` of fsfaxd left FreeSWITCH receiving for 40 s).
+#[derive(Clone)]
+pub struct SwitchHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SwitchHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwitchHandle")
+    }
+}
+
+impl SwitchHandle {
+    /// Publishes a channel event on the switch's bus (re-stamped like every bus event).
+    pub(crate) fn publish(&self, ev: Event) {
+        self.shared.bus.publish(ev);
+    }
+
+    /// The channel exists: `uuid_exists` says `true`; `uuid_kill <uuid> [cause]` sends the
+    /// cause on `kill`.
+    pub(crate) fn register(&self, uuid: &str, kill: mpsc::UnboundedSender<String>) {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uuid.to_string(), CallCtl { kill });
+    }
+
+    /// The channel is gone.
+    pub(crate) fn unregister(&self, uuid: &str) {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uuid);
     }
 }
 
@@ -345,7 +412,11 @@ impl FakeFs {
             cancel: CancellationToken::new(),
             accepted: AtomicUsize::new(0),
             foreign: Mutex::new(HashSet::new()),
+            silent: std::sync::atomic::AtomicBool::new(false),
         });
+        if let Some(interval) = shared.cfg.heartbeat {
+            tokio::spawn(heartbeats(shared.clone(), interval));
+        }
         let sh = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -367,6 +438,26 @@ impl FakeFs {
             }
         });
         FakeFs { addr, shared }
+    }
+
+    /// This switch, for outbound calls that are to be its channels
+    /// ([`super::CallSetup::switch`]).
+    pub fn switch(&self) -> SwitchHandle {
+        SwitchHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The switch stops writing anything, on every connection and on new ones, without
+    /// closing a single one (a host that lost power or a partition).
+    pub fn go_silent(&self) {
+        self.shared.silent.store(true, Ordering::SeqCst);
+    }
+
+    /// Back from [`FakeFs::go_silent`]: new connections are served again (the old ones
+    /// missed their replies; their clients will have given up on them).
+    pub fn speak_again(&self) {
+        self.shared.silent.store(false, Ordering::SeqCst);
     }
 
     /// The listening address (give it to the client as `[freeswitch] socket`).
@@ -675,7 +766,7 @@ struct Session {
 
 impl Session {
     async fn send(&mut self, bytes: &[u8]) -> bool {
-        if self.muted {
+        if self.muted || self.shared.silent.load(Ordering::SeqCst) {
             return true;
         }
         self.shared
@@ -961,6 +1052,28 @@ fn template_event(cap: &str, name: &str) -> Event {
         .map(|(_, e)| e)
         .find(|e| e.name() == name)
         .unwrap_or_else(|| panic!("fakefs: no {name} template in {cap}"))
+}
+
+/// FreeSWITCH's `send_heartbeat` (switch_core.c): a HEARTBEAT event every `interval`, as in
+/// the captures, with the uptime and session count of this fake.
+async fn heartbeats(shared: Arc<Shared>, interval: Duration) {
+    let template = template_event("inbound-txfax-t38-ok", "HEARTBEAT");
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if shared.silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut ev = template.clone();
+        let ms = started.elapsed().as_millis();
+        ev.set("Uptime-msec", &ms.to_string());
+        let n = shared.calls.lock().unwrap_or_else(|e| e.into_inner()).len();
+        ev.set("Session-Count", &n.to_string());
+        shared.bus.publish_as(ev, false);
+    }
 }
 
 fn publish_api_event(shared: &Shared, cmd: &str, arg: &str) {

@@ -28,7 +28,7 @@ pub mod wire;
 pub use capture::{Capture, Event, Message, url_decode, url_encode};
 pub use db::FakeDb;
 pub use dial::{Leg, Originate};
-pub use inbound::{FakeConfig, FakeFs, Injection, OriginateRecord};
+pub use inbound::{FakeConfig, FakeFs, Injection, OriginateRecord, SwitchHandle};
 pub use outbound::{CallLog, CallSetup, FakeCall, RxScript};
 pub use scripts::{CallScript, DropPoint, FaxParams, T38};
 pub use wire::ClientCommand;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Event, Message, url_decode, url_encode};
 use super::db::FakeDb;
-use super::inbound::{MYEVENTS, Subs, stamp};
+use super::inbound::{MYEVENTS, Subs, SwitchHandle, stamp};
 use super::plan::{CallValues, FaxOutcome, SourceInfo, apply_fax, render};
 use super::scripts::T38;
 use super::tiff;
@@ -102,6 +102,15 @@ pub struct CallSetup {
     /// `fax-bad-rows` reported on every page (the captures' 0 by default): a damaged image,
     /// which the T.38 fallback memory counts as T.38 trouble.
     pub bad_rows: u32,
+    /// The switch this channel belongs to (see [`SwitchHandle`]): every event it fires is
+    /// also published there, `uuid_exists`/`uuid_kill` on that switch know it, and when the
+    /// outbound socket dies the channel goes on (rxfax, then the applications queued behind
+    /// it), as on a real switch. `None` (default): the channel ends with its socket.
+    pub switch: Option<SwitchHandle>,
+    /// The received TIFF carries what spandsp writes: the remote ident in ImageDescription,
+    /// the DCS in FaxDcs, FaxRecvTime and each page's PageNumber total (see
+    /// [`tiff::write_received_spandsp`]). Default `false`: the fixture pages as they are.
+    pub spandsp_tiff: bool,
 }
 
 impl Default for CallSetup {
@@ -126,6 +135,8 @@ impl Default for CallSetup {
             inject_after_command: None,
             stall_after_pages: None,
             bad_rows: 0,
+            switch: None,
+            spandsp_tiff: false,
         }
     }
 }
@@ -157,6 +168,8 @@ pub struct CallLog {
     pub client_closed: bool,
     /// The rxfax path, if rxfax ran.
     pub rxfax_path: Option<PathBuf>,
+    /// The channel has ended (with [`CallSetup::switch`] it may outlive the connection).
+    pub channel_ended: bool,
 }
 
 enum Ctl {
@@ -447,6 +460,8 @@ struct Chan {
     myevents: Arc<Mutex<bool>>,
     so_far: u32,
     outcome: FaxOutcome,
+    /// The outbound socket is gone; the channel goes on (a switch-linked call only).
+    socket_gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn scaled(setup: &CallSetup, ms: u64) -> Duration {
@@ -491,11 +506,25 @@ impl Chan {
             .unwrap_or_else(|e| e.into_inner())
             .fired
             .push(ev.clone());
+        if let Some(switch) = &self.setup.switch {
+            switch.publish(ev.clone());
+        }
         let _ = self.out.send(Out::Ev(ev));
     }
 
+    /// Whether the channel's events go on after its hangup: `linger`, or the socket is
+    /// already gone (the switch fires them for its inbound listeners whatever the socket).
     fn linger(&self) -> bool {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).linger
+        self.socket_gone.load(std::sync::atomic::Ordering::Acquire)
+            || self.log.lock().unwrap_or_else(|e| e.into_inner()).linger
+    }
+
+    fn write_tiff(&self, path: &std::path::Path, pages: usize) {
+        let _ = if self.setup.spandsp_tiff {
+            tiff::write_received_spandsp(path, pages, &self.setup.remote_station_id)
+        } else {
+            tiff::write_received(path, pages)
+        };
     }
 
     fn exec_event(&self, name: &str, app: &App, response: Option<&str>) -> Event {
@@ -870,7 +899,7 @@ impl Chan {
         if remote_hangup {
             // The sender hung up mid-reception: HANGUP first, then the result.
             if self.so_far > 0 {
-                let _ = tiff::write_received(&path, self.so_far as usize);
+                self.write_tiff(&path, self.so_far as usize);
             } else {
                 let _ = std::fs::remove_file(&path);
             }
@@ -905,7 +934,7 @@ impl Chan {
                 encoding: None,
             };
             if pages > 0 {
-                let _ = tiff::write_received(&path, pages as usize);
+                self.write_tiff(&path, pages as usize);
             }
             if let Some(c) = wait!(2336) {
                 interrupted = Some(c);
@@ -988,6 +1017,25 @@ async fn run(
     let myevents = Arc::new(Mutex::new(false));
     let mut subs = Subs::default();
     let mut seq = 600u64;
+    let socket_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(switch) = &setup.switch {
+        // uuid_kill on the switch hangs the channel up, socket or not.
+        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<String>();
+        switch.register(&setup.uuid, kill_tx);
+        let to_chan = chan_ctl_tx.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    k = kill_rx.recv() => match k {
+                        Some(cause) => { let _ = to_chan.send(Ctl::Hangup(cause)); }
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
     let rec = |log: &Arc<Mutex<CallLog>>, f: &dyn Fn(&mut CallLog)| {
         f(&mut log.lock().unwrap_or_else(|e| e.into_inner()))
     };
@@ -1011,6 +1059,7 @@ async fn run(
             ecm: true,
             encoding: None,
         },
+        socket_gone: socket_gone.clone(),
     };
     let chan_cancel = cancel.clone();
     let chan_task = tokio::spawn(async move {
@@ -1178,10 +1227,39 @@ async fn run(
     }
     let _ = wr.shutdown().await;
     drop(wr);
-    // Closing the socket ends a non-lingering channel; let the app thread finish quietly.
-    chan_task.abort();
     rec(&log, &|l| {
         l.finished = true;
         l.client_closed = client_closed;
     });
+    let Some(switch) = setup.switch.clone() else {
+        // Closing the socket ends a non-lingering channel; let the app thread finish quietly.
+        chan_task.abort();
+        rec(&log, &|l| l.channel_ended = true);
+        return;
+    };
+    // A switch's channel outlives its socket: the test still steers it (resume, hangup),
+    // and it ends when its applications do.
+    socket_gone.store(true, std::sync::atomic::Ordering::Release);
+    let forward = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    c = ctl_rx.recv() => match c {
+                        Some(c) => { let _ = chan_ctl_tx.send(c); }
+                        None => break,
+                    },
+                }
+            }
+        })
+    };
+    let mut chan_task = chan_task;
+    tokio::select! {
+        _ = &mut chan_task => {}
+        _ = cancel.cancelled() => chan_task.abort(),
+    }
+    forward.abort();
+    switch.unregister(&setup.uuid);
+    rec(&log, &|l| l.channel_ended = true);
 }

@@ -81,3 +81,67 @@ pub fn write_received(path: &Path, pages: usize) -> std::io::Result<()> {
     };
     std::fs::write(path, bytes)
 }
+
+/// The DCS spandsp logs in `FaxDcs` for the captures' sessions: V.17 14 400 bit/s, fine,
+/// ECM, T.85 (JBIG), as hex FIF octets with bit 1 the top bit of the first.
+pub const SPANDSP_DCS: &str = "00 46 01 21 01 01 01 01 01 04";
+/// `FaxRecvTime` the fake gives each page (seconds).
+pub const SPANDSP_PAGE_SECONDS: u32 = 4;
+
+/// A received document as spandsp leaves it (t4_rx.c): each page carries the remote ident in
+/// ImageDescription, the DCS in FaxDcs and its FaxRecvTime; `PageNumber` is (n, 1) while
+/// receiving and gets the real total when spandsp closes the file (`finished`).
+pub fn spandsp_document(pages: usize, remote: &str, finished: bool) -> std::io::Result<Vec<u8>> {
+    let dir = fax_fixtures_dir();
+    let src = std::fs::read(dir.join("test12.tif"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "test12.tif");
+    let cut = truncate_pages(&src, pages.clamp(1, 12)).ok_or_else(bad)?;
+    let total = if finished {
+        pages.clamp(1, 12) as u16
+    } else {
+        1
+    };
+    let numbered = set_page_totals(&cut, total).ok_or_else(bad)?;
+    use fsfax::tifftags::{self, Value};
+    let (out, _) = tifftags::with_tags(&numbered, |_| {
+        vec![
+            (
+                tifftags::TAG_IMAGE_DESCRIPTION,
+                Value::Ascii(remote.to_owned()),
+            ),
+            (tifftags::TAG_FAX_DCS, Value::Ascii(SPANDSP_DCS.to_owned())),
+            (
+                tifftags::TAG_FAX_RECV_TIME,
+                Value::Long(SPANDSP_PAGE_SECONDS),
+            ),
+        ]
+    })
+    .map_err(|_| bad())?;
+    Ok(out)
+}
+
+/// Writes [`spandsp_document`] (finished) at `path`.
+pub fn write_received_spandsp(path: &Path, pages: usize, remote: &str) -> std::io::Result<()> {
+    std::fs::write(path, spandsp_document(pages, remote, true)?)
+}
+
+/// Sets the total of every page's `PageNumber` (tag 297, two SHORTs in the entry) to `total`.
+fn set_page_totals(b: &[u8], total: u16) -> Option<Vec<u8>> {
+    let le = b.first() == Some(&b'I');
+    let mut out = b.to_vec();
+    for ifd in ifd_offsets(b)? {
+        let n = rd16(b, ifd, le)? as usize;
+        for i in 0..n {
+            let e = ifd + 2 + 12 * i;
+            if rd16(b, e, le)? == 297 {
+                let v = if le {
+                    total.to_le_bytes()
+                } else {
+                    total.to_be_bytes()
+                };
+                out.get_mut(e + 10..e + 12)?.copy_from_slice(&v);
+            }
+        }
+    }
+    Some(out)
+}
