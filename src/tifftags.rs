@@ -4,11 +4,16 @@
 //! "Signal Rate: 0 bit/s". The edit is byte-level and never touches image data: each page gets
 //! a new directory (its old entries plus the missing tags) appended at the end of the file, the
 //! chain is relinked through the new directories, and the old ones stay behind unreferenced.
-//! The result goes to a new file in the same directory, is synced and renamed over the
-//! original; on any failure the original is left exactly as it was.
+//!
+//! The edit is made in place when fsfaxd may write the file: the new directories are appended
+//! and synced, then the header's 4-byte first-directory pointer is rewritten. At every moment
+//! the file is a valid TIFF (the old chain or the new one, both whole), and no new file is
+//! created (on ext4 creating and deleting a file per fax costs more than the edit). When the
+//! file is not ours to write (FreeSWITCH's, another user's), the result goes to a new file in
+//! the same directory, is synced and renamed over the original. On any failure the original
+//! is left as it was.
 
-use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -71,10 +76,28 @@ pub fn add_tags(
     path: &Path,
     tags: impl Fn(PageInfo) -> Vec<(u16, Value)>,
 ) -> Result<usize, TagError> {
-    let data = std::fs::read(path).map_err(|source| TagError::Read {
+    let rerr = |source| TagError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let ours = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+        Err(e) => return Err(rerr(e)),
+    };
+    let data = match &ours {
+        Some(f) => {
+            let mut f: &std::fs::File = f;
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).map_err(rerr)?;
+            data
+        }
+        None => std::fs::read(path).map_err(rerr)?,
+    };
     let (out, added) = with_tags(&data, tags).map_err(|why| TagError::Malformed {
         path: path.to_path_buf(),
         why,
@@ -82,15 +105,39 @@ pub fn add_tags(
     if added == 0 {
         return Ok(0);
     }
-    replace(path, &out).map_err(|source| TagError::Write {
+    let written = match &ours {
+        Some(file) => in_place(file, &data, &out),
+        None => replace(path, &out),
+    };
+    written.map_err(|source| TagError::Write {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(added)
 }
 
-/// Writes `data` beside `path`, syncs it and renames it over `path` (then syncs the directory).
-/// A failure removes the new file and leaves `path` as it was.
+/// Turns `file` (holding `old`) into `new`, which [`with_tags`] made by appending to `old` and
+/// changing its first-directory pointer: the appended part is written and synced before the
+/// pointer, so the file is a whole TIFF at every moment (a failure, a kill, a crash of the
+/// machine leave the old document, possibly with unreferenced bytes at its end).
+fn in_place(file: &std::fs::File, old: &[u8], new: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let n = old.len();
+    if new.len() <= n || new[..4] != old[..4] || new[8..n] != old[8..] {
+        return Err(std::io::Error::other("edit is not an append"));
+    }
+    let cut_back = |e: std::io::Error| {
+        let _ = file.set_len(n as u64);
+        e
+    };
+    file.write_all_at(&new[n..], n as u64).map_err(cut_back)?;
+    file.sync_data().map_err(cut_back)?;
+    file.write_all_at(&new[4..8], 4)
+}
+
+/// Writes `data` beside `path`, syncs it and renames it over `path`. A failure removes the new
+/// file and leaves `path` as it was. The rename itself is not synced: a crash that loses it
+/// leaves the document as it was before (whole, without the tags), never a broken one.
 fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -120,7 +167,7 @@ fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir)?.sync_all()
+    Ok(())
 }
 
 struct Order(bool);
@@ -519,21 +566,26 @@ mod tests {
             .path()
             .join(format!(".fax000000002.tif.tags-{}", std::process::id()));
         std::fs::write(&leftover, b"half a file").unwrap();
-        assert_eq!(add_tags(&path, tags).unwrap(), 9);
+        // The rename path (a file fsfaxd may not write in place).
+        let (out, _) = with_tags(&fixture("test3.tif"), tags).unwrap();
+        replace(&path, &out).unwrap();
         assert!(!leftover.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), out);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
-    fn file_is_replaced_with_its_mode_and_nothing_left_beside_it() {
+    fn file_is_edited_in_place_with_its_mode_and_nothing_left_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fax000000001.tif");
         let orig = fixture("test3.tif");
         std::fs::write(&path, &orig).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
         assert_eq!(add_tags(&path, tags).unwrap(), 9);
         let now = std::fs::read(&path).unwrap();
         assert_eq!(now, with_tags(&orig, tags).unwrap().0);
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "same file");
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -180,9 +180,20 @@ fn run(path: &Path, foreground: bool) -> ExitCode {
 
 /// The receive daemon on a multi-threaded runtime; returns when fsfaxd was stopped
 /// (SIGTERM/SIGINT) or could not run.
+///
+/// The threads are fixed whatever the load: two for the calls (they wait on sockets, never on
+/// the disk), at most two for whole-document work (page counts, TIFF tags), plus the spool
+/// writer and the faxq FIFO writer (see `receive`'s module notes).
 fn serve(config: Config) -> ExitCode {
     receive::raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("FSFAX_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
+        .max_blocking_threads(2)
         .enable_all()
         .build()
     {

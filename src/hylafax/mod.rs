@@ -15,6 +15,7 @@ pub mod qfile;
 pub mod seqf;
 pub mod sessionlog;
 pub mod tagline;
+pub mod writer;
 pub mod xferfaxlog;
 
 use std::path::{Path, PathBuf};

@@ -34,25 +34,63 @@ pub enum SeqfError {
     Write { path: PathBuf, source: io::Error },
 }
 
-/// Returns the number stored in `path` and stores the following one (HylaFAX's `getNext`).
+/// Returns the number stored in `path` and stores the following one (HylaFAX's `getNext`),
+/// synced before the number is used.
 ///
 /// Unique across threads and processes: the read-modify-write happens under `flock`.
 pub fn next(path: &Path) -> Result<u32, SeqfError> {
+    next_inner(path, true)
+}
+
+/// [`next`] without the sync, for a caller whose own durable record of every number it uses
+/// stands in for it: fsfaxd's journal records the commid and recvq number of each reception
+/// and moves the sequence files past them at start-up ([`ensure_past`]), so a crash of the
+/// machine that loses this update cannot hand out a journalled number twice.
+pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
+    next_inner(path, false)
+}
+
+fn next_inner(path: &Path, sync: bool) -> Result<u32, SeqfError> {
     let file = open_seqf(path)?;
     lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
         path: path.to_path_buf(),
         source,
     })?;
+    let n = read_locked(&file, path)?;
+    store(&file, path, following(n), sync)?;
+    Ok(n)
+}
+
+/// Makes sure `path` hands out no number up to `used` (a number a durable record refers to)
+/// unless it has wrapped around since: a stored next number at most `used`, and less than a
+/// million behind it, is moved to the one after `used`. Returns whether it was moved.
+pub fn ensure_past(path: &Path, used: u32) -> Result<bool, SeqfError> {
+    const WINDOW: u32 = 1_000_000;
+    let file = open_seqf(path)?;
+    lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stored = read_locked(&file, path)?;
+    if stored > used || used - stored >= WINDOW {
+        return Ok(false);
+    }
+    store(&file, path, following(used), true)?;
+    Ok(true)
+}
+
+fn read_locked(file: &File, path: &Path) -> Result<u32, SeqfError> {
     let mut buf = Vec::with_capacity(16);
-    (&file)
-        .take(64)
+    file.take(64)
         .read_to_end(&mut buf)
         .map_err(|source| SeqfError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-    let n = parse_seq(&buf);
-    let next = following(n);
+    Ok(parse_seq(&buf))
+}
+
+fn store(file: &File, path: &Path, next: u32, sync: bool) -> Result<(), SeqfError> {
     let text = next.to_string();
     let werr = |source| SeqfError::Write {
         path: path.to_path_buf(),
@@ -60,9 +98,11 @@ pub fn next(path: &Path) -> Result<u32, SeqfError> {
     };
     file.write_all_at(text.as_bytes(), 0).map_err(werr)?;
     file.set_len(text.len() as u64).map_err(werr)?;
-    // A reused number after a crash would make the O_EXCL create of the recvq file fail.
-    file.sync_data().map_err(werr)?;
-    Ok(n)
+    if sync {
+        // A reused number after a crash would make the O_EXCL create of the recvq file fail.
+        file.sync_data().map_err(werr)?;
+    }
+    Ok(())
 }
 
 /// Commid as HylaFAX prints it: `%09u`.

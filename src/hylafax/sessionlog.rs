@@ -3,6 +3,10 @@
 //!
 //! hfaxd serves these files to clients, so they follow faxsend/faxgetty's layout. A session log
 //! is a diagnostic: a failed write is logged as a warning and never aborts a fax.
+//!
+//! fsfaxsend writes its one log itself ([`SessionLog::create`]); fsfaxd's calls hand their
+//! lines to the spool writer thread ([`SessionLog::through`]), which writes each log's lines
+//! of a batch with one `write`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -13,6 +17,7 @@ use chrono::{DateTime, Local, Timelike};
 
 use super::Spool;
 use super::seqf::format_commid;
+use super::writer::SpoolWriter;
 
 /// Errors creating a session log. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +30,20 @@ pub enum SessionLogError {
 #[derive(Debug)]
 pub struct SessionLog {
     path: PathBuf,
-    file: Option<File>,
+    sink: Sink,
     commid: String,
     pid: u32,
+}
+
+#[derive(Debug)]
+enum Sink {
+    File(File),
+    /// Lines go to the spool writer thread, which holds the file as log `id`.
+    Writer {
+        writer: SpoolWriter,
+        id: u64,
+    },
+    None,
 }
 
 impl SessionLog {
@@ -49,17 +65,35 @@ impl SessionLog {
             })?;
         Ok(Self {
             path: path.to_path_buf(),
-            file: Some(file),
+            sink: Sink::File(file),
             commid: commid.to_owned(),
             pid: std::process::id(),
         })
+    }
+
+    /// `log/c%09u` for `commid` in `spool`, created (or appended to) and written by the
+    /// spool writer thread: a failure to create it is logged there, and its lines dropped.
+    pub fn through(writer: &SpoolWriter, spool: &Spool, commid: u32) -> Self {
+        let path = spool.session_log(commid);
+        let id = writer.new_log_id();
+        let at = path.clone();
+        writer.post(move |ctx| ctx.log_open(id, at));
+        Self {
+            path,
+            sink: Sink::Writer {
+                writer: writer.clone(),
+                id,
+            },
+            commid: format_commid(commid),
+            pid: std::process::id(),
+        }
     }
 
     /// A log that writes nothing (used when the file could not be created).
     pub fn disabled(commid: &str) -> Self {
         Self {
             path: PathBuf::new(),
-            file: None,
+            sink: Sink::None,
             commid: commid.to_owned(),
             pid: std::process::id(),
         }
@@ -84,13 +118,31 @@ impl SessionLog {
     /// Appends `text` (each of its lines gets the timestamp/pid prefix). Never fails.
     pub fn log(&self, text: &str) {
         tracing::debug!(commid = %self.commid, "{text}");
-        let Some(mut file) = self.file.as_ref() else {
-            return;
-        };
-        let buf = format_lines(Local::now(), self.pid, text);
-        // One write per call so concurrent writers (O_APPEND) never interleave inside a line.
-        if let Err(e) = file.write_all(buf.as_bytes()) {
-            tracing::warn!(path = %self.path.display(), "cannot write session log: {e}");
+        match &self.sink {
+            Sink::None => {}
+            Sink::File(file) => {
+                let mut file: &File = file;
+                let buf = format_lines(Local::now(), self.pid, text);
+                // One write per call so concurrent writers (O_APPEND) never interleave inside a
+                // line.
+                if let Err(e) = file.write_all(buf.as_bytes()) {
+                    tracing::warn!(path = %self.path.display(), "cannot write session log: {e}");
+                }
+            }
+            Sink::Writer { writer, id } => {
+                let buf = format_lines(Local::now(), self.pid, text);
+                let id = *id;
+                writer.post(move |ctx| ctx.log_line(id, buf.as_bytes()));
+            }
+        }
+    }
+}
+
+impl Drop for SessionLog {
+    fn drop(&mut self) {
+        if let Sink::Writer { writer, id } = &self.sink {
+            let id = *id;
+            writer.post(move |ctx| ctx.log_close(id));
         }
     }
 }
@@ -169,11 +221,10 @@ mod tests {
         // A write error (device full) is swallowed.
         let full = SessionLog {
             path: "/dev/full".into(),
-            file: OpenOptions::new().append(true).open("/dev/full").ok(),
+            sink: Sink::File(OpenOptions::new().append(true).open("/dev/full").unwrap()),
             commid: "1".into(),
             pid: 1,
         };
-        assert!(full.file.is_some());
         full.log("still fine");
     }
 }

@@ -206,7 +206,8 @@ impl Call {
                 return None;
             }
         };
-        let commid = match next_number(self.daemon.spool.log_seqf()).await {
+        let writer = self.daemon.journal.writer();
+        let commid = match next_number(writer, self.daemon.spool.log_seqf()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("cannot allocate a commid ({e}); rejecting the call with 503");
@@ -217,10 +218,7 @@ impl Call {
         };
         let commid_text = seqf::format_commid(commid);
         tracing::Span::current().record("commid", commid_text.as_str());
-        let log = SessionLog::create(&self.daemon.spool, commid).unwrap_or_else(|e| {
-            tracing::warn!("{e}");
-            SessionLog::disabled(&commid_text)
-        });
+        let log = SessionLog::through(writer, &self.daemon.spool, commid);
         log.begin(&caller.cidnum);
         log.log(&format!(
             "Inbound channel UUID: {}",
@@ -335,7 +333,8 @@ impl Call {
                 "call ended before the fax: {}",
                 rec.failure.clone().unwrap_or_default()
             ));
-            deliver::write_call_record(&self.daemon.spool, &self.cfg, rec).await;
+            let d = &self.daemon;
+            deliver::write_call_record(d.journal.writer(), &d.spool, &self.cfg, rec).await;
             log.end();
             return;
         }

@@ -16,6 +16,7 @@ use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
 use crate::hylafax::journal::{DeliveryStage, Journal};
 use crate::hylafax::sessionlog::SessionLog;
+use crate::hylafax::writer::{Ctx, SpoolWriter};
 use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, VerticalRes, XferFaxLog};
 use crate::{tiff, tifftags};
 
@@ -66,9 +67,11 @@ pub struct Delivered {
 /// journal entry once faxrcvd has run (or when there is nothing to hand over). A faxrcvd that
 /// could not even be started keeps the entry, so the next start of fsfaxd delivers the fax.
 ///
-/// fsfaxd's rule for blocking work: what syncs, locks or reads whole files runs on the blocking
-/// pool, one trip per step (`off_runtime`): here the record keeping before faxrcvd (page
-/// count, permissions, xferfaxlog under its lock, journal stages) and after it.
+/// fsfaxd's rule for blocking work (see `hylafax::writer`): the document itself (page count,
+/// tags, permissions) is read and rewritten on the runtime's small blocking pool; xferfaxlog,
+/// the journal stages and the session log are written by the spool writer thread. Every step is
+/// journalled before the next: the xferfaxlog record and the `handed` stage go in one writer
+/// job, committed (synced) before faxrcvd starts; the removal afterwards needs no sync.
 pub async fn deliver(
     spool: &Spool,
     cfg: &Arc<Config>,
@@ -76,36 +79,110 @@ pub async fn deliver(
     rec: Reception,
     log: SessionLog,
 ) -> Delivered {
-    let mut h = HandOver {
-        spool: spool.clone(),
-        cfg: cfg.clone(),
-        journal: journal.clone(),
-        rec,
-        log,
+    let gone = Delivered {
+        pages: None,
+        errmsg: String::new(),
+        faxrcvd_ran: false,
     };
-    let before = off_runtime(move || {
-        let step = h.before_faxrcvd();
-        (h, step)
-    })
-    .await;
-    let Some((h, (pages, errmsg, hand_over))) = before else {
+    let path = spool.join(&rec.recvq_file);
+    let rec = Arc::new(rec);
+    let log = Arc::new(log);
+    let (r, l) = (rec.clone(), log.clone());
+    let Some(pages) = off_runtime(move || examine(&path, &r, &l)).await else {
         // The runtime is going away; the journal entry stays for the next start.
-        return Delivered {
-            pages: None,
-            errmsg: String::new(),
-            faxrcvd_ran: false,
-        };
+        return gone;
     };
+    let errmsg = error_message(&rec, pages);
+    log.log(&format!(
+        "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
+        rec.recvq_file,
+        pages.unwrap_or(0),
+        rec.bit_rate,
+        rec.remote_id,
+        if rec.hangup_cause.is_empty() {
+            "unknown"
+        } else {
+            &rec.hangup_cause
+        },
+        if errmsg.is_empty() { "OK" } else { &errmsg }
+    ));
+    let hand_over = match pages {
+        Some(_) if rec.delivery == DeliveryStage::Handed => {
+            log.log("faxrcvd was started by the previous fsfaxd: not run again");
+            tracing::warn!(
+                commid = %rec.commid,
+                "faxrcvd was already started for this fax before fsfaxd stopped; not running it twice"
+            );
+            false
+        }
+        Some(_) => true,
+        None => {
+            log.log("no document with pages: faxrcvd not run");
+            tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
+            false
+        }
+    };
+    // The xferfaxlog record and the stage in one job; synced before faxrcvd may start.
+    let (writer, s, c, r, e) = (
+        journal.writer(),
+        spool.clone(),
+        cfg.clone(),
+        rec.clone(),
+        errmsg.clone(),
+    );
+    let job = move |ctx: &mut Ctx| {
+        if r.delivery < DeliveryStage::Logged {
+            write_xferfaxlog(&s, &c, &r, pages, &e);
+        }
+        let stage = if hand_over {
+            DeliveryStage::Handed
+        } else {
+            DeliveryStage::Logged
+        };
+        if r.delivery < stage {
+            ctx.journal.stage(&r.commid, stage)
+        } else {
+            Ok(())
+        }
+    };
+    let staged = if hand_over {
+        writer.commit(job).await
+    } else {
+        writer.write(job).await
+    };
+    let Ok((staged, written)) = staged else {
+        return gone;
+    };
+    if let Err(e) = staged
+        .map_err(|e| e.to_string())
+        .and_then(|()| written.map_err(|e| e.to_string()))
+    {
+        tracing::error!("journal: {e}; a restart of fsfaxd now could repeat this step");
+    }
     let mut faxrcvd_ran = false;
     let mut keep_journal = false;
     if hand_over {
-        match run_faxrcvd(&h.spool, &h.cfg, &h.rec, &errmsg, &h.log).await {
+        match run_faxrcvd(spool, cfg, &rec, &errmsg, &log).await {
             Ok(()) => faxrcvd_ran = true,
             Err(FaxrcvdError::Spawn { .. }) => keep_journal = true,
             Err(_) => faxrcvd_ran = true,
         }
     }
-    off_runtime(move || h.after_faxrcvd(keep_journal)).await;
+    let commid = rec.commid.clone();
+    if keep_journal {
+        // A step back, so the next start runs faxrcvd.
+        let _ = writer
+            .write(move |ctx| ctx.journal.stage(&commid, DeliveryStage::Logged))
+            .await;
+        tracing::error!(
+            commid = %rec.commid,
+            "faxrcvd could not be started; the reception stays in the journal and is delivered \
+             when fsfaxd starts again"
+        );
+    } else if let Err(e) = journal.remove(&commid) {
+        tracing::error!("{e}");
+    }
+    log.end();
     Delivered {
         pages,
         errmsg,
@@ -126,88 +203,21 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
     }
 }
 
-/// A reception being handed over, owning what the blocking steps need.
-struct HandOver {
-    spool: Spool,
-    cfg: Arc<Config>,
-    journal: Journal,
-    rec: Reception,
-    log: SessionLog,
-}
-
-impl HandOver {
-    /// Page count, permissions, the session log line, xferfaxlog and the journal stages.
-    /// Returns the pages, the error message, and whether faxrcvd is to run.
-    fn before_faxrcvd(&mut self) -> (Option<u32>, String, bool) {
-        let (rec, log) = (&self.rec, &self.log);
-        let path = self.spool.join(&rec.recvq_file);
-        let pages = document_pages(&path, log);
-        let errmsg = error_message(rec, pages);
-        if pages.is_some() && rec.delivery < DeliveryStage::Handed {
-            add_hylafax_tags(&path, rec, log);
-        }
-        if pages.is_some() {
-            if let Err(e) =
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
-            {
-                tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
-            }
-        }
-        log.log(&format!(
-            "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
-            rec.recvq_file,
-            pages.unwrap_or(0),
-            rec.bit_rate,
-            rec.remote_id,
-            if rec.hangup_cause.is_empty() {
-                "unknown"
-            } else {
-                &rec.hangup_cause
-            },
-            if errmsg.is_empty() { "OK" } else { &errmsg }
-        ));
-        // Each step is journalled before the next, so a restart repeats none of them.
-        if rec.delivery < DeliveryStage::Logged {
-            write_xferfaxlog(&self.spool, &self.cfg, rec, pages, &errmsg);
-            set_delivery(&self.journal, &rec.commid, DeliveryStage::Logged);
-        }
-        let hand_over = match pages {
-            Some(_) if rec.delivery == DeliveryStage::Handed => {
-                log.log("faxrcvd was started by the previous fsfaxd: not run again");
-                tracing::warn!(
-                    commid = %rec.commid,
-                    "faxrcvd was already started for this fax before fsfaxd stopped; not running it twice"
-                );
-                false
-            }
-            Some(_) => {
-                set_delivery(&self.journal, &rec.commid, DeliveryStage::Handed);
-                true
-            }
-            None => {
-                log.log("no document with pages: faxrcvd not run");
-                tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
-                false
-            }
-        };
-        (pages, errmsg, hand_over)
+/// The received document: its pages (`None`: no readable document), with faxgetty's tags added
+/// (once: not again after faxrcvd was handed it) and made readable for HylaFAX's clients.
+fn examine(path: &std::path::Path, rec: &Reception, log: &SessionLog) -> Option<u32> {
+    let pages = document_pages(path, log);
+    if pages.is_some() && rec.delivery < DeliveryStage::Handed {
+        add_hylafax_tags(path, rec, log);
     }
-
-    /// The journal entry goes, unless faxrcvd could not be started: then it stays, a step back.
-    fn after_faxrcvd(self, keep_journal: bool) {
-        let commid = &self.rec.commid;
-        if keep_journal {
-            set_delivery(&self.journal, commid, DeliveryStage::Logged);
-            tracing::error!(
-                commid = %commid,
-                "faxrcvd could not be started; the reception stays in the journal and is delivered \
-                 when fsfaxd starts again"
-            );
-        } else if let Err(e) = self.journal.remove(commid) {
-            tracing::error!("{e}");
+    if pages.is_some() {
+        if let Err(e) =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
+        {
+            tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
         }
-        self.log.end();
     }
+    pages
 }
 
 /// Adds the tags faxgetty writes (FaxRecvParams, FaxRecvTime, the TSI as ImageDescription)
@@ -270,21 +280,21 @@ fn fax_tags(rec: &Reception, page: tifftags::PageInfo) -> Vec<(u16, tifftags::Va
     tags
 }
 
-fn set_delivery(journal: &Journal, commid: &str, stage: DeliveryStage) {
-    if let Err(e) = journal.set_delivery(commid, stage) {
-        tracing::error!("{e}; a restart of fsfaxd now could repeat this step");
-    }
-}
-
 /// The xferfaxlog record of a call that ended before rxfax: it happened, so it is logged
-/// (on the blocking pool: the append takes xferfaxlog's lock).
-pub async fn write_call_record(spool: &Spool, cfg: &Arc<Config>, rec: Reception) {
+/// (by the spool writer: the append takes xferfaxlog's lock).
+pub async fn write_call_record(
+    writer: &SpoolWriter,
+    spool: &Spool,
+    cfg: &Arc<Config>,
+    rec: Reception,
+) {
     let (spool, cfg) = (spool.clone(), cfg.clone());
-    off_runtime(move || {
-        let errmsg = error_message(&rec, None);
-        write_xferfaxlog(&spool, &cfg, &rec, None, &errmsg);
-    })
-    .await;
+    let _ = writer
+        .write(move |_| {
+            let errmsg = error_message(&rec, None);
+            write_xferfaxlog(&spool, &cfg, &rec, None, &errmsg);
+        })
+        .await;
 }
 
 /// Pages of the received document; `None` when it is missing, empty or unreadable.

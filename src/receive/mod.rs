@@ -13,8 +13,12 @@
 //! ended), [`deliver`] (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up),
 //! [`recipient`] (SIP headers).
 //!
-//! Blocking work (syncs, locks, whole-file reads) runs on the blocking pool, one trip per
-//! step, never on the threads the calls share.
+//! Blocking I/O has one rule: nothing that syncs, locks or writes a spool file runs on the
+//! threads the calls share. The journal, the sequence files, xferfaxlog and the session logs
+//! go to the one spool writer thread (`hylafax::writer`: in order, one `fdatasync` for
+//! everything due together); whole-document work (page count, TIFF tags) goes to the runtime's
+//! blocking pool, which the binary bounds to two threads. So fsfaxd's threads are fixed: the
+//! runtime's, the spool writer, the faxq FIFO writer, whatever the load.
 
 mod call;
 pub mod deliver;
@@ -418,6 +422,8 @@ pub async fn run(
     daemon.stopping.cancel();
     let grace = config.gofaxd.shutdown_timeout;
     drain(&mut calls, &daemon, grace, &mut control).await;
+    // What the calls queued (removals, session-log lines) is on disk before fsfaxd exits.
+    daemon.journal.writer().flushed().await;
     modems.shut_down().await;
     for reader in readers {
         reader.abort();

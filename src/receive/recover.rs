@@ -77,18 +77,10 @@ const EVENTS: &[&str] = &[
 /// runs. Returns how many were delivered.
 pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
     let (spool, journal, stopping) = (&daemon.spool, &daemon.journal, &daemon.stopping);
-    let list = {
-        let journal = journal.clone();
-        tokio::task::spawn_blocking(move || journal.list()).await
-    };
-    let scan = match list {
-        Ok(Ok(scan)) => scan,
-        Ok(Err(e)) => {
-            tracing::error!("cannot read the reception journal: {e}");
-            return 0;
-        }
+    let scan = match journal.list_async().await {
+        Ok(scan) => scan,
         Err(e) => {
-            tracing::error!("reading the reception journal did not run: {e}");
+            tracing::error!("cannot read the reception journal: {e}");
             return 0;
         }
     };
@@ -160,7 +152,7 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
         .map(|(i, r)| {
             let followed: Vec<Followed> = r
                 .into_iter()
-                .map(|p| Followed::start(p, spool, &daemon.modems, cfg))
+                .map(|p| Followed::start(p, spool, journal, &daemon.modems, cfg))
                 .collect();
             let follower = followers[i].take();
             follow(
@@ -218,7 +210,7 @@ async fn deliver_ended(
                 break;
             }
         }
-        let log = session_log(spool, &pending.commid);
+        let log = session_log(spool, journal, &pending.commid);
         log.log(&format!(
             "fsfaxd restarted: the call had ended; recovering {} from the document",
             pending.recvq_file
@@ -262,13 +254,19 @@ struct Followed {
 }
 
 impl Followed {
-    fn start(pending: PendingReception, spool: &Spool, modems: &Modems, cfg: &Config) -> Self {
+    fn start(
+        pending: PendingReception,
+        spool: &Spool,
+        journal: &Journal,
+        modems: &Modems,
+        cfg: &Config,
+    ) -> Self {
         let lease = modems.acquire_preferring(&pending.modem);
         if let Some(lease) = &lease {
             lease.commid(&pending.commid);
             lease.receiving();
         }
-        let log = session_log(spool, &pending.commid);
+        let log = session_log(spool, journal, &pending.commid);
         log.log(&format!(
             "fsfaxd restarted: reception of {} still in progress in FreeSWITCH (call {}); following it",
             pending.recvq_file, pending.call_uuid
@@ -897,15 +895,15 @@ fn plausible_uuid(uuid: &str) -> bool {
 }
 
 /// Appends to the reception's own session log (it exists from the interrupted call).
-fn session_log(spool: &Spool, commid: &str) -> SessionLog {
-    let created = commid
-        .parse::<u32>()
-        .map_err(|e| e.to_string())
-        .and_then(|n| SessionLog::create(spool, n).map_err(|e| e.to_string()));
-    created.unwrap_or_else(|e| {
-        tracing::warn!("session log for {commid}: {e}");
-        SessionLog::disabled(commid)
-    })
+/// Written by the spool writer thread, like a live call's.
+fn session_log(spool: &Spool, journal: &Journal, commid: &str) -> SessionLog {
+    match commid.parse::<u32>() {
+        Ok(n) => SessionLog::through(journal.writer(), spool, n),
+        Err(e) => {
+            tracing::warn!("session log for {commid}: {e}");
+            SessionLog::disabled(commid)
+        }
+    }
 }
 
 async fn wait_until_quiet(path: &Path) {

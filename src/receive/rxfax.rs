@@ -13,6 +13,7 @@ use crate::fax::dialstring::encode_fax_ident;
 use crate::fax::{Command, Cut, Finish, Gone, Input, Update};
 use crate::hylafax::journal::{DeliveryStage, PendingReception};
 use crate::hylafax::seqf::{self, SeqfError};
+use crate::hylafax::writer::WriterGone;
 
 /// How long a hangup we asked for may take before the channel is killed.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -31,8 +32,8 @@ impl Call {
         if let Err(end) = self.answer().await {
             return (None, end);
         }
-        let spool = self.daemon.spool.clone();
-        let (recvq_file, path) = match allocate_recvq_file(spool).await {
+        let d = &self.daemon;
+        let (recvq_file, path) = match allocate_recvq_file(d.journal.writer(), &d.spool).await {
             Ok(file) => file,
             Err(e) => {
                 tracing::error!("{e}");
@@ -299,13 +300,11 @@ impl Call {
             started: call.started.timestamp(),
             delivery: DeliveryStage::Received,
         };
-        let journal = self.daemon.journal.clone();
-        match tokio::task::spawn_blocking(move || journal.add(&rec)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(
+        // Committed (synced) by the spool writer, together with whatever else is due.
+        if let Err(e) = self.daemon.journal.add_async(rec).await {
+            tracing::error!(
                 "{e}; receiving anyway, but a crash during this call would orphan the fax"
-            ),
-            Err(e) => tracing::error!("journal write did not run: {e}"),
+            );
         }
     }
 }
@@ -327,29 +326,40 @@ pub(super) enum RecvqError {
     #[error("{0}")]
     Seqf(#[from] SeqfError),
     #[error("{0}")]
-    Blocking(#[from] tokio::task::JoinError),
+    Writer(#[from] WriterGone),
     #[error("cannot find a free recvq file name (10 numbers in a row were taken)")]
     AllTaken,
 }
 
-/// `seqf::next` off the async threads (it locks and fsyncs).
-pub(super) async fn next_number(path: std::path::PathBuf) -> Result<u32, RecvqError> {
-    Ok(tokio::task::spawn_blocking(move || seqf::next(&path)).await??)
+/// The next number of a sequence file, taken by the spool writer (it locks). Not synced:
+/// the journal carries every number a reception uses (see `seqf::next_unsynced`).
+pub(super) async fn next_number(
+    writer: &crate::hylafax::writer::SpoolWriter,
+    path: std::path::PathBuf,
+) -> Result<u32, RecvqError> {
+    Ok(writer.write(move |_| seqf::next_unsynced(&path)).await?.0?)
 }
 
 /// The next free `recvq/faxNNNNNNNNN.tif` (a number whose file exists is skipped: another
-/// program on the spool may have used it).
+/// program on the spool may have used it). Number and check in one trip to the spool writer.
 pub(super) async fn allocate_recvq_file(
-    spool: crate::hylafax::Spool,
+    writer: &crate::hylafax::writer::SpoolWriter,
+    spool: &crate::hylafax::Spool,
 ) -> Result<(String, std::path::PathBuf), RecvqError> {
-    for _ in 0..10 {
-        let n = next_number(spool.recvq_seqf()).await?;
-        let rel = seqf::recvq_relative(n);
-        let abs = spool.join(&rel);
-        if !abs.exists() {
-            return Ok((rel, abs));
-        }
-        tracing::warn!(file = %abs.display(), "recvq file exists already; taking the next number");
-    }
-    Err(RecvqError::AllTaken)
+    let spool = spool.clone();
+    let found = writer
+        .write(move |_| {
+            for _ in 0..10 {
+                let n = seqf::next_unsynced(&spool.recvq_seqf())?;
+                let rel = seqf::recvq_relative(n);
+                let abs = spool.join(&rel);
+                if !abs.exists() {
+                    return Ok((rel, abs));
+                }
+                tracing::warn!(file = %abs.display(), "recvq file exists already; taking the next number");
+            }
+            Err(RecvqError::AllTaken)
+        })
+        .await?;
+    found.0
 }

@@ -37,6 +37,10 @@ pub struct Capture {
     pub meta: Vec<(String, String)>,
     /// All records in order.
     pub records: Vec<Record>,
+    /// [`Capture::messages_from_fs`], parsed once (a load run renders thousands of events).
+    messages: OnceLock<Vec<(u64, Message)>>,
+    /// [`Capture::events`], parsed once.
+    events: OnceLock<Vec<(u64, Event)>>,
 }
 
 impl Capture {
@@ -115,6 +119,8 @@ impl Capture {
             name: name.to_string(),
             meta,
             records,
+            messages: OnceLock::new(),
+            events: OnceLock::new(),
         })
     }
 
@@ -128,11 +134,28 @@ impl Capture {
 
     /// Messages FreeSWITCH sent, in order, with their capture time.
     pub fn messages_from_fs(&self) -> Vec<(u64, Message)> {
-        self.records
-            .iter()
-            .filter(|r| !r.to_fs)
-            .filter_map(|r| Message::parse(&r.bytes).map(|m| (r.ms, m)))
-            .collect()
+        self.messages_ref().to_vec()
+    }
+
+    /// [`Capture::messages_from_fs`] without copying them.
+    pub fn messages_ref(&self) -> &[(u64, Message)] {
+        self.messages.get_or_init(|| {
+            self.records
+                .iter()
+                .filter(|r| !r.to_fs)
+                .filter_map(|r| Message::parse(&r.bytes).map(|m| (r.ms, m)))
+                .collect()
+        })
+    }
+
+    /// [`Capture::events`] without copying them.
+    pub fn events_ref(&self) -> &[(u64, Event)] {
+        self.events.get_or_init(|| {
+            self.messages_ref()
+                .iter()
+                .filter_map(|(ms, m)| m.event().map(|e| (*ms, e)))
+                .collect()
+        })
     }
 
     /// Commands the client wrote, in order (raw bytes).
@@ -146,10 +169,7 @@ impl Capture {
 
     /// The events (text/event-plain only) FreeSWITCH sent, in order, with their time.
     pub fn events(&self) -> Vec<(u64, Event)> {
-        self.messages_from_fs()
-            .into_iter()
-            .filter_map(|(ms, m)| m.event().map(|e| (ms, e)))
-            .collect()
+        self.events_ref().to_vec()
     }
 
     /// The origination UUID the capture announces in its header.

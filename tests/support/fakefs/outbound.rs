@@ -99,6 +99,9 @@ pub struct CallSetup {
     /// [`FakeCall::resume`]: a test can act "mid-fax" without racing the fake's clock.
     /// `None` (default): never.
     pub stall_after_pages: Option<u32>,
+    /// `fax-bad-rows` reported on every page (the captures' 0 by default): a damaged image,
+    /// which the T.38 fallback memory counts as T.38 trouble.
+    pub bad_rows: u32,
     /// The switch this channel belongs to (see [`SwitchHandle`]): every event it fires is
     /// also published there, `uuid_exists`/`uuid_kill` on that switch know it, and when the
     /// outbound socket dies the channel goes on (rxfax, then the applications queued behind
@@ -131,6 +134,7 @@ impl Default for CallSetup {
             vanish_after_command: None,
             inject_after_command: None,
             stall_after_pages: None,
+            bad_rows: 0,
             switch: None,
             spandsp_tiff: false,
         }
@@ -282,6 +286,21 @@ impl FakeCall {
         let _ = self.ctl.send(Ctl::Vanish);
     }
 
+    /// Whether the connection has ended (either side), without copying the log (a load run
+    /// asks this of a thousand calls).
+    pub fn finished(&self) -> bool {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).finished
+    }
+
+    /// Whether `rxfax` has started, without copying the log.
+    pub fn in_rxfax(&self) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rxfax_path
+            .is_some()
+    }
+
     /// Waits until the connection has ended (either side), up to `timeout`.
     pub async fn wait_finished(&self, timeout: Duration) -> bool {
         self.wait_for(timeout, |l| l.finished).await
@@ -318,8 +337,8 @@ const CANCEL_CAUSE: &str = "ORIGINATOR_CANCEL";
 
 fn outbound_source(cap: &Capture) -> SourceInfo {
     let connect = cap
-        .messages_from_fs()
-        .into_iter()
+        .messages_ref()
+        .iter()
         .map(|(_, m)| m)
         .find(|m| m.get("Event-Name") == Some("CHANNEL_DATA"));
     let g = |k: &str| {
@@ -330,10 +349,11 @@ fn outbound_source(cap: &Capture) -> SourceInfo {
             .unwrap_or_default()
     };
     let file = cap
-        .commands_to_fs()
-        .into_iter()
-        .find_map(|(_, b)| {
-            let s = String::from_utf8_lossy(&b).to_string();
+        .records
+        .iter()
+        .filter(|r| r.to_fs)
+        .find_map(|r| {
+            let s = String::from_utf8_lossy(&r.bytes);
             if s.contains("execute-app-name: rxfax") {
                 s.lines()
                     .find_map(|l| l.strip_prefix("execute-app-arg: ").map(str::to_string))
@@ -359,13 +379,13 @@ impl Tpl {
         let c = Capture::load(cap);
         let src = outbound_source(&c);
         let ev = c
-            .events()
-            .into_iter()
+            .events_ref()
+            .iter()
             .map(|(_, e)| e)
             .filter(|e| e.uuid() == Some(src.uuid.as_str()) && pred(e))
             .nth(n)
             .unwrap_or_else(|| panic!("fakefs: no such event template in {cap}"));
-        render(&src, &ev, &self.cv)
+        render(&src, ev, &self.cv)
     }
     fn ev(&self, cap: &str, name: &str) -> Event {
         self.nth(cap, 0, |e| e.name() == name)
@@ -860,6 +880,9 @@ impl Chan {
                         ((p - 1) as usize).min(2),
                     );
                     ev.set("fax-document-transferred-pages", &p.to_string());
+                    if self.setup.bad_rows > 0 {
+                        ev.set("fax-bad-rows", &self.setup.bad_rows.to_string());
+                    }
                     self.fire(ev);
                     if stall == Some(p) {
                         interrupted = stall!();
