@@ -264,3 +264,48 @@ async fn a_restart_with_receptions_running_on_both_nodes_follows_each_on_its_nod
         d.log()
     );
 }
+
+/// A node that mounts the spool elsewhere (NFS on another host) is given the rxfax path under
+/// `[freeswitch] spoolpath`, and the document it writes there is the one delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_seeing_the_spool_elsewhere_gets_the_rxfax_path_under_its_mount() {
+    let theirs = format!("/srv/fsfax-test-{}", uuid::Uuid::new_v4().simple());
+    let d = Fsfaxd::start(
+        1,
+        &format!("\n[freeswitch]\nspoolpath = {theirs}\npassword = ClueCon"),
+    );
+    let node = FakeFs::start(FakeConfig::new().spool_mount(theirs.as_ref(), &d.spool())).await;
+    let c = FakeCall::connect(
+        d.addr,
+        CallSetup {
+            switch: Some(node.switch()),
+            ..CallSetup::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_async(T, || d.faxrcvd_runs().len() == 1).await,
+        "{}",
+        d.log()
+    );
+    let given = c.log().rxfax_path.expect("rxfax ran");
+    assert!(
+        given.starts_with(&theirs),
+        "rxfax path as the node sees the spool: {}",
+        given.display()
+    );
+    let rel = given.strip_prefix(&theirs).unwrap();
+    assert!(rel.starts_with("recvq"), "{}", rel.display());
+    let run = &d.faxrcvd_runs()[0];
+    assert!(
+        run.starts_with(&rel.to_string_lossy().to_string()),
+        "faxrcvd gets the spool's own path: {run}"
+    );
+    let rec = d
+        .xferfaxlog()
+        .into_iter()
+        .find(|r| r.get(1).map(String::as_str) == Some("RECV"))
+        .unwrap();
+    assert_eq!(rec[10], "3", "the three pages the node wrote: {rec:?}");
+}

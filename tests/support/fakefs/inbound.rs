@@ -398,6 +398,12 @@ impl SwitchHandle {
     pub fn ip(&self) -> std::net::IpAddr {
         self.shared.cfg.listen_ip
     }
+
+    /// Where a path this switch was given really is (see [`FakeConfig::spool_mount`]);
+    /// `None` when the switch cannot see it.
+    pub fn local_path(&self, theirs: &str) -> Option<PathBuf> {
+        self.shared.cfg.local_path(theirs)
+    }
 }
 
 impl std::fmt::Debug for SwitchHandle {

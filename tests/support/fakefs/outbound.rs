@@ -531,6 +531,15 @@ impl Chan {
     }
 
     fn write_tiff(&self, path: &std::path::Path, pages: usize) {
+        // The switch writes where it sees the spool; a path it cannot see fails (nothing).
+        let local = match &self.setup.switch {
+            Some(switch) => switch.local_path(&path.to_string_lossy()),
+            None => Some(path.to_path_buf()),
+        };
+        let Some(path) = local else {
+            return;
+        };
+        let path = path.as_path();
         let _ = if self.setup.spandsp_tiff {
             tiff::write_received_spandsp(path, pages, &self.setup.remote_station_id)
         } else {
