@@ -151,6 +151,24 @@ async fn a_call_without_a_gateway_is_not_logged_via_an_empty_one() {
     assert!(!d.log().contains("via gateway \"\""), "{}", d.log());
 }
 
+/// Issue 12, item 10: the faxrcvd command line reads as one an admin could type, not as a
+/// Rust list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_faxrcvd_command_is_logged_as_a_command_line() {
+    let d = Fsfaxd::start(1, "");
+    let _c = call(&d, CallSetup::default()).await;
+    let session = || std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap_or_default();
+    assert!(
+        wait_async(T, || session().contains(
+            "bin/faxrcvd recvq/fax000000001.tif freeswitch0 000000001 ''"
+        ))
+        .await,
+        "{}",
+        session()
+    );
+    assert!(!session().contains("[\""), "{}", session());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_reception_with_answer_delay_and_wait_time() {
     let d = Fsfaxd::start(1, "enablet38 = false\nanswerafter = 100\nwaittime = 50");
@@ -865,6 +883,60 @@ async fn started_as_root_it_leaves_every_spool_file_to_the_spool_owner() {
     ] {
         assert!(spool.join(f).exists(), "{f} missing");
     }
+}
+
+/// Issue 12, item 13: the admin `touch`ed etc/config.freeswitch0 as root (GOfax.IP's README
+/// says to); fsfaxd, started as root, fills it with the number and identifier before it works
+/// as the spool's owner, so `faxstat -s` shows `Modem freeswitch0 (+49 40 5550)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_as_root_it_fills_a_root_owned_modem_config_before_giving_up_root() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (CI runs the tests as root)"
+    );
+    let uucp = nix::unistd::User::from_name("uucp")
+        .unwrap()
+        .expect("user uucp (Debian's base system has it)");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let spool = tmp.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    for e in walk(&spool) {
+        std::os::unix::fs::lchown(&e, Some(uucp.uid.as_raw()), Some(uucp.gid.as_raw())).unwrap();
+    }
+    let config = spool.join("etc/config.freeswitch0");
+    let _ = std::fs::remove_file(&config);
+    std::fs::write(&config, "").unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(std::fs::metadata(&config).unwrap().uid(), 0);
+    let d = Fsfaxd::start_on(&spool, 1, "\n[gofaxsend]\nfaxnumber = +49 40 5550");
+    assert!(
+        wait_async(T, || d.log().contains("running as the spool's owner")).await,
+        "{}",
+        d.log()
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("FAXNumber:\t\t\"+49 40 5550\""),
+        "{text:?}\n{}",
+        d.log()
+    );
+    assert!(text.contains("LocalIdentifier:\t\"ACME Fax\""), "{text:?}");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().uid(),
+        0,
+        "the admin's file keeps its owner"
+    );
+    assert!(
+        !d.log().contains("cannot fill the modem config"),
+        "{}",
+        d.log()
+    );
 }
 
 /// Every path under `root` (itself included).

@@ -252,6 +252,22 @@ async fn daemon(config: Config) -> Result<(), DaemonError> {
     if let Ok(real) = std::fs::canonicalize(&config.hylafax.spooldir) {
         config.hylafax.spooldir = real;
     }
+    if nix::unistd::Uid::effective().is_root() {
+        // While still root: an admin's `touch`ed etc/config.freeswitchN is root's, which the
+        // spool's owner could not fill (faxstat would show the modem without its number).
+        for i in 0..config.hylafax.modems {
+            let path = config
+                .hylafax
+                .spooldir
+                .join(format!("etc/config.freeswitch{i}"));
+            let (number, ident) = (&config.gofaxsend.fax_number, &config.freeswitch.ident);
+            match fsfax::hylafax::modem::fill_modem_config(&path, number, ident) {
+                Ok(true) => tracing::info!(path = %path.display(), "modem config filled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
     receive::owner::run_as_spool_owner(&config.hylafax.spooldir)?;
     receive::run(config, listener, orders).await?;
     Ok(())

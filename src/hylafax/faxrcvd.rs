@@ -131,6 +131,26 @@ pub async fn run(
     })
 }
 
+/// The arguments as an admin would type them in a shell: plain words bare, others (empty,
+/// spaces, quotes, `$`...) in single quotes. For the session log, never for running anything.
+pub fn shell_words(args: &[&str]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-_./:@,=".contains(c))
+    };
+    args.iter()
+        .map(|a| {
+            if plain(a) {
+                (*a).to_owned()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +169,14 @@ mod tests {
             hangup_cause: "NORMAL_CLEARING".into(),
             transfer_rate: 14400,
         }
+    }
+
+    #[test]
+    fn shell_words_read_like_a_command_line() {
+        assert_eq!(
+            shell_words(&["recvq/fax000000001.tif", "freeswitch0", "", "it's a \"x\""]),
+            "recvq/fax000000001.tif freeswitch0 '' 'it'\\''s a \"x\"'"
+        );
     }
 
     #[tokio::test]

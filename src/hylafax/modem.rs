@@ -543,34 +543,7 @@ impl VirtualModem {
     /// empty value is left out; quotes and line breaks are dropped from the values. Returns
     /// whether it wrote.
     pub fn fill_config(&self, number: &str, ident: &str) -> Result<bool, ModemError> {
-        let err = |source| ModemError::Config {
-            path: self.config.clone(),
-            source,
-        };
-        let clean = |v: &str| v.replace(['"', '\n', '\r', '\\'], "").trim().to_owned();
-        let (number, ident) = (clean(number), clean(ident));
-        let mut text = String::new();
-        if !number.is_empty() {
-            text.push_str(&format!("FAXNumber:\t\t\"{number}\"\n"));
-        }
-        if !ident.is_empty() {
-            text.push_str(&format!("LocalIdentifier:\t\"{ident}\"\n"));
-        }
-        if text.is_empty() {
-            return Ok(false);
-        }
-        let mut file = match OpenOptions::new().read(true).write(true).open(&self.config) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(err(e)),
-        };
-        lock::lock_exclusive(&file).map_err(err)?;
-        if file.metadata().map_err(err)?.len() > 0 {
-            return Ok(false);
-        }
-        use std::io::Write;
-        file.write_all(text.as_bytes()).map_err(err)?;
-        Ok(true)
+        fill_modem_config(&self.config, number, ident)
     }
 
     /// The device name.
@@ -686,6 +659,46 @@ fn ensure_existing_fifo(path: &Path) -> Result<(), ModemError> {
             path: path.to_path_buf(),
         }),
     }
+}
+
+/// [`VirtualModem::fill_config`] on `etc/config.<dev>` at `path`, without a modem (fsfaxd
+/// calls it while still root, before it works as the spool's owner: an admin's `touch`ed
+/// config file is root's).
+pub fn fill_modem_config(path: &Path, number: &str, ident: &str) -> Result<bool, ModemError> {
+    let err = |source| ModemError::Config {
+        path: path.to_path_buf(),
+        source,
+    };
+    let clean = |v: &str| v.replace(['"', '\n', '\r', '\\'], "").trim().to_owned();
+    let (number, ident) = (clean(number), clean(ident));
+    let mut text = String::new();
+    if !number.is_empty() {
+        text.push_str(&format!("FAXNumber:\t\t\"{number}\"\n"));
+    }
+    if !ident.is_empty() {
+        text.push_str(&format!("LocalIdentifier:\t\"{ident}\"\n"));
+    }
+    if text.is_empty() {
+        return Ok(false);
+    }
+    // Filled already (or the admin's): nothing to open for writing, which its owner alone may.
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        _ => {}
+    }
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(e)),
+    };
+    lock::lock_exclusive(&file).map_err(err)?;
+    if file.metadata().map_err(err)?.len() > 0 {
+        return Ok(false);
+    }
+    use std::io::Write;
+    file.write_all(text.as_bytes()).map_err(err)?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -389,7 +389,11 @@ async fn run_faxrcvd(
         hangup_cause: rec.hangup_cause.clone(),
         transfer_rate: rec.bit_rate,
     };
-    log.log(&format!("Calling {} {:?}", program.display(), args.argv()));
+    log.log(&format!(
+        "Calling {} {}",
+        program.display(),
+        crate::hylafax::faxrcvd::shell_words(&args.argv())
+    ));
     let outcome = faxrcvd::run(
         &program,
         spool.root(),

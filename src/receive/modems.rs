@@ -288,6 +288,16 @@ impl Modems {
             match m.fill_config(number, ident) {
                 Ok(true) => tracing::info!(modem = m.dev(), number, ident, "modem config filled"),
                 Ok(false) => {}
+                Err(ModemError::Config { path, source })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    tracing::warn!(
+                        "{}: cannot fill the modem config with the number and identifier \
+                         (faxstat -s shows the modem without them): {source}; give the file \
+                         to the spool's owner (chown uucp:uucp) or start fsfaxd as root",
+                        path.display()
+                    )
+                }
                 Err(e) => tracing::warn!("{e}"),
             }
         }
