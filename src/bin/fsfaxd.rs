@@ -203,7 +203,12 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon(config)) {
+    let result = runtime.block_on(daemon(config));
+    // Everything fsfaxd must finish (calls, journal, spool writes, faxq's messages) is done
+    // before `daemon` returns. Dropping the runtime would still wait for any blocking-pool
+    // work in flight (a name lookup, a read): exit when done, not when that is.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
