@@ -314,3 +314,46 @@ fn fsfaxd_survives_read_only_stdout_and_stderr() {
     assert_eq!(status.signal(), None);
     assert_eq!(status.code(), Some(2));
 }
+
+/// Issue 16: `--check-config` names what cannot work with several nodes, with its line: a
+/// node listed twice, a password for a node that is not there, a spoolpath that is not
+/// absolute.
+#[test]
+fn check_config_reports_node_keys_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    fs::create_dir(&spool).unwrap();
+    let (conf, text) = fixture_copy(
+        dir.path(),
+        &spool,
+        &[(
+            "socket = 127.0.0.1:8021",
+            "socket = 127.0.0.1:8021\nnode = 10.0.0.12:8021\nnode = 127.0.0.1:8021\n\
+             nodepassword = 10.0.0.99:8021 secret\nspoolpath = mnt/hylafax",
+        )],
+    );
+    let out = run(FSFAXD, &["-c", conf.to_str().unwrap(), "--check-config"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", stderr_lines(&out));
+    let lines = stderr_lines(&out);
+    let c = conf.display();
+    let expect = [
+        format!(
+            "{c}:{}: error: [freeswitch] node: 127.0.0.1:8021 is listed twice",
+            line_of(&text, "node = 127.0.0.1:8021")
+        ),
+        format!(
+            "{c}:{}: error: [freeswitch] nodepassword: 10.0.0.99:8021 is not a node",
+            line_of(&text, "nodepassword")
+        ),
+        format!(
+            "{c}:{}: error: [freeswitch] spoolpath: mnt/hylafax is not an absolute path",
+            line_of(&text, "spoolpath")
+        ),
+    ];
+    for e in &expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(e.as_str())),
+            "{e}\nin {lines:#?}"
+        );
+    }
+}
