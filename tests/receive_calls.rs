@@ -827,24 +827,7 @@ async fn started_as_root_it_leaves_every_spool_file_to_the_spool_owner() {
         nix::unistd::Uid::effective().is_root(),
         "this test needs root (CI runs the tests as root): it checks what fsfaxd started as root leaves"
     );
-    let uucp = nix::unistd::User::from_name("uucp")
-        .unwrap()
-        .expect("user uucp (Debian's base system has it)");
-    let (uid, gid) = (uucp.uid.as_raw(), uucp.gid.as_raw());
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let spool = tmp.path().join("spool");
-    support::fsfaxd::prepare_spool(&spool);
-    let chown_all = |p: &std::path::Path| {
-        for e in walk(p) {
-            std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
-        }
-    };
-    chown_all(&spool);
+    let (_tmp, spool, uid) = uucp_spool();
     let d = Fsfaxd::start_on(&spool, 1, "");
     let proc_uid = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let uids = proc_uid
@@ -895,20 +878,7 @@ async fn started_as_root_it_fills_a_root_owned_modem_config_before_giving_up_roo
         nix::unistd::Uid::effective().is_root(),
         "this test needs root (CI runs the tests as root)"
     );
-    let uucp = nix::unistd::User::from_name("uucp")
-        .unwrap()
-        .expect("user uucp (Debian's base system has it)");
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let spool = tmp.path().join("spool");
-    support::fsfaxd::prepare_spool(&spool);
-    for e in walk(&spool) {
-        std::os::unix::fs::lchown(&e, Some(uucp.uid.as_raw()), Some(uucp.gid.as_raw())).unwrap();
-    }
+    let (_tmp, spool, _) = uucp_spool();
     let config = spool.join("etc/config.freeswitch0");
     let _ = std::fs::remove_file(&config);
     std::fs::write(&config, "").unwrap();
@@ -937,6 +907,27 @@ async fn started_as_root_it_fills_a_root_owned_modem_config_before_giving_up_roo
         "{}",
         d.log()
     );
+}
+
+/// A prepared spool in a fresh directory, every file uucp's (as on a HylaFAX host); returns
+/// the directory, the spool and uucp's uid.
+fn uucp_spool() -> (tempfile::TempDir, std::path::PathBuf, u32) {
+    let uucp = nix::unistd::User::from_name("uucp")
+        .unwrap()
+        .expect("user uucp (Debian's base system has it)");
+    let (uid, gid) = (uucp.uid.as_raw(), uucp.gid.as_raw());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let spool = tmp.path().join("spool");
+    support::fsfaxd::prepare_spool(&spool);
+    for e in walk(&spool) {
+        std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
+    }
+    (tmp, spool, uid)
 }
 
 /// Every path under `root` (itself included).

@@ -624,14 +624,18 @@ impl FreeSwitchSection {
             .chain(&self.nodes)
             .map(|socket| Node {
                 socket: socket.clone(),
-                password: self
-                    .node_passwords
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == socket)
-                    .map_or_else(|| self.password.clone(), |(_, p)| p.clone()),
+                password: self.password_of(socket),
             })
             .collect()
+    }
+
+    /// The `auth` password of the node at `socket`: its `nodepassword`, else `password`.
+    pub fn password_of(&self, socket: &str) -> String {
+        self.node_passwords
+            .iter()
+            .rev()
+            .find(|(n, _)| n == socket)
+            .map_or_else(|| self.password.clone(), |(_, p)| p.clone())
     }
 
     /// `path` (in the HylaFAX spool at `spooldir`) as FreeSWITCH sees it: under

@@ -201,11 +201,7 @@ impl SwitchLink {
             }
         }
         // A reloaded password applies to the next connection.
-        let password = fs
-            .node_list()
-            .into_iter()
-            .find(|n| n.socket == link.node.socket)
-            .map_or_else(|| link.node.password.clone(), |n| n.password);
+        let password = fs.password_of(&link.node.socket);
         let client = if i == 0 {
             link::connect(&link.node.socket, &password, wait, link.lost.clone()).await?
         } else {

@@ -831,11 +831,7 @@ impl Follower {
         uuids: &[String],
     ) -> Result<Follower, crate::esl::ClientError> {
         let fs = &cfg.freeswitch;
-        let password = fs
-            .node_list()
-            .into_iter()
-            .find(|n| n.socket == socket)
-            .map_or_else(|| fs.password.clone(), |n| n.password);
+        let password = fs.password_of(socket);
         let esl = ClientConfig {
             connect_timeout: fs.connect_timeout,
             auth_timeout: fs.command_timeout,
