@@ -5,7 +5,7 @@
 
 use crate::config::{CidName, Config};
 use crate::fax::dialstring::{DialError, normalize_dial_number};
-use crate::fax::{ChannelVars, FaxOutcome, JobResult, LocalError};
+use crate::fax::{ChannelVars, Disposition, FaxOutcome, JobResult, LocalError};
 use crate::hylafax::Spool;
 use crate::hylafax::dynconfig::{self, DynConfigError, OutgoingConfig};
 use crate::hylafax::qfile::QFileError;
@@ -67,6 +67,10 @@ pub(super) enum PrepareError {
     /// `taglinefailure = retry` and the tag line cannot be drawn.
     #[error("{0}")]
     TagLine(#[from] Unimageable),
+    /// An earlier attempt had every page confirmed by the receiver but stopped (killed, the
+    /// machine down) before it wrote its verdict: nothing is left to send, the fax went out.
+    #[error("All {npages} pages were confirmed by the receiver in an earlier attempt")]
+    AlreadySent { npages: u32 },
 }
 
 impl PrepareError {
@@ -82,6 +86,13 @@ impl PrepareError {
             .classify(&[])
         };
         match self {
+            PrepareError::AlreadySent { .. } => JobResult {
+                disposition: Disposition::Done,
+                status: detail,
+                statuscode: 0,
+                counts_as_dial: false,
+                counts_as_try: false,
+            },
             PrepareError::Commid(_) => local(LocalError::Internal),
             PrepareError::ScriptExit { .. } | PrepareError::Script(_) => {
                 local(LocalError::ScriptFailed)
@@ -125,7 +136,17 @@ pub(super) async fn prepare(
         return Err(PrepareError::NoGateway);
     }
     let mut vars = channel_vars(cfg, job, &script);
-    let (docs, prepared) = documents(cfg, spool, job, jobid)
+    let docs = inspect_documents(spool, job).inspect_err(|e| log.log(&format!("Document: {e}")))?;
+    if let Some(npages) = every_page_confirmed(job, &docs) {
+        let e = PrepareError::AlreadySent { npages };
+        log.log(&format!("{e}; nothing is left to send, the job is done"));
+        for _ in &docs {
+            job.document_sent(0);
+        }
+        job.save();
+        return Err(e);
+    }
+    let prepared = documents(cfg, spool, &docs, jobid)
         .await
         .inspect_err(|e| log.log(&format!("Document: {e}")))?;
     let tagged = tagline::apply(cfg, spool, modem, job, &script, prepared, &log)?;
@@ -231,34 +252,50 @@ async fn outgoing_config(
     Ok(settings.outgoing())
 }
 
-/// The job's documents, checked, and the one file FreeSWITCH reads.
-async fn documents(
-    cfg: &Config,
-    spool: &Spool,
-    job: &Job,
-    jobid: u32,
-) -> Result<(Vec<JobDocument>, document::Prepared), PrepareError> {
+/// The job's documents (its `fax:` entries), each checked against its file.
+fn inspect_documents(spool: &Spool, job: &Job) -> Result<Vec<JobDocument>, PrepareError> {
     // Document paths in the qfile are relative to faxq's spool, which is our working
     // directory when faxq runs us (the qfile path is relative to it too).
     let cwd = std::env::current_dir().ok();
     let base = cwd.as_deref().unwrap_or(spool.root());
-    let docs = job
-        .q()
-        .documents(base)?
+    let listed = match job.q().documents(base) {
+        // Every document of a job that sent pages has gone: see [`every_page_confirmed`].
+        Err(QFileError::NoFaxEntries { .. }) if job.q().npages() > 0 => Vec::new(),
+        listed => listed?,
+    };
+    listed
         .into_iter()
         .map(|d| JobDocument::inspect(d.path, d.first_page_dir).map(|j| j.named(d.file)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(PrepareError::Inspect)?;
+        .map_err(PrepareError::Inspect)
+}
+
+/// The job's `npages` when an earlier attempt already got every page confirmed: each `fax:`
+/// entry starts past its last page, or (the attempt stopped between taking its finished
+/// documents out and writing `returned:2`) no entry is left of a job that sent pages.
+fn every_page_confirmed(job: &Job, docs: &[JobDocument]) -> Option<u32> {
+    let npages = job.q().npages();
+    let exhausted = docs.iter().all(|d| d.remaining() == 0);
+    (npages > 0 && exhausted).then_some(npages)
+}
+
+/// The one file FreeSWITCH reads, made from the job's documents.
+async fn documents(
+    cfg: &Config,
+    spool: &Spool,
+    docs: &[JobDocument],
+    jobid: u32,
+) -> Result<document::Prepared, PrepareError> {
     let temp_dir = spool.join("tmp");
     document::sweep_stale(&temp_dir);
     let prepared = document::prepare(
-        &docs,
+        docs,
         &temp_dir,
         &jobid.to_string(),
         cfg.gofaxsend.tiffcp_timeout,
     )
     .await?;
-    Ok((docs, prepared))
+    Ok(prepared)
 }
 
 /// Channel variables from the configuration, the qfile and DynamicConfigOutgoing.
