@@ -233,10 +233,19 @@ async fn faxq_shows_the_running_send_page_by_page_and_the_resumed_count() {
 
     lab.send_now(job);
     // What fsfaxd does after a send (fsfaxsend's SR): the modem is announced ready again, which
-    // pokes faxq's scheduler (without it faxq does not always look at the resubmitted job).
-    lab.ready();
+    // pokes faxq's scheduler. faxq runs its scheduler at most once a second and drops a poke that
+    // comes within that second (CI saw the resubmitted job sit "ready" for 2 minutes), so the
+    // announcement is repeated until faxq has picked the job (active, 6) or finished it.
+    let mut poked: Option<std::time::Instant> = None;
     let done = lab.wait_for(support::wait::HANG, |lab| {
-        lab.qfile_field(job, "state").as_deref() == Some("7")
+        let state = lab.qfile_field(job, "state");
+        let due = poked.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(2));
+        let waiting = !matches!(state.as_deref(), Some("6" | "7" | "8"));
+        if waiting && due {
+            lab.ready();
+            poked = Some(std::time::Instant::now());
+        }
+        state.as_deref() == Some("7")
     });
     assert!(done, "the retry did not finish the job:\n{}", lab.syslog());
     assert_eq!(lab.qfile_field(job, "npages").as_deref(), Some("3"));
