@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fsfax::cli::FsfaxsendCli;
-use fsfax::config::{self, Config, Problem, Program};
+use fsfax::config::{self, Config, Program};
 use fsfax::logging::{self, Destination, LogGuard, write_stderr};
 
 /// faxq: requeue the job and try again later.
@@ -48,12 +48,12 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(fsfax::send::run(
-        config.as_ref().ok_or_else(|| {
-            format!(
-                "{} has errors (run fsfaxd --check-config -c {0})",
-                path.display()
-            )
-        }),
+        config
+            .as_ref()
+            .map_err(|errors| fsfax::send::ConfigUnusable {
+                path: path.clone(),
+                errors: errors.clone(),
+            }),
         &cli.modem,
         &cli.qfiles,
     ));
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 }
 
 /// Loads and checks the configuration for sending; `None` if it has errors.
-fn load(log: &LogGuard, path: &Path) -> Option<Config> {
+fn load(log: &LogGuard, path: &Path) -> Result<Config, Vec<String>> {
     let (config, problems) = match Config::load(path) {
         Ok(config) => {
             let problems = config.validate_for(Program::Send);
@@ -79,5 +79,13 @@ fn load(log: &LogGuard, path: &Path) -> Option<Config> {
             write_stderr(&format!("{problem}\n"));
         }
     }
-    config.filter(|_| !problems.iter().any(Problem::is_error))
+    let errors: Vec<String> = problems
+        .iter()
+        .filter(|p| p.is_error())
+        .map(ToString::to_string)
+        .collect();
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
 }

@@ -93,6 +93,29 @@ pub async fn deliver(
         return gone;
     };
     let errmsg = error_message(&rec, pages);
+    log_received(&rec, pages, &errmsg, &log);
+    let hand_over = hand_over_wanted(&rec, pages, &log);
+    let step = Step {
+        spool,
+        cfg,
+        journal,
+        rec: &rec,
+        errmsg: &errmsg,
+    };
+    if !step.log_and_stage(pages, hand_over).await {
+        return gone;
+    }
+    let faxrcvd_ran = step.hand_over(hand_over, &log).await;
+    log.end();
+    Delivered {
+        pages,
+        errmsg,
+        faxrcvd_ran,
+    }
+}
+
+/// The session log's line for what was received.
+fn log_received(rec: &Reception, pages: Option<u32>, errmsg: &str, log: &SessionLog) {
     log.log(&format!(
         "RECV FAX {}: {} pages, {} bit/s, remote {:?}, hangup cause {}, {}",
         rec.recvq_file,
@@ -104,9 +127,14 @@ pub async fn deliver(
         } else {
             &rec.hangup_cause
         },
-        if errmsg.is_empty() { "OK" } else { &errmsg }
+        if errmsg.is_empty() { "OK" } else { errmsg }
     ));
-    let hand_over = match pages {
+}
+
+/// Whether faxrcvd is to run: for a document with pages, unless a previous fsfaxd already
+/// started it.
+fn hand_over_wanted(rec: &Reception, pages: Option<u32>, log: &SessionLog) -> bool {
+    match pages {
         Some(_) if rec.delivery == DeliveryStage::Handed => {
             log.log("faxrcvd was started by the previous fsfaxd: not run again");
             tracing::warn!(
@@ -121,72 +149,96 @@ pub async fn deliver(
             tracing::info!(file = %rec.recvq_file, "no fax document received; faxrcvd not run");
             false
         }
-    };
-    // The xferfaxlog record and the stage in one job; synced before faxrcvd may start.
-    let (writer, s, c, r, e) = (
-        journal.writer(),
-        spool.clone(),
-        cfg.clone(),
-        rec.clone(),
-        errmsg.clone(),
-    );
-    let job = move |ctx: &mut Ctx| {
-        if r.delivery < DeliveryStage::Logged {
-            write_xferfaxlog(&s, &c, &r, pages, &e);
-        }
-        let stage = if hand_over {
-            DeliveryStage::Handed
-        } else {
-            DeliveryStage::Logged
-        };
-        if r.delivery < stage {
-            ctx.journal.stage(&r.commid, stage)
-        } else {
-            Ok(())
-        }
-    };
-    let staged = if hand_over {
-        writer.commit(job).await
-    } else {
-        writer.write(job).await
-    };
-    let Ok((staged, written)) = staged else {
-        return gone;
-    };
-    if let Err(e) = staged
-        .map_err(|e| e.to_string())
-        .and_then(|()| written.map_err(|e| e.to_string()))
-    {
-        tracing::error!("journal: {e}; a restart of fsfaxd now could repeat this step");
     }
-    let mut faxrcvd_ran = false;
-    let mut keep_journal = false;
-    if hand_over {
-        match run_faxrcvd(spool, cfg, &rec, &errmsg, &log).await {
-            Ok(()) => faxrcvd_ran = true,
-            Err(FaxrcvdError::Spawn { .. }) => keep_journal = true,
-            Err(_) => faxrcvd_ran = true,
-        }
-    }
-    let commid = rec.commid.clone();
-    if keep_journal {
-        // A step back, so the next start runs faxrcvd.
-        let _ = writer
-            .write(move |ctx| ctx.journal.stage(&commid, DeliveryStage::Logged))
-            .await;
-        tracing::error!(
-            commid = %rec.commid,
-            "faxrcvd could not be started; the reception stays in the journal and is delivered \
-             when fsfaxd starts again"
+}
+
+/// One reception's delivery, past the examination of its document.
+struct Step<'a> {
+    spool: &'a Spool,
+    cfg: &'a Arc<Config>,
+    journal: &'a Journal,
+    rec: &'a Arc<Reception>,
+    errmsg: &'a str,
+}
+
+impl Step<'_> {
+    /// The xferfaxlog record and the journal stage in one writer job, synced before faxrcvd
+    /// may start; `false` when the writer is gone (the entry stays for the next start).
+    async fn log_and_stage(&self, pages: Option<u32>, hand_over: bool) -> bool {
+        let (s, c, r, e) = (
+            self.spool.clone(),
+            self.cfg.clone(),
+            self.rec.clone(),
+            self.errmsg.to_owned(),
         );
-    } else if let Err(e) = journal.remove(&commid) {
-        tracing::error!("{e}");
+        let job = move |ctx: &mut Ctx| {
+            if r.delivery < DeliveryStage::Logged {
+                write_xferfaxlog(&s, &c, &r, pages, &e);
+            }
+            let stage = if hand_over {
+                DeliveryStage::Handed
+            } else {
+                DeliveryStage::Logged
+            };
+            if r.delivery < stage {
+                ctx.journal.stage(&r.commid, stage)
+            } else {
+                Ok(())
+            }
+        };
+        let writer = self.journal.writer();
+        let staged = if hand_over {
+            writer.commit(job).await
+        } else {
+            writer.write(job).await
+        };
+        let Ok((staged, written)) = staged else {
+            return false;
+        };
+        if let Err(e) = staged
+            .map_err(|e| e.to_string())
+            .and_then(|()| written.map_err(|e| e.to_string()))
+        {
+            tracing::error!("journal: {e}; a restart of fsfaxd now could repeat this step");
+        }
+        true
     }
-    log.end();
-    Delivered {
-        pages,
-        errmsg,
-        faxrcvd_ran,
+
+    /// Runs faxrcvd (when `run`), then removes the journal entry, unless faxrcvd could not
+    /// even be started: the entry then steps back so the next start runs it. Whether faxrcvd
+    /// ran.
+    async fn hand_over(&self, run: bool, log: &SessionLog) -> bool {
+        let (faxrcvd_ran, keep_journal) = if run {
+            match run_faxrcvd(self.spool, self.cfg, self.rec, self.errmsg, log).await {
+                Ok(()) => (true, false),
+                Err(FaxrcvdError::Spawn { .. }) => (false, true),
+                Err(_) => (true, false),
+            }
+        } else {
+            (false, false)
+        };
+        self.release(keep_journal).await;
+        faxrcvd_ran
+    }
+
+    /// The journal entry removed, or (`keep`) stepped back to `Logged`.
+    async fn release(&self, keep: bool) {
+        let commid = self.rec.commid.clone();
+        if keep {
+            // A step back, so the next start runs faxrcvd.
+            let _ = self
+                .journal
+                .writer()
+                .write(move |ctx| ctx.journal.stage(&commid, DeliveryStage::Logged))
+                .await;
+            tracing::error!(
+                commid = %self.rec.commid,
+                "faxrcvd could not be started; the reception stays in the journal and is delivered \
+                 when fsfaxd starts again"
+            );
+        } else if let Err(e) = self.journal.remove(&commid) {
+            tracing::error!("{e}");
+        }
     }
 }
 

@@ -8,9 +8,10 @@
 //! of [`Control`]s, so the daemon also runs in-process under a test. fsfaxd never forks.
 //!
 //! Files: [`modems`] (faxq, faxstat, FIFOs; `ModemState`), `call` (one call, in protocol
-//! order), `screen` (the caller, DynamicConfig, the T.38 list), `rxfax` (answer, journal,
-//! rxfax, follow until `fax::CallEnding` says the call is over), `outcome` (how a reception
-//! ended), [`deliver`] (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up),
+//! order), `accept` (a modem, screening, a commid, before the answer), `screen` (the caller,
+//! DynamicConfig, the T.38 list), `rxfax` (answer, journal, rxfax, follow until
+//! `fax::CallEnding` says the call is over), `conclude` (after the call: metrics, the
+//! hand-over), `outcome` (how a reception ended), [`deliver`] (xferfaxlog and faxrcvd), [`recover`] (the journal at start-up),
 //! [`recipient`] (SIP headers).
 //!
 //! Blocking I/O has one rule: nothing that syncs, locks or writes a spool file runs on the
@@ -20,7 +21,9 @@
 //! blocking pool, which the binary bounds to two threads. So fsfaxd's threads are fixed: the
 //! runtime's, the spool writer, the faxq FIFO writer, whatever the load.
 
+mod accept;
 mod call;
+mod conclude;
 pub mod deliver;
 mod link;
 pub mod modems;
@@ -358,14 +361,7 @@ pub async fn run(
     listener: TcpListener,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), ServeError> {
-    let root = absolute(&config.hylafax.spooldir)?;
-    // Relative paths in the configuration are spool-relative; an absolute spool keeps them so.
-    config.hylafax.spooldir = root.clone();
-    let spool = Spool::new(&root);
-    for dir in ["recvq", "log", "status", "etc"] {
-        let path = spool.join(dir);
-        std::fs::create_dir_all(&path).map_err(|source| ServeError::Spool { path, source })?;
-    }
+    let (root, spool) = open_spool(&mut config)?;
     let journal = Journal::open(spool.root())?;
     let modems = Modems::create(&spool, config.hylafax.modems)?;
     modems.fill_configs(&config.gofaxsend.fax_number, &config.freeswitch.ident);
@@ -433,6 +429,19 @@ pub async fn run(
     }
     tracing::info!("fsfaxd stopped");
     Ok(())
+}
+
+/// The spool, made absolute (relative paths in the configuration are spool-relative; an
+/// absolute spool keeps them so), with the directories fsfaxd writes in.
+fn open_spool(config: &mut Config) -> Result<(PathBuf, Spool), ServeError> {
+    let root = absolute(&config.hylafax.spooldir)?;
+    config.hylafax.spooldir = root.clone();
+    let spool = Spool::new(&root);
+    for dir in ["recvq", "log", "status", "etc"] {
+        let path = spool.join(dir);
+        std::fs::create_dir_all(&path).map_err(|source| ServeError::Spool { path, source })?;
+    }
+    Ok((root, spool))
 }
 
 /// Receptions a previous run left behind, while fsfaxd runs.

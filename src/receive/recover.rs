@@ -88,63 +88,13 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
         return 0;
     }
     // Subscribe before asking which calls are up, so nothing of a running call is missed.
-    let uuids: Vec<String> = scan
-        .pending
-        .iter()
-        .filter(|p| plausible_uuid(&p.call_uuid))
-        .map(|p| p.call_uuid.clone())
-        .collect();
-    // Every node is asked: a call may be running on any of them.
-    let switch = &daemon.switch;
-    let mut followers: Vec<Option<Follower>> = if uuids.is_empty() {
-        (0..switch.len()).map(|_| None).collect()
-    } else {
-        let uuids = &uuids;
-        let connecting = (0..switch.len()).map(|i| async move {
-            match Follower::connect(cfg, switch.socket(i), uuids).await {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::warn!(
-                        node = %switch.socket(i),
-                        "cannot follow interrupted receptions through the Event Socket ({e}); \
-                         asking uuid_exists instead"
-                    );
-                    None
-                }
-            }
-        });
-        tokio::select! {
-            f = futures_util::future::join_all(connecting) => f,
-            () = stopping.cancelled() => return 0,
-        }
+    let Some(mut followers) = connect_followers(daemon, cfg, &scan.pending).await else {
+        return 0;
     };
-    let mut running: Vec<Vec<PendingReception>> = (0..switch.len()).map(|_| Vec::new()).collect();
-    let mut ended = Vec::new();
-    'pending: for pending in scan.pending {
-        for (i, follower) in followers.iter().enumerate() {
-            let up = tokio::select! {
-                up = call_exists(follower.as_ref(), cfg, NodeOf { switch, index: i }, &pending.call_uuid) => up,
-                () = stopping.cancelled() => return 0,
-            };
-            if up == Some(true) {
-                if switch.len() > 1 {
-                    tracing::info!(
-                        commid = %pending.commid,
-                        node = %switch.socket(i),
-                        "interrupted reception still running on this FreeSWITCH node"
-                    );
-                }
-                running[i].push(pending);
-                continue 'pending;
-            }
-        }
-        ended.push(pending);
-    }
-    tracing::info!(
-        still_receiving = running.iter().map(Vec::len).sum::<usize>(),
-        to_deliver = ended.len(),
-        "receptions interrupted by a restart of fsfaxd"
-    );
+    let switch = &daemon.switch;
+    let Some((running, ended)) = sort_pending(daemon, cfg, &followers, scan.pending).await else {
+        return 0;
+    };
     let following = running
         .into_iter()
         .enumerate()
@@ -175,6 +125,82 @@ pub(crate) async fn recover(daemon: &Daemon, cfg: &Arc<Config>) -> usize {
         futures_util::future::join_all(following),
     );
     a + b.into_iter().sum::<usize>()
+}
+
+/// A connection following the pending receptions' calls on each node (`None` for a node
+/// that cannot be reached, or when no entry names a call); `None` when fsfaxd is stopping.
+async fn connect_followers(
+    daemon: &Daemon,
+    cfg: &Arc<Config>,
+    pending: &[PendingReception],
+) -> Option<Vec<Option<Follower>>> {
+    let uuids: Vec<String> = pending
+        .iter()
+        .filter(|p| plausible_uuid(&p.call_uuid))
+        .map(|p| p.call_uuid.clone())
+        .collect();
+    // Every node is asked: a call may be running on any of them.
+    let switch = &daemon.switch;
+    if uuids.is_empty() {
+        return Some((0..switch.len()).map(|_| None).collect());
+    }
+    let uuids = &uuids;
+    let connecting = (0..switch.len()).map(|i| async move {
+        match Follower::connect(cfg, switch.socket(i), uuids).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(
+                    node = %switch.socket(i),
+                    "cannot follow interrupted receptions through the Event Socket ({e}); \
+                     asking uuid_exists instead"
+                );
+                None
+            }
+        }
+    });
+    tokio::select! {
+        f = futures_util::future::join_all(connecting) => Some(f),
+        () = daemon.stopping.cancelled() => None,
+    }
+}
+
+/// The pending receptions FreeSWITCH still runs, per node, and those whose call is over;
+/// `None` when fsfaxd is stopping.
+async fn sort_pending(
+    daemon: &Daemon,
+    cfg: &Config,
+    followers: &[Option<Follower>],
+    pending: Vec<PendingReception>,
+) -> Option<(Vec<Vec<PendingReception>>, Vec<PendingReception>)> {
+    let (switch, stopping) = (&daemon.switch, &daemon.stopping);
+    let mut running: Vec<Vec<PendingReception>> = (0..switch.len()).map(|_| Vec::new()).collect();
+    let mut ended = Vec::new();
+    'pending: for pending in pending {
+        for (i, follower) in followers.iter().enumerate() {
+            let up = tokio::select! {
+                up = call_exists(follower.as_ref(), cfg, NodeOf { switch, index: i }, &pending.call_uuid) => up,
+                () = stopping.cancelled() => return None,
+            };
+            if up == Some(true) {
+                if switch.len() > 1 {
+                    tracing::info!(
+                        commid = %pending.commid,
+                        node = %switch.socket(i),
+                        "interrupted reception still running on this FreeSWITCH node"
+                    );
+                }
+                running[i].push(pending);
+                continue 'pending;
+            }
+        }
+        ended.push(pending);
+    }
+    tracing::info!(
+        still_receiving = running.iter().map(Vec::len).sum::<usize>(),
+        to_deliver = ended.len(),
+        "receptions interrupted by a restart of fsfaxd"
+    );
+    Some((running, ended))
 }
 
 /// Receptions whose call was over at start-up: judged by their documents.
@@ -410,52 +436,108 @@ async fn follow(
                 );
                 return delivered;
             }
-            item = recv(&mut events) => match item {
-                Some(SessionItem::Event(ev)) => {
-                    let uuid = ev.header("Unique-ID").map(|u| u.trim().to_ascii_lowercase());
-                    if let Some(call) = uuid.and_then(|u| calls.get_mut(&u)) {
-                        call.apply(&ev);
-                    }
-                }
-                Some(SessionItem::Disconnect(_)) => {}
-                None => {
-                    let why = events.as_ref().and_then(EventStream::close_reason);
-                    tracing::warn!(
-                        "Event Socket connection following interrupted receptions closed ({}); asking uuid_exists instead",
-                        why.map(|r| r.to_string()).unwrap_or_default()
-                    );
-                    events = None;
-                }
-            },
+            item = recv(&mut events) => on_item(item, &mut calls, &mut events),
             _ = poll.tick() => {
-                let pending: Vec<String> =
-                    calls.iter().filter(|(_, c)| c.gone_at.is_none()).map(|(u, _)| u.clone()).collect();
-                for uuid in pending {
-                    let follower = if events.is_some() { client.as_ref() } else { None };
-                    let up = tokio::select! {
-                        up = exists(follower, cfg, node, &uuid) => up,
-                        () = stopping.cancelled() => continue,
-                    };
-                    // Gone, or FreeSWITCH cannot say: the document is all there will be.
-                    if up != Some(true) {
-                        if let Some(c) = calls.get_mut(&uuid) {
-                            c.gone_at.get_or_insert_with(Instant::now);
-                        }
-                    }
-                }
+                let follower = if events.is_some() { client.as_ref() } else { None };
+                poll_calls(&mut calls, follower, cfg, node, stopping).await;
             }
             () = tokio::time::sleep_until(deadline) => {}
         }
+        let ending = Ending {
+            spool,
+            cfg,
+            journal,
+            client: client.as_ref(),
+            stopping,
+        };
+        delivered += ending.end_over(&mut calls).await;
+    }
+    if let Some(client) = client {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.exit()).await;
+    }
+    delivered
+}
+
+/// One item from the event connection: an event applied to its call, or the connection
+/// gone (`uuid_exists` is asked from then on).
+fn on_item(
+    item: Option<SessionItem>,
+    calls: &mut HashMap<String, Followed>,
+    events: &mut Option<EventStream>,
+) {
+    match item {
+        Some(SessionItem::Event(ev)) => {
+            let uuid = ev
+                .header("Unique-ID")
+                .map(|u| u.trim().to_ascii_lowercase());
+            if let Some(call) = uuid.and_then(|u| calls.get_mut(&u)) {
+                call.apply(&ev);
+            }
+        }
+        Some(SessionItem::Disconnect(_)) => {}
+        None => {
+            let why = events.as_ref().and_then(EventStream::close_reason);
+            tracing::warn!(
+                "Event Socket connection following interrupted receptions closed ({}); asking uuid_exists instead",
+                why.map(|r| r.to_string()).unwrap_or_default()
+            );
+            *events = None;
+        }
+    }
+}
+
+/// Asks `uuid_exists` for each call not known to be gone; a call FreeSWITCH says is gone (or
+/// cannot say about) is marked gone now.
+async fn poll_calls(
+    calls: &mut HashMap<String, Followed>,
+    follower: Option<&InboundClient>,
+    cfg: &Config,
+    node: NodeOf<'_>,
+    stopping: &CancellationToken,
+) {
+    let pending: Vec<String> = calls
+        .iter()
+        .filter(|(_, c)| c.gone_at.is_none())
+        .map(|(u, _)| u.clone())
+        .collect();
+    for uuid in pending {
+        let up = tokio::select! {
+            up = exists(follower, cfg, node, &uuid) => up,
+            () = stopping.cancelled() => continue,
+        };
+        // Gone, or FreeSWITCH cannot say: the document is all there will be.
+        if up != Some(true) {
+            if let Some(c) = calls.get_mut(&uuid) {
+                c.gone_at.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// What ending a followed reception needs.
+struct Ending<'a> {
+    spool: &'a Spool,
+    cfg: &'a Arc<Config>,
+    journal: &'a Journal,
+    client: Option<&'a InboundClient>,
+    stopping: &'a CancellationToken,
+}
+
+impl Ending<'_> {
+    /// Ends and delivers every call that is over now; how many were delivered.
+    async fn end_over(&self, calls: &mut HashMap<String, Followed>) -> usize {
         let now = Instant::now();
+        let hangup_after_result = self.cfg.gofaxd.hangup_after_result;
         let done: Vec<(String, End)> = calls
             .iter()
             .filter_map(|(u, c)| c.over(now, hangup_after_result).map(|e| (u.clone(), e)))
             .collect();
+        let mut delivered = 0;
         for (uuid, end) in done {
             let Some(call) = calls.remove(&uuid) else {
                 continue;
             };
-            if let (End::MaxDuration | End::Complete, Some(client)) = (&end, &client) {
+            if let (End::MaxDuration | End::Complete, Some(client)) = (&end, self.client) {
                 if !call.result.hangup_seen && call.gone_at.is_none() {
                     // As a live call would: over its time, or the result is in and nobody
                     // hung up. Bounded by the command timeout.
@@ -463,19 +545,17 @@ async fn follow(
                     let kill = client.api(&cmd);
                     tokio::select! {
                         _ = kill => {}
-                        () = stopping.cancelled() => {}
+                        () = self.stopping.cancelled() => {}
                     }
                 }
             }
-            if deliver_followed(spool, cfg, journal, call, end, stopping).await {
+            let (spool, cfg, journal) = (self.spool, self.cfg, self.journal);
+            if deliver_followed(spool, cfg, journal, call, end, self.stopping).await {
                 delivered += 1;
             }
         }
+        delivered
     }
-    if let Some(client) = client {
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.exit()).await;
-    }
-    delivered
 }
 
 /// Answer to hangup from an event's caller profile (`Caller-Channel-Answered-Time` and

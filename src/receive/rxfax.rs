@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
-use super::call::{Accepted, Call};
+use super::accept::Accepted;
+use super::call::Call;
 use super::outcome::End;
 use crate::esl::{OutboundError, SessionItem};
 use crate::fax::dialstring::encode_fax_ident;

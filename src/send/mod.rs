@@ -43,10 +43,21 @@ use crate::hylafax::xferfaxlog::DataFormat;
 
 pub use job::Job;
 
+/// Why fsfaxsend has no configuration to send with: the file and the errors found in it
+/// (each already logged). The job is requeued with this as its status.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} has errors (run fsfaxd --check-config -c {0})", path.display())]
+pub struct ConfigUnusable {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The errors found in it, as `--check-config` words them.
+    pub errors: Vec<String>,
+}
+
 /// Runs fsfaxsend for `qfiles` on `modem` and returns the exit status for faxq (0 retry,
 /// 1 failed, 2 done). `config` is the loaded configuration, or the reason it is unusable: the
 /// job is then requeued with that reason as its status, so fixing the file lets it go out.
-pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf]) -> u8 {
+pub async fn run(config: Result<&Config, ConfigUnusable>, modem: &str, qfiles: &[PathBuf]) -> u8 {
     let Some(qfile) = qfiles.first() else {
         return Disposition::Failed.returned();
     };
@@ -67,7 +78,7 @@ pub async fn run(config: Result<&Config, String>, modem: &str, qfiles: &[PathBuf
     run_job(config, modem, qfile).instrument(span).await
 }
 
-async fn run_job(config: Result<&Config, String>, modem: &str, qfile: &Path) -> u8 {
+async fn run_job(config: Result<&Config, ConfigUnusable>, modem: &str, qfile: &Path) -> u8 {
     // Before anything else: from here on SIGTERM (faxrm) ends the attempt through the honest
     // path below instead of killing the process, which faxq would record as a failure.
     let mut stop = call::Stop::new();

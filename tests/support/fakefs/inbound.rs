@@ -1447,27 +1447,41 @@ async fn run_originate(
             });
         }
         let local = var_of(&o, leg, "fax_ident").unwrap_or_else(|| "SpanDSP Fax Ident".into());
-        let end = run_leg(
-            &shared, &conn_ctl, &cv, steps, outcome, file_pages, &local, &mut slot,
-        )
-        .await;
+        let play = LegPlay {
+            steps,
+            outcome,
+            total: file_pages,
+            local: &local,
+        };
+        let end = run_leg(&shared, &conn_ctl, &cv, play, &mut slot).await;
         if !matches!(end, LegEnd::Finished) || stop_after || last {
             return;
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one leg plays: its steps, the fax outcome it reports, the document's page count and
+/// the local station id.
+struct LegPlay<'a> {
+    steps: Vec<Step>,
+    outcome: FaxOutcome,
+    total: u32,
+    local: &'a str,
+}
+
 async fn run_leg(
     shared: &Arc<Shared>,
     conn_ctl: &Option<mpsc::UnboundedSender<SessionCtl>>,
     cv: &CallValues,
-    steps: Vec<Step>,
-    mut outcome: FaxOutcome,
-    total: u32,
-    local: &str,
+    play: LegPlay<'_>,
     slot: &mut ResultSlot,
 ) -> LegEnd {
+    let LegPlay {
+        steps,
+        mut outcome,
+        total,
+        local,
+    } = play;
     let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<String>();
     let registered = steps.iter().any(|s| {
         s.event()
