@@ -625,7 +625,7 @@ pub fn after_call_needed(
     clear_on_success: bool,
     was_listed: bool,
 ) -> bool {
-    let t38_success = result.success && result.t38_status == Some(T38Status::Negotiated);
+    let t38_success = result.success() && result.t38_status == Some(T38Status::Negotiated);
     policy::should_remember(direction, result) || (clear_on_success && t38_success) || was_listed
 }
 
@@ -693,7 +693,7 @@ pub async fn after_call<A: DbApi>(
         db.insert(key, now).await?;
         return Ok(Change::Added);
     }
-    let t38_success = result.success && result.t38_status == Some(T38Status::Negotiated);
+    let t38_success = result.success() && result.t38_status == Some(T38Status::Negotiated);
     if clear_on_success && t38_success && db.exists(key).await? {
         db.delete(key).await?;
         return Ok(Change::Cleared);

@@ -102,13 +102,16 @@ fn strip_separators(s: &str) -> Option<String> {
 
 /// True when this failed T.38 call should put the station on the fallback list.
 pub fn should_remember(direction: Direction, result: &FaxResult) -> bool {
-    if result.success || !result.final_result_seen {
+    let Some(fin) = &result.final_result else {
+        return false;
+    };
+    if fin.success {
         return false;
     }
     if result.t38_status != Some(T38Status::Negotiated) {
         return false;
     }
-    let Some(code) = result.result_code else {
+    let Some(code) = fin.code else {
         return false;
     };
     let no_fax_at_all = matches!(code, 0 | 2 | 3) || (code == 49 && result.negotiation_count == 0);
@@ -251,8 +254,10 @@ mod tests {
 
     fn failed_t38(direction: Direction, code: u32, negotiations: u32) -> FaxResult {
         let mut r = FaxResult::new(direction);
-        r.final_result_seen = true;
-        r.result_code = Some(code);
+        r.final_result = Some(crate::fax::FinalResult {
+            code: Some(code),
+            ..Default::default()
+        });
         r.negotiation_count = negotiations;
         r.t38_status = Some(T38Status::Negotiated);
         r
@@ -313,10 +318,10 @@ mod tests {
         r.t38_status = Some(T38Status::Refused);
         assert!(!should_remember(Direction::Send, &r));
         let mut ok = failed_t38(Direction::Send, 0, 1);
-        ok.success = true;
+        ok.final_result.as_mut().unwrap().success = true;
         assert!(!should_remember(Direction::Send, &ok));
         let mut pending = failed_t38(Direction::Send, 6, 1);
-        pending.final_result_seen = false;
+        pending.final_result = None;
         assert!(!should_remember(Direction::Send, &pending));
     }
 
@@ -362,7 +367,7 @@ mod tests {
             for ev in &cap.events {
                 r.apply(ev);
             }
-            assert!(r.final_result_seen, "{name} has a final result");
+            assert!(r.final_result.is_some(), "{name} has a final result");
             assert!(!should_remember(dir, &r), "{name}");
         }
     }

@@ -27,4 +27,4 @@ pub use dialstring::{ChannelVars, DialError, OriginateRequest};
 pub use ending::{CallEnding, Command, Cut, Finish, Gone, Input, Limits, Step};
 pub use headers::{EventHeaders, SimpleHeaders};
 pub use outcome::{Disposition, FaxOutcome, JobResult, LocalError};
-pub use result::{Direction, FaxResult, PageResult, T38Status, Update};
+pub use result::{Direction, FaxResult, FinalResult, Hangup, PageResult, T38Status, Update};

@@ -449,16 +449,17 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
         counts_as_dial: true,
         counts_as_try,
     };
-    if r.success || (r.final_result_seen && r.result_code == Some(T30_OK)) {
+    let final_seen = r.final_result.is_some();
+    if r.success() || r.result_code() == Some(T30_OK) {
         return done(String::new());
     }
-    let row = r.result_code.and_then(t30_code);
+    let row = r.result_code().and_then(t30_code);
     let text = r
-        .result_text
-        .clone()
+        .result_text()
+        .map(str::to_owned)
         .or_else(|| row.map(|c| c.text.to_owned()));
     if r.direction() == Direction::Send
-        && r.final_result_seen
+        && final_seen
         && r.total_pages > 0
         && r.transferred_pages >= r.total_pages
     {
@@ -468,13 +469,13 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
             r.total_pages
         )));
     }
-    let cause = r.hangup_cause.as_deref().map(normalize_cause);
+    let cause = r.hangup_cause().map(normalize_cause);
     let statuscode = row.map_or(0, |c| c.statuscode);
-    let (disposition, status) = match (&cause, r.final_result_seen) {
+    let (disposition, status) = match (&cause, final_seen) {
         (Some(c), _) if is_failed_cause(c, failed_causes) => {
             (Failed, format!("{c} (retry disabled)"))
         }
-        (_, true) => match (row, &text, r.result_code) {
+        (_, true) => match (row, &text, r.result_code()) {
             (Some(row), Some(t), _) => (row.disposition, t.clone()),
             (None, Some(t), _) => (Retry, t.clone()),
             (_, None, Some(code)) => (Retry, format!("Unknown fax result code {code}")),
@@ -491,7 +492,7 @@ fn classify_connected(r: &FaxResult, failed_causes: &[String]) -> JobResult {
     // The switch itself went away: spandsp only says the call dropped, which points at the
     // remote; name the switch.
     let status = match cause.as_deref() {
-        Some("SYSTEM_SHUTDOWN") if r.final_result_seen => {
+        Some("SYSTEM_SHUTDOWN") if final_seen => {
             format!("{status} (FreeSWITCH shut down: SYSTEM_SHUTDOWN)")
         }
         _ => status,
@@ -532,6 +533,7 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::fax::capture::load;
+    use crate::fax::{FinalResult, Hangup};
 
     fn replay(name: &str, direction: Direction) -> FaxResult {
         let cap = load(name);
@@ -618,8 +620,10 @@ mod tests {
     #[test]
     fn all_pages_confirmed_is_done_even_if_the_call_then_failed() {
         let mut r = FaxResult::new(Direction::Send);
-        r.final_result_seen = true;
-        r.result_code = Some(T30_CALLDROPPED);
+        r.final_result = Some(FinalResult {
+            code: Some(T30_CALLDROPPED),
+            ..Default::default()
+        });
         r.transferred_pages = 3;
         r.total_pages = 3;
         let j = FaxOutcome::Connected { result: &r }.classify(&[]);
@@ -628,8 +632,10 @@ mod tests {
         assert!(j.status.contains("The call dropped prematurely"));
         // Not for a receive, and not when a page is missing.
         let mut rx = FaxResult::new(Direction::Receive);
-        rx.final_result_seen = true;
-        rx.result_code = Some(T30_CALLDROPPED);
+        rx.final_result = Some(FinalResult {
+            code: Some(T30_CALLDROPPED),
+            ..Default::default()
+        });
         (rx.transferred_pages, rx.total_pages) = (3, 3);
         assert_eq!(
             FaxOutcome::Connected { result: &rx }
@@ -660,8 +666,10 @@ mod tests {
             (99, Retry),
         ] {
             let mut r = FaxResult::new(Direction::Send);
-            r.final_result_seen = true;
-            r.result_code = Some(code);
+            r.final_result = Some(FinalResult {
+                code: Some(code),
+                ..Default::default()
+            });
             r.negotiation_count = 1;
             let j = FaxOutcome::Connected { result: &r }.classify(&[]);
             assert_eq!(j.disposition, want, "code {code}");
@@ -788,7 +796,10 @@ mod tests {
             ("fax-result-code", "49"),
             ("fax-result-text", "The call dropped prematurely"),
         ]));
-        r.hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+        r.hangup = Some(Hangup {
+            cause: Some("SYSTEM_SHUTDOWN".into()),
+            at_us: None,
+        });
         let j = FaxOutcome::Connected { result: &r }.classify(&[]);
         assert_eq!(j.disposition, Retry);
         assert_eq!(
@@ -801,7 +812,10 @@ mod tests {
     #[test]
     fn system_shutdown_without_a_result_is_named() {
         let mut r = FaxResult::new(Direction::Send);
-        r.hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+        r.hangup = Some(Hangup {
+            cause: Some("SYSTEM_SHUTDOWN".into()),
+            at_us: None,
+        });
         let j = FaxOutcome::Connected { result: &r }.classify(&[]);
         assert_eq!(j.disposition, Retry);
         assert_eq!(

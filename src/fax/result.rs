@@ -6,10 +6,10 @@
 //! |---|---|
 //! | `CHANNEL_ANSWER` | answered time (first one wins) |
 //! | `CHANNEL_CALLSTATE` `Channel-Call-State: ACTIVE` | answered time (first one wins) |
-//! | `CHANNEL_CALLSTATE` `HANGUP`, `CHANNEL_HANGUP`, `CHANNEL_HANGUP_COMPLETE` | hangup seen, time, `Hangup-Cause` |
+//! | `CHANNEL_CALLSTATE` `HANGUP`, `CHANNEL_HANGUP`, `CHANNEL_HANGUP_COMPLETE` | [`Hangup`]: time, `Hangup-Cause` |
 //! | `spandsp::{tx,rx}faxnegociateresult` (sic) | negotiation count +1, rate, ECM, station ids, T.38 status |
 //! | `spandsp::{tx,rx}faxpageresult` | one [`PageResult`], transferred pages |
-//! | `spandsp::{tx,rx}faxresult` | final: success, code, text, pages, rate, ECM, ids, T.38 status |
+//! | `spandsp::{tx,rx}faxresult` | [`FinalResult`]: success, code, text; pages, rate, ECM, ids, T.38 status |
 //!
 //! Only the subclasses of the result's own [`Direction`] count (`tx*` for a send, `rx*` for a
 //! receive). Times come from the event's own `Event-Date-Timestamp` (µs since the epoch), not
@@ -146,6 +146,28 @@ pub enum Update {
     Hangup,
 }
 
+/// What the final `spandsp::*faxresult` event said (only that event sets these).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinalResult {
+    /// `fax-success: 1` (should a second final result come, a success in either counts).
+    pub success: bool,
+    /// `fax-result-code` (spandsp T.30 completion code, see [`super::outcome`]).
+    pub code: Option<u32>,
+    /// `fax-result-text`, e.g. `OK`, `The call dropped prematurely`.
+    pub text: Option<String>,
+}
+
+/// The call's hangup, from the first hangup event (`CHANNEL_HANGUP`, `CHANNEL_CALLSTATE`
+/// HANGUP or `CHANNEL_HANGUP_COMPLETE`, whichever came first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hangup {
+    /// `Hangup-Cause` of the first hangup event that carried one, e.g. `NORMAL_CLEARING`
+    /// (a later hangup event fills it when the first had none).
+    pub cause: Option<String>,
+    /// `Event-Date-Timestamp` (µs since the epoch) of the first hangup event.
+    pub at_us: Option<i64>,
+}
+
 /// Everything known about one call's fax, accumulated from its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaxResult {
@@ -160,12 +182,8 @@ pub struct FaxResult {
     pub transferred_pages: u32,
     /// `fax-document-total-pages` (final result wins; page events set it when non-zero).
     pub total_pages: u32,
-    /// `fax-success: 1` in the final result.
-    pub success: bool,
-    /// `fax-result-code` (spandsp T.30 completion code, see [`super::outcome`]).
-    pub result_code: Option<u32>,
-    /// `fax-result-text`, e.g. `OK`, `The call dropped prematurely`.
-    pub result_text: Option<String>,
+    /// Set once the final `spandsp::*faxresult` arrived: what it said.
+    pub final_result: Option<FinalResult>,
     /// `fax-transfer-rate` in bit/s from the latest negotiation or final result.
     pub transfer_rate: Option<u32>,
     /// True once any negotiation or final result said `fax-ecm-used: on` (never reset).
@@ -178,16 +196,11 @@ pub struct FaxResult {
     pub t38_status: Option<T38Status>,
     /// True if FreeSWITCH reported V.17 disabled (`variable_fax_v17_disabled: 1`).
     pub v17_disabled: bool,
-    /// `Hangup-Cause` of the first hangup event that carried one, e.g. `NORMAL_CLEARING`.
-    pub hangup_cause: Option<String>,
     /// `Event-Date-Timestamp` (µs since the epoch) of the answer.
     pub answered_at_us: Option<i64>,
-    /// `Event-Date-Timestamp` (µs since the epoch) of the first hangup event.
-    pub hangup_at_us: Option<i64>,
-    /// True once the final `spandsp::*faxresult` arrived.
-    pub final_result_seen: bool,
-    /// True once any hangup event arrived.
-    pub hangup_seen: bool,
+    /// Set once any hangup event arrived (`CHANNEL_HANGUP`, `CHANNEL_CALLSTATE` HANGUP,
+    /// `CHANNEL_HANGUP_COMPLETE`): its time and cause.
+    pub hangup: Option<Hangup>,
 }
 
 impl FaxResult {
@@ -201,20 +214,15 @@ impl FaxResult {
             pages: Vec::new(),
             transferred_pages: 0,
             total_pages: 0,
-            success: false,
-            result_code: None,
-            result_text: None,
+            final_result: None,
             transfer_rate: None,
             ecm_used: false,
             remote_station_id: None,
             local_station_id: None,
             t38_status: None,
             v17_disabled: false,
-            hangup_cause: None,
             answered_at_us: None,
-            hangup_at_us: None,
-            final_result_seen: false,
-            hangup_seen: false,
+            hangup: None,
         }
     }
 
@@ -255,7 +263,32 @@ impl FaxResult {
 
     /// True once both the final fax result and a hangup were seen: nothing more will come.
     pub fn is_complete(&self) -> bool {
-        self.final_result_seen && self.hangup_seen
+        self.final_result.is_some() && self.hangup.is_some()
+    }
+
+    /// True when the final result arrived and said `fax-success: 1`.
+    pub fn success(&self) -> bool {
+        self.final_result.as_ref().is_some_and(|f| f.success)
+    }
+
+    /// The final result's `fax-result-code`, if it arrived and carried one.
+    pub fn result_code(&self) -> Option<u32> {
+        self.final_result.as_ref().and_then(|f| f.code)
+    }
+
+    /// The final result's `fax-result-text`, if it arrived and carried one.
+    pub fn result_text(&self) -> Option<&str> {
+        self.final_result.as_ref().and_then(|f| f.text.as_deref())
+    }
+
+    /// The hangup's `Hangup-Cause`, if a hangup event carried one.
+    pub fn hangup_cause(&self) -> Option<&str> {
+        self.hangup.as_ref().and_then(|h| h.cause.as_deref())
+    }
+
+    /// The first hangup event's `Event-Date-Timestamp` (µs since the epoch).
+    pub fn hangup_at_us(&self) -> Option<i64> {
+        self.hangup.as_ref().and_then(|h| h.at_us)
     }
 
     /// True when the call was answered (an answer or ACTIVE call state was seen).
@@ -278,7 +311,7 @@ impl FaxResult {
 
     /// Call duration from answer to hangup, in whole seconds (event times, not processing times).
     pub fn connected_seconds(&self) -> Option<i64> {
-        match (self.answered_at_us, self.hangup_at_us) {
+        match (self.answered_at_us, self.hangup_at_us()) {
             (Some(a), Some(h)) if h >= a => Some((h - a) / 1_000_000),
             _ => None,
         }
@@ -294,14 +327,16 @@ impl FaxResult {
     }
 
     fn on_hangup(&mut self, ev: &impl EventHeaders) -> Option<Update> {
-        if self.hangup_cause.is_none() {
-            self.hangup_cause = non_empty(ev.header("Hangup-Cause"));
-        }
-        if self.hangup_seen {
+        if let Some(hangup) = &mut self.hangup {
+            if hangup.cause.is_none() {
+                hangup.cause = non_empty(ev.header("Hangup-Cause"));
+            }
             return None;
         }
-        self.hangup_seen = true;
-        self.hangup_at_us = event_time(ev);
+        self.hangup = Some(Hangup {
+            cause: non_empty(ev.header("Hangup-Cause")),
+            at_us: event_time(ev),
+        });
         Some(Update::Hangup)
     }
 
@@ -359,13 +394,13 @@ impl FaxResult {
     }
 
     fn on_final(&mut self, ev: &impl EventHeaders) -> Update {
-        self.final_result_seen = true;
-        self.success |= ev.header("fax-success").map(str::trim) == Some("1");
+        let fin = self.final_result.get_or_insert_with(FinalResult::default);
+        fin.success |= ev.header("fax-success").map(str::trim) == Some("1");
         if let Some(code) = parse_u32(ev.header("fax-result-code")) {
-            self.result_code = Some(code);
+            fin.code = Some(code);
         }
         if let Some(text) = non_empty(ev.header("fax-result-text")) {
-            self.result_text = Some(text);
+            fin.text = Some(text);
         }
         // The final counters are authoritative, even when lower than the page events said.
         if let Some(n) = parse_u32(ev.header("fax-document-transferred-pages")) {
@@ -449,14 +484,14 @@ mod tests {
     #[test]
     fn t38_send_ok() {
         let (r, updates, _) = replay("inbound-txfax-t38-ok", Direction::Send);
-        assert!(r.success);
-        assert_eq!(r.result_code, Some(0));
-        assert_eq!(r.result_text.as_deref(), Some("OK"));
+        assert!(r.success());
+        assert_eq!(r.result_code(), Some(0));
+        assert_eq!(r.result_text(), Some("OK"));
         assert_eq!((r.transferred_pages, r.total_pages), (3, 3));
         assert_eq!(r.transfer_rate, Some(14400));
         assert!(r.ecm_used);
         assert_eq!(r.t38_status, Some(T38Status::Negotiated));
-        assert_eq!(r.hangup_cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
         assert_eq!(r.remote_station_id.as_deref(), Some("+1 337"));
         assert_eq!(r.local_station_id.as_deref(), Some("+1 337"));
         assert_eq!(r.negotiation_count, 1);
@@ -467,9 +502,9 @@ mod tests {
         assert_eq!(r.encoding_name(), Some("T.85(L0)"));
         assert_eq!(r.bad_rows_total(), 0);
         assert!(r.is_complete());
-        assert!(r.final_result_seen && r.hangup_seen);
+        assert!(r.final_result.is_some() && r.hangup.is_some());
         // Event times, in order, and the answer before the hangup.
-        let (a, h) = (r.answered_at_us.unwrap(), r.hangup_at_us.unwrap());
+        let (a, h) = (r.answered_at_us.unwrap(), r.hangup_at_us().unwrap());
         assert!(
             a > 1_700_000_000_000_000 && h > a,
             "answered {a} hangup {h}"
@@ -493,22 +528,19 @@ mod tests {
     #[test]
     fn g711_send_ok() {
         let (r, _, _) = replay("inbound-txfax-g711-ok", Direction::Send);
-        assert!(r.success);
+        assert!(r.success());
         assert_eq!((r.transferred_pages, r.total_pages), (3, 3));
         assert_eq!(r.t38_status, Some(T38Status::Off));
-        assert_eq!(r.hangup_cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
         assert!(r.is_complete());
     }
 
     #[test]
     fn t38_send_remote_hangup_midfax() {
         let (r, updates, _) = replay("inbound-txfax-t38-remote-hangup-midfax", Direction::Send);
-        assert!(!r.success);
-        assert_eq!(r.result_code, Some(49));
-        assert_eq!(
-            r.result_text.as_deref(),
-            Some("The call dropped prematurely")
-        );
+        assert!(!r.success());
+        assert_eq!(r.result_code(), Some(49));
+        assert_eq!(r.result_text(), Some("The call dropped prematurely"));
         assert_eq!((r.transferred_pages, r.total_pages), (0, 12));
         assert!(r.pages.is_empty(), "the sender saw no page event");
         assert_eq!(r.negotiation_count, 1);
@@ -519,37 +551,37 @@ mod tests {
     #[test]
     fn t38_send_local_kill_midfax() {
         let (r, updates, _) = replay("inbound-txfax-t38-local-kill-midfax", Direction::Send);
-        assert!(!r.success);
-        assert_eq!(r.result_code, Some(49));
+        assert!(!r.success());
+        assert_eq!(r.result_code(), Some(49));
         assert_eq!((r.transferred_pages, r.total_pages), (1, 12));
         assert!(updates.contains(&Update::Page(1)));
-        assert_eq!(r.hangup_cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
     }
 
     #[test]
     fn send_with_missing_file_has_no_fax_result() {
         let (r, updates, _) = replay("inbound-txfax-file-missing", Direction::Send);
-        assert!(!r.final_result_seen);
-        assert!(r.hangup_seen);
+        assert!(r.final_result.is_none());
+        assert!(r.hangup.is_some());
         assert!(!r.is_complete(), "caller must end this one by grace period");
         assert_eq!(r.negotiation_count, 0);
-        assert_eq!(r.result_code, None);
+        assert_eq!(r.result_code(), None);
         assert!(r.answered());
         assert!(!updates.contains(&Update::FinalResult));
-        assert_eq!(r.hangup_cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
     }
 
     #[test]
     fn t38_receive_ok() {
         let (r, updates, _) = replay("outbound-rxfax-t38-ok", Direction::Receive);
-        assert!(r.success);
+        assert!(r.success());
         assert_eq!((r.transferred_pages, r.total_pages), (3, 3));
         assert_eq!(r.pages.len(), 3);
         assert_eq!(r.negotiation_count, 1);
         assert_eq!(r.t38_status, Some(T38Status::Negotiated));
         assert_eq!(r.remote_station_id.as_deref(), Some("+1 337"));
         // This socket subscription has no CHANNEL_HANGUP, only CALLSTATE HANGUP.
-        assert_eq!(r.hangup_cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
         assert!(r.is_complete());
         assert_eq!(
             updates
@@ -563,10 +595,10 @@ mod tests {
     #[test]
     fn receive_with_no_fax_sender() {
         let (r, _, _) = replay("outbound-rxfax-no-fax-sender", Direction::Receive);
-        assert!(!r.success);
-        assert_eq!(r.result_code, Some(3));
+        assert!(!r.success());
+        assert_eq!(r.result_code(), Some(3));
         assert_eq!(
-            r.result_text.as_deref(),
+            r.result_text(),
             Some("Timed out waiting for the first message")
         );
         assert_eq!(r.negotiation_count, 0);
@@ -581,8 +613,8 @@ mod tests {
             "outbound-rxfax-sender-hangup-after-answer",
             Direction::Receive,
         );
-        assert!(!r.success);
-        assert_eq!(r.result_code, Some(49));
+        assert!(!r.success());
+        assert_eq!(r.result_code(), Some(49));
         assert_eq!(r.transferred_pages, 0);
         assert!(r.pages.is_empty());
         assert_eq!(r.negotiation_count, 0);
@@ -602,15 +634,15 @@ mod tests {
             as_receiver.apply(ev);
         }
         assert_eq!(as_receiver.negotiation_count, 0);
-        assert!(!as_receiver.final_result_seen);
-        assert!(as_receiver.hangup_seen, "channel events still count");
+        assert!(as_receiver.final_result.is_none());
+        assert!(as_receiver.hangup.is_some(), "channel events still count");
 
         let mut other =
             FaxResult::for_channel(Direction::Send, "00000000-0000-0000-0000-000000000000");
         for ev in &cap.events {
             assert_eq!(other.apply(ev), None);
         }
-        assert!(!other.hangup_seen);
+        assert!(other.hangup.is_none());
     }
 
     #[test]
@@ -664,8 +696,8 @@ mod tests {
         ]);
         assert_eq!(r.apply(&hangup), Some(Update::Hangup));
         assert_eq!(r.apply(&complete), None);
-        assert_eq!(r.hangup_cause.as_deref(), Some("USER_BUSY"));
-        assert_eq!(r.hangup_at_us, Some(1_795_345_807_927_368));
+        assert_eq!(r.hangup_cause(), Some("USER_BUSY"));
+        assert_eq!(r.hangup_at_us(), Some(1_795_345_807_927_368));
         assert!(!r.answered());
         assert_eq!(r.connected_seconds(), None);
     }

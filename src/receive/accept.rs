@@ -152,7 +152,7 @@ impl Call {
     /// caller already gone.
     fn log_accepted(&self, caller: &Caller, lease: &Lease, t38: &T38, log: &SessionLog) {
         if self.gone.is_some() {
-            let cause = self.result.hangup_cause.as_deref().unwrap_or("no cause");
+            let cause = self.result.hangup_cause().unwrap_or("no cause");
             log.log(&format!(
                 "Call to {} from {} <{}> on {} ended before the answer: the caller hung up ({cause})",
                 caller.recipient.number,

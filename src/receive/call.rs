@@ -182,7 +182,8 @@ impl Call {
                     }
                 },
             }
-            if self.gone.is_none() && (self.result.hangup_seen || self.session.channel_gone()) {
+            if self.gone.is_none() && (self.result.hangup.is_some() || self.session.channel_gone())
+            {
                 self.gone = Some(End::HungUpBeforeFax);
             }
         }

@@ -59,9 +59,9 @@ impl Call {
         }
         log.log(&format!(
             "Success: {}, Hangup Cause: {}, Result: {}, Pages: {}",
-            self.result.success,
-            self.result.hangup_cause.as_deref().unwrap_or(""),
-            self.result.result_text.as_deref().unwrap_or(""),
+            self.result.success(),
+            self.result.hangup_cause().unwrap_or(""),
+            self.result.result_text().unwrap_or(""),
             self.result.transferred_pages
         ));
         let listed = call.t38.listed;
@@ -111,7 +111,7 @@ impl Call {
         let r = &self.result;
         let outcome = if !rxfax_ran {
             "no_fax"
-        } else if r.final_result_seen && r.success {
+        } else if r.success() {
             "success"
         } else if r.transferred_pages > 0 {
             "partial"
@@ -131,7 +131,7 @@ impl Call {
             mode,
             r.transferred_pages,
             seconds.map(|s| s.max(0) as f64),
-            r.final_result_seen.then_some(r.result_code).flatten(),
+            r.result_code(),
         );
     }
 
@@ -171,7 +171,7 @@ impl Call {
             bit_rate: r.transfer_rate.unwrap_or(0),
             ecm: r.ecm_used,
             data_format: r.encoding_name().and_then(DataFormat::from_encoding_name),
-            hangup_cause: r.hangup_cause.clone().unwrap_or_default(),
+            hangup_cause: r.hangup_cause().unwrap_or_default().to_owned(),
             duration,
             delivery: crate::hylafax::journal::DeliveryStage::Received,
         }

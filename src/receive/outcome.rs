@@ -25,17 +25,17 @@ pub(super) enum End {
 
 /// Why the reception is not a clean success (`None` when spandsp said OK).
 pub(super) fn failure(r: &FaxResult, end: &End, max: Duration) -> Option<String> {
-    if r.final_result_seen {
-        if r.success {
+    if let Some(fin) = &r.final_result {
+        if fin.success {
             return None;
         }
-        return Some(match (&r.result_text, r.result_code) {
+        return Some(match (&fin.text, fin.code) {
             (Some(t), _) if !t.trim().is_empty() => t.trim().to_owned(),
             (_, Some(code)) => format!("fax failed (spandsp code {code})"),
             _ => "fax failed".to_owned(),
         });
     }
-    let cause = r.hangup_cause.as_deref().unwrap_or("unknown cause");
+    let cause = r.hangup_cause().unwrap_or("unknown cause");
     Some(match end {
         End::HungUpBeforeFax => format!("caller hung up before the fax started ({cause})"),
         End::ConnectionLost(why) if why.is_empty() => {

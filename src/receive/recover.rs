@@ -342,8 +342,8 @@ impl Followed {
                 let r = &self.result;
                 self.log.log(&format!(
                     "RECV: fax result {} (code {}), {} pages",
-                    r.result_text.as_deref().unwrap_or(""),
-                    r.result_code.unwrap_or(0),
+                    r.result_text().unwrap_or(""),
+                    r.result_code().unwrap_or(0),
                     r.transferred_pages
                 ));
             }
@@ -385,7 +385,7 @@ impl Followed {
         let mut at = self.cap;
         if let Some(g) = self.gone_at {
             at = at.min(g + RESULT_AFTER_HANGUP);
-            if self.result.final_result_seen {
+            if self.result.final_result.is_some() {
                 at = at.min(g + HANGUP_COMPLETE_WAIT);
             }
         }
@@ -538,7 +538,7 @@ impl Ending<'_> {
                 continue;
             };
             if let (End::MaxDuration | End::Complete, Some(client)) = (&end, self.client) {
-                if !call.result.hangup_seen && call.gone_at.is_none() {
+                if call.result.hangup.is_none() && call.gone_at.is_none() {
                     // As a live call would: over its time, or the result is in and nobody
                     // hung up. Bounded by the command timeout.
                     let cmd = format!("uuid_kill {}", call.pending.call_uuid);
@@ -616,9 +616,9 @@ async fn deliver_followed(
     }
     log.log(&format!(
         "Success: {}, Hangup Cause: {}, Result: {}, Pages: {}",
-        result.success,
-        result.hangup_cause.as_deref().unwrap_or(""),
-        result.result_text.as_deref().unwrap_or(""),
+        result.success(),
+        result.hangup_cause().unwrap_or(""),
+        result.result_text().unwrap_or(""),
         result.transferred_pages
     ));
     if !path.exists() {
@@ -667,7 +667,7 @@ fn reception(
     let (failure, remote, rate, ecm, format, cause, pages, duration) = match followed {
         Some((r, end, connected)) => {
             let failure = match end {
-                _ if r.final_result_seen => failure(r, end, max),
+                _ if r.final_result.is_some() => failure(r, end, max),
                 // The call went on past its time: that is the failure, whatever the file.
                 End::MaxDuration => failure(r, end, max),
                 // No result seen (it may have come before we subscribed): the document says.
@@ -676,7 +676,7 @@ fn reception(
             // Connect time starts at the answer: the channel's own times when a hangup event
             // gave them, else what the pages took, else since the call was accepted.
             let since_accepted = r
-                .hangup_at_us
+                .hangup_at_us()
                 .map(|h| h / 1_000_000 - p.started)
                 .and_then(|s| u64::try_from(s).ok())
                 .map(Duration::from_secs);
@@ -691,7 +691,7 @@ fn reception(
                 r.encoding_name()
                     .and_then(DataFormat::from_encoding_name)
                     .or(dcs.map(|d| d.data_format)),
-                r.hangup_cause.clone().unwrap_or_default(),
+                r.hangup_cause().unwrap_or_default().to_owned(),
                 r.transferred_pages,
                 duration,
             )

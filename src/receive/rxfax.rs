@@ -114,7 +114,7 @@ impl Call {
             OutboundError::HungUp { .. } => {
                 self.drain(Duration::from_millis(500)).await;
                 tracing::info!(
-                    cause = self.result.hangup_cause.as_deref().unwrap_or(""),
+                    cause = self.result.hangup_cause().unwrap_or(""),
                     "caller hung up before the fax started"
                 );
                 End::HungUpBeforeFax
@@ -132,9 +132,10 @@ impl Call {
         let mut lost = String::new();
         // What the events said before rxfax counts too.
         let now = std::time::Instant::now();
+        let r = &self.result;
         let seen = [
-            self.result.final_result_seen.then_some(Input::FaxResult),
-            self.result.hangup_seen.then_some(Input::Gone(Gone::Hangup)),
+            r.final_result.is_some().then_some(Input::FaxResult),
+            r.hangup.is_some().then_some(Input::Gone(Gone::Hangup)),
         ];
         for input in seen.into_iter().flatten() {
             if let Some(finish) = self.ending.on(input, now).finish {
@@ -207,8 +208,8 @@ impl Call {
                 let r = &self.result;
                 call.log.log(&format!(
                     "RECV: fax result {} (code {}), {} pages",
-                    r.result_text.as_deref().unwrap_or(""),
-                    r.result_code.unwrap_or(0),
+                    r.result_text().unwrap_or(""),
+                    r.result_code().unwrap_or(0),
                     r.transferred_pages
                 ));
                 Some(Input::FaxResult)
@@ -256,7 +257,7 @@ impl Call {
                 Ok(Some(SessionItem::Disconnect(_))) => {}
                 _ => break,
             }
-            if self.result.hangup_seen && !self.result.answered() {
+            if self.result.hangup.is_some() && !self.result.answered() {
                 break;
             }
         }
@@ -266,7 +267,7 @@ impl Call {
     async fn kill(&mut self) {
         let _ = timeout(SHORT, self.session.hangup("NORMAL_CLEARING")).await;
         let end = Instant::now() + KILL_GRACE;
-        while !self.result.hangup_seen {
+        while self.result.hangup.is_none() {
             match timeout_at(end, self.events.recv()).await {
                 Ok(Some(SessionItem::Event(ev))) => {
                     self.result.apply(&ev);

@@ -142,7 +142,7 @@ impl Transfer<'_> {
                 Some(Input::FaxResult)
             }
             Some(Update::Hangup) => {
-                let cause = self.answered.result.hangup_cause.as_deref().unwrap_or("");
+                let cause = self.answered.result.hangup_cause().unwrap_or("");
                 self.ctx.log.log(&format!("HANGUP {cause}"));
                 Some(Input::Gone(Gone::Hangup))
             }
@@ -216,8 +216,8 @@ fn cap_text(max: Duration) -> String {
 /// of this call against the whole file, which reads as two pages missing when a resumed call
 /// sent pages 3-12.
 fn final_text(result: &FaxResult, progress: &super::progress::Progress) -> String {
-    let code = result.result_code.map_or("-".into(), |c| c.to_string());
-    let text = result.result_text.as_deref().unwrap_or("");
+    let code = result.result_code().map_or("-".into(), |c| c.to_string());
+    let text = result.result_text().unwrap_or("");
     let mut line = format!(
         "FAX RESULT {code} ({text}): {} sent",
         progress.describe_sent()
