@@ -50,8 +50,17 @@ status=0
 if [ $# -eq 0 ]; then
     cargo test --doc --locked || status=$?
 fi
-cargo nextest run --locked --no-fail-fast "$@" || status=$?
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo nextest run --locked --no-fail-fast "$@" 2>&1 | tee "$out"
+nextest_status=${PIPESTATUS[0]}
+set -e
+[ "$nextest_status" = 0 ] || status=$nextest_status
 if [ "$status" != 0 ]; then
+    # The last lines of a failed run: each failed test, where it failed and the first line of its
+    # message (the expectation); the message's full text (what the fake recorded) is above.
+    python3 scripts/failure-digest.py "$out" >&2 || true
     echo "test.sh: FAILED (exit $status): the failed tests and their output are listed just above" >&2
 fi
 exit "$status"
