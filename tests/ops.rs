@@ -155,11 +155,11 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_answer_keeps_fsfaxd_not_ready_and_is_named() {
     let fs = FakeFs::start(FakeConfig::new()).await;
-    // A port nobody listens on: the OS gave it, and it is closed again.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port bound for the whole test but never listened on: connections to it are refused,
+    // and no other process can take it meanwhile.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = holder.local_addr().unwrap();
     let d = Fsfaxd::start(
         1,
         &format!(
@@ -225,6 +225,7 @@ async fn a_node_that_does_not_answer_keeps_fsfaxd_not_ready_and_is_named() {
     assert_eq!(nodes[1]["connected"], false, "{json}");
     // `freeswitch` is still the first node's.
     assert_eq!(v["freeswitch"], nodes[0], "{json}");
+    drop(holder);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
