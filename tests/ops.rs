@@ -41,6 +41,7 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
             fs.addr()
         ),
     );
+    let up_series = format!("fsfax_freeswitch_up{{node=\"{}\"}}", fs.addr());
     // Without faxq the daemon is alive but not ready, and says why.
     assert_eq!(d.http_get("/healthz"), (200, "ok\n".into()));
     let (code, body) = d.http_get("/readyz");
@@ -71,7 +72,7 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
         "{}",
         d.http_get("/metrics").1
     );
-    assert_eq!(d.metric("fsfax_freeswitch_up"), Some(1.0));
+    assert_eq!(d.metric(&up_series), Some(1.0));
     let (code, text) = d.status_cmd(&[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("connected for"), "{text}");
@@ -92,7 +93,7 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
     assert!(body.contains("FAIL freeswitch"), "{body}");
     assert!(body.contains("no heartbeat"), "{body}");
     let metrics = d.http_get("/metrics").1;
-    assert_eq!(metric_value(&metrics, "fsfax_freeswitch_up"), Some(0.0));
+    assert_eq!(metric_value(&metrics, &up_series), Some(0.0), "{metrics}");
     assert_eq!(
         metric_value(
             &metrics,
@@ -128,7 +129,7 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
         fs.command_lines(last)
     );
     assert!(d.metric("fsfax_freeswitch_reconnects_total").unwrap_or(0.0) >= 1.0);
-    assert_eq!(d.metric("fsfax_freeswitch_up"), Some(1.0));
+    assert_eq!(d.metric(&up_series), Some(1.0));
     let (code, json) = d.status_cmd(&["--json"]);
     assert_eq!(code, 0, "{json}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -147,6 +148,84 @@ async fn a_freeswitch_that_goes_silent_is_dropped_reconnected_and_shown() {
                 .contains("connection to FreeSWITCH lost")),
         "{json}"
     );
+}
+
+/// Two FreeSWITCH nodes, the second not answering (a closed port): fsfaxd is not ready, and
+/// `/readyz`, the metrics and the status name that node and why, while the first shows up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_answer_keeps_fsfaxd_not_ready_and_is_named() {
+    let fs = FakeFs::start(FakeConfig::new()).await;
+    // A port bound for the whole test but never listened on: connections to it are refused,
+    // and no other process can take it meanwhile.
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = holder.local_addr().unwrap();
+    let d = Fsfaxd::start(
+        1,
+        &format!(
+            "metrics = 127.0.0.1:0\n\n[freeswitch]\nsocket = {}\nnode = {closed}\n\
+             password = ClueCon\nfallbacklookuptimeout = 1s",
+            fs.addr()
+        ),
+    );
+    let _faxq = faxq_fifo(&d.spool());
+    let up = format!(
+        "ok   freeswitch {}: Event Socket connected and answering\n",
+        fs.addr()
+    );
+    let down = format!(
+        "FAIL freeswitch {closed}: Event Socket not connected: cannot connect to FreeSWITCH \
+         event socket at {closed}"
+    );
+    // Both keepers have reported: the first node is up, the second refused.
+    let mut readyz = (0, String::new());
+    assert!(
+        wait(T, || {
+            readyz = d.http_get("/readyz");
+            readyz.1.contains(&up) && readyz.1.contains(&down)
+        }),
+        "{}\n{}",
+        readyz.1,
+        d.log()
+    );
+    let (code, body) = readyz;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready\n"), "{body}");
+    // The closed node is the only reason.
+    assert_eq!(body.matches("FAIL").count(), 1, "{body}");
+    let node = |addr: &dyn std::fmt::Display| format!("fsfax_freeswitch_up{{node=\"{addr}\"}}");
+    let metrics = d.http_get("/metrics").1;
+    assert_eq!(
+        metric_value(&metrics, &node(&fs.addr())),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, &node(&closed)),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (code, text) = d.status_cmd(&[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("FreeSWITCH {}: connected for", fs.addr())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("FreeSWITCH {closed}: NOT CONNECTED")),
+        "{text}"
+    );
+    let (code, json) = d.status_cmd(&["--json"]);
+    assert_eq!(code, 1, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let nodes = v["freeswitch_nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{json}");
+    assert_eq!(nodes[0]["socket"], fs.addr().to_string(), "{json}");
+    assert_eq!(nodes[1]["socket"], closed.to_string(), "{json}");
+    assert_eq!(nodes[1]["connected"], false, "{json}");
+    // `freeswitch` is still the first node's.
+    assert_eq!(v["freeswitch"], nodes[0], "{json}");
+    drop(holder);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use super::live::live;
+use super::live::{SwitchState, live};
 use super::metrics::{self, metrics};
 use super::process::{ScrapeCollector, disk_space};
 use crate::config::PeerNet;
@@ -93,11 +93,11 @@ impl Endpoint {
     }
 
     /// The readiness checks: (name, ok, detail).
-    pub fn checks(&self) -> Vec<(&'static str, bool, String)> {
+    pub fn checks(&self) -> Vec<(String, bool, String)> {
         let mut out = Vec::new();
         let accepting = live().accepting();
         out.push((
-            "listener",
+            "listener".into(),
             accepting,
             if accepting {
                 "taking calls from FreeSWITCH".into()
@@ -107,31 +107,13 @@ impl Endpoint {
         ));
         out.push(spool_check(&self.spool));
         out.push(faxq_check(&self.spool.join("FIFO")));
-        let (up, why) = live().switch_state();
-        out.push((
-            "freeswitch",
-            up,
-            if up {
-                "Event Socket connected and answering".into()
-            } else {
-                format!("Event Socket not connected: {why}")
-            },
-        ));
+        out.extend(freeswitch_checks(&live().switch_states()));
         out
     }
 
     /// `/readyz`: the status and its plain-text body.
     pub fn readyz(&self) -> (bool, String) {
-        let checks = self.checks();
-        let ready = checks.iter().all(|(_, ok, _)| *ok);
-        let mut text = String::from(if ready { "ready\n" } else { "not ready\n" });
-        for (name, ok, detail) in &checks {
-            text.push_str(&format!(
-                "{} {name}: {detail}\n",
-                if *ok { "ok  " } else { "FAIL" }
-            ));
-        }
-        (ready, text)
+        readyz_text(&self.checks())
     }
 
     /// `/status`: everything `fsfaxd status` shows, as JSON.
@@ -204,6 +186,49 @@ impl Endpoint {
     }
 }
 
+/// One check per FreeSWITCH node, in the configured order: `freeswitch` when there is one,
+/// `freeswitch <host:port>` for each of several. Every node's connection must be up: the calls
+/// of a node without one lose their T.38 fallback lookups.
+pub fn freeswitch_checks(states: &[SwitchState]) -> Vec<(String, bool, String)> {
+    if states.is_empty() {
+        return vec![(
+            "freeswitch".into(),
+            false,
+            "Event Socket not connected: not connected yet".into(),
+        )];
+    }
+    let several = states.len() > 1;
+    states
+        .iter()
+        .map(|s| {
+            let name = if several {
+                format!("freeswitch {}", s.peer)
+            } else {
+                "freeswitch".into()
+            };
+            let detail = if s.up {
+                "Event Socket connected and answering".into()
+            } else {
+                format!("Event Socket not connected: {}", s.why)
+            };
+            (name, s.up, detail)
+        })
+        .collect()
+}
+
+/// Ready when every check is; the text: `ready` or `not ready`, then one line per check.
+pub fn readyz_text(checks: &[(String, bool, String)]) -> (bool, String) {
+    let ready = checks.iter().all(|(_, ok, _)| *ok);
+    let mut text = String::from(if ready { "ready\n" } else { "not ready\n" });
+    for (name, ok, detail) in checks {
+        text.push_str(&format!(
+            "{} {name}: {detail}\n",
+            if *ok { "ok  " } else { "FAIL" }
+        ));
+    }
+    (ready, text)
+}
+
 fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = code;
@@ -214,18 +239,19 @@ fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-fn spool_check(spool: &Path) -> (&'static str, bool, String) {
+fn spool_check(spool: &Path) -> (String, bool, String) {
     use nix::unistd::{AccessFlags, access};
+    let name = || "spool".to_owned();
     if let Err(e) = access(&spool.join("recvq"), AccessFlags::W_OK) {
         return (
-            "spool",
+            name(),
             false,
             format!("{}/recvq not writable: {e}", spool.display()),
         );
     }
     match disk_space(spool) {
         Some((free, _)) if free < MIN_FREE_BYTES => (
-            "spool",
+            name(),
             false,
             format!(
                 "{}: only {} MiB free (below {} MiB)",
@@ -235,7 +261,7 @@ fn spool_check(spool: &Path) -> (&'static str, bool, String) {
             ),
         ),
         Some((free, _)) => (
-            "spool",
+            name(),
             true,
             format!(
                 "{} writable, {} MiB free",
@@ -244,7 +270,7 @@ fn spool_check(spool: &Path) -> (&'static str, bool, String) {
             ),
         ),
         None => (
-            "spool",
+            name(),
             false,
             format!("{}: cannot read its free space", spool.display()),
         ),
@@ -253,29 +279,28 @@ fn spool_check(spool: &Path) -> (&'static str, bool, String) {
 
 /// Whether faxq reads its FIFO: opening it for writing without blocking fails with ENXIO
 /// when no process has it open for reading. Nothing is written.
-fn faxq_check(fifo: &Path) -> (&'static str, bool, String) {
+fn faxq_check(fifo: &Path) -> (String, bool, String) {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
+    let (ok, detail) = match std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(fifo)
     {
-        Ok(_) => ("faxq", true, format!("{} has a reader", fifo.display())),
+        Ok(_) => (true, format!("{} has a reader", fifo.display())),
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => (
-            "faxq",
             false,
             format!("{}: faxq is not running (no reader)", fifo.display()),
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-            "faxq",
             false,
             format!(
                 "{}: missing (faxq creates it: is it running?)",
                 fifo.display()
             ),
         ),
-        Err(e) => ("faxq", false, format!("{}: {e}", fifo.display())),
-    }
+        Err(e) => (false, format!("{}: {e}", fifo.display())),
+    };
+    ("faxq".into(), ok, detail)
 }
 
 /// Serves one connection.
@@ -368,4 +393,87 @@ async fn accept_tcp(
 fn allowed(peers: &[PeerNet], peer: SocketAddr) -> bool {
     let ip = peer.ip().to_canonical();
     peers.iter().any(|net| net.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::live::Live;
+
+    const A: &str = "192.0.2.11:8021";
+    const B: &str = "192.0.2.12:8021";
+
+    /// `/readyz` with every other check passing and the nodes as `l` has them.
+    fn readyz_of(l: &Live) -> (bool, String) {
+        let mut checks = vec![("listener".to_owned(), true, "taking calls".to_owned())];
+        checks.extend(freeswitch_checks(&l.switch_states()));
+        readyz_text(&checks)
+    }
+
+    fn two_nodes() -> Live {
+        let l = Live::default();
+        l.set_nodes(&[A.to_owned(), B.to_owned()]);
+        l
+    }
+
+    #[test]
+    fn not_ready_while_one_node_is_down_whichever_reported_last() {
+        let a_then_b = two_nodes();
+        a_then_b.switch_up(A, false);
+        a_then_b.switch_down(B, "connection refused");
+        let b_then_a = two_nodes();
+        b_then_a.switch_down(B, "connection refused");
+        b_then_a.switch_up(A, false);
+        for l in [a_then_b, b_then_a] {
+            let (ready, text) = readyz_of(&l);
+            assert!(!ready, "{text}");
+            assert!(text.starts_with("not ready\n"), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "FAIL freeswitch {B}: Event Socket not connected: connection refused\n"
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "ok   freeswitch {A}: Event Socket connected and answering\n"
+                )),
+                "{text}"
+            );
+            assert_eq!(text.matches("FAIL").count(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn ready_once_every_node_is_up() {
+        let l = two_nodes();
+        l.switch_up(B, false);
+        let (ready, text) = readyz_of(&l);
+        assert!(!ready, "{text}");
+        assert!(
+            text.contains(&format!(
+                "FAIL freeswitch {A}: Event Socket not connected: not connected yet\n"
+            )),
+            "{text}"
+        );
+        l.switch_up(A, false);
+        let (ready, text) = readyz_of(&l);
+        assert!(ready, "{text}");
+        assert!(text.starts_with("ready\n"), "{text}");
+    }
+
+    #[test]
+    fn one_node_keeps_the_plain_check_name() {
+        let l = Live::default();
+        l.set_nodes(&[A.to_owned()]);
+        l.switch_down(A, "timeout");
+        let (ready, text) = readyz_of(&l);
+        assert!(!ready);
+        assert!(
+            text.contains("FAIL freeswitch: Event Socket not connected: timeout\n"),
+            "{text}"
+        );
+        l.switch_up(A, false);
+        assert!(readyz_of(&l).1.contains("ok   freeswitch: "));
+    }
 }

@@ -1,9 +1,10 @@
 //! What fsfaxd is doing right now, for `/readyz`, `/status` and `fsfaxd status`: the calls in
-//! progress, the state of the shared connection to FreeSWITCH, whether the listener takes
-//! calls, and the last warnings and errors it logged.
+//! progress, the state of the shared connection to each FreeSWITCH node, whether the listener
+//! takes calls, and the last warnings and errors it logged.
 //!
 //! One process-wide [`live`] record; the code that does the work updates it (a [`CallEntry`]
-//! per reception, [`Live::switch_up`]/[`Live::switch_down`] from the connection keeper).
+//! per reception, [`Live::switch_up`]/[`Live::switch_down`] from each node's connection
+//! keeper).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,10 +32,10 @@ struct CallInfo {
     since: Instant,
 }
 
-/// The shared Event Socket connection's state.
+/// The state of the shared Event Socket connection to one FreeSWITCH node.
 #[derive(Debug, Clone)]
 struct SwitchInfo {
-    /// Where fsfaxd connects (`[freeswitch] socket`).
+    /// Where fsfaxd connects, as configured (`[freeswitch] socket` or a `node`).
     peer: String,
     up: bool,
     /// When it went up or down.
@@ -47,10 +48,10 @@ struct SwitchInfo {
     reconnects: u64,
 }
 
-impl Default for SwitchInfo {
-    fn default() -> Self {
+impl SwitchInfo {
+    fn new(peer: &str) -> Self {
         SwitchInfo {
-            peer: String::new(),
+            peer: peer.to_owned(),
             up: false,
             since: SystemTime::now(),
             last_error: Some("not connected yet".into()),
@@ -59,6 +60,34 @@ impl Default for SwitchInfo {
             reconnects: 0,
         }
     }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "socket": self.peer,
+            "connected": self.up,
+            "since": local_text(self.since),
+            "seconds": self.since.elapsed().map_or(0, |d| d.as_secs()),
+            "last_error": self.last_error,
+            "last_heartbeat": self.last_heartbeat.map(local_text),
+            "heartbeat_interval_seconds": self.heartbeat_interval,
+            "reconnects": self.reconnects,
+        })
+    }
+
+    /// Its `fsfax_freeswitch_up` series follows `up`.
+    fn show(&self) {
+        metrics().freeswitch_node_up(&self.peer, self.up);
+    }
+}
+
+/// One FreeSWITCH node's connection as the readiness checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchState {
+    /// The node's Event Socket address, as configured.
+    pub peer: String,
+    pub up: bool,
+    /// Why it is down (or went down last); empty if it never was.
+    pub why: String,
 }
 
 /// A warning or error fsfaxd logged.
@@ -74,7 +103,8 @@ struct Logged {
 pub struct Live {
     calls: Mutex<BTreeMap<u64, CallInfo>>,
     next: AtomicU64,
-    switch: Mutex<SwitchInfo>,
+    /// One per FreeSWITCH node, in the configured order (the first is `[freeswitch] socket`).
+    switches: Mutex<Vec<SwitchInfo>>,
     errors: Mutex<VecDeque<Logged>>,
     accepting: AtomicBool,
 }
@@ -138,44 +168,86 @@ impl Live {
         self.accepting.load(Ordering::Acquire)
     }
 
-    /// The shared connection to FreeSWITCH at `peer` is up.
+    /// The FreeSWITCH nodes fsfaxd connects to (`[freeswitch] socket`, then each `node`), in
+    /// the configured order: each shows as not connected until its keeper reports. A node's
+    /// state already known is kept; a node no longer listed is forgotten.
+    pub fn set_nodes(&self, peers: &[String]) {
+        let mut all = lock(&self.switches);
+        let mut next = Vec::with_capacity(peers.len());
+        for peer in peers {
+            if next.iter().any(|s: &SwitchInfo| &s.peer == peer) {
+                continue;
+            }
+            let info = match all.iter().position(|s| &s.peer == peer) {
+                Some(i) => all.swap_remove(i),
+                None => SwitchInfo::new(peer),
+            };
+            info.show();
+            next.push(info);
+        }
+        *all = next;
+    }
+
+    /// Changes the state of the node at `peer` (one not listed yet is added at the end).
+    fn switch(&self, peer: &str, f: impl FnOnce(&mut SwitchInfo)) {
+        let mut all = lock(&self.switches);
+        let i = match all.iter().position(|s| s.peer == peer) {
+            Some(i) => i,
+            None => {
+                all.push(SwitchInfo::new(peer));
+                all.len() - 1
+            }
+        };
+        f(&mut all[i]);
+    }
+
+    /// The shared connection to the FreeSWITCH node at `peer` is up.
     pub fn switch_up(&self, peer: &str, reconnect: bool) {
-        let mut s = lock(&self.switch);
-        s.peer = peer.into();
-        s.up = true;
-        s.since = SystemTime::now();
-        if reconnect {
-            s.reconnects += 1;
-        }
-        metrics().freeswitch_up.set(1);
-    }
-
-    /// The shared connection is down (or could not be made), because of `why`.
-    pub fn switch_down(&self, peer: &str, why: &str) {
-        let mut s = lock(&self.switch);
-        if s.up || s.last_error.as_deref() != Some(why) {
+        self.switch(peer, |s| {
+            s.up = true;
             s.since = SystemTime::now();
-        }
-        s.peer = peer.into();
-        s.up = false;
-        s.last_error = Some(why.into());
-        metrics().freeswitch_up.set(0);
+            if reconnect {
+                s.reconnects += 1;
+            }
+            s.show();
+        });
     }
 
-    /// A HEARTBEAT arrived; `interval` is the one seen between the last two.
-    pub fn heartbeat(&self, interval: Option<f64>) {
-        let mut s = lock(&self.switch);
-        s.last_heartbeat = Some(SystemTime::now());
-        if let Some(i) = interval {
-            s.heartbeat_interval = i;
-        }
+    /// The shared connection to the node at `peer` is down (or could not be made), because of
+    /// `why`.
+    pub fn switch_down(&self, peer: &str, why: &str) {
+        self.switch(peer, |s| {
+            if s.up || s.last_error.as_deref() != Some(why) {
+                s.since = SystemTime::now();
+            }
+            s.up = false;
+            s.last_error = Some(why.into());
+            s.show();
+        });
+    }
+
+    /// A HEARTBEAT arrived from the node at `peer`; `interval` is the one seen between the
+    /// last two.
+    pub fn heartbeat(&self, peer: &str, interval: Option<f64>) {
+        self.switch(peer, |s| {
+            s.last_heartbeat = Some(SystemTime::now());
+            if let Some(i) = interval {
+                s.heartbeat_interval = i;
+            }
+        });
         metrics().freeswitch_heartbeats.inc();
     }
 
-    /// Whether the shared connection is up, and if not why.
-    pub fn switch_state(&self) -> (bool, String) {
-        let s = lock(&self.switch);
-        (s.up, s.last_error.clone().unwrap_or_default())
+    /// Each node's connection, in the configured order: whether it is up, and if not why.
+    pub fn switch_states(&self) -> Vec<SwitchState> {
+        lock(&self.switches)
+            .iter()
+            .map(|s| SwitchState {
+                peer: s.peer.clone(),
+                up: s.up,
+                why: s.last_error.clone().unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Keeps a warning or error for `fsfaxd status` (the last [`RECENT_ERRORS`]).
@@ -191,7 +263,9 @@ impl Live {
         });
     }
 
-    /// The calls in progress, FreeSWITCH's connection and the recent errors, as JSON.
+    /// The calls in progress, the connections to FreeSWITCH and the recent errors, as JSON:
+    /// `freeswitch_nodes` has one object per node, `freeswitch` is the first node's (what it
+    /// was when fsfaxd knew one node only).
     pub fn to_json(&self) -> Value {
         let calls: Vec<Value> = lock(&self.calls)
             .values()
@@ -208,7 +282,14 @@ impl Live {
                 })
             })
             .collect();
-        let s = lock(&self.switch).clone();
+        let nodes: Vec<Value> = lock(&self.switches)
+            .iter()
+            .map(SwitchInfo::to_json)
+            .collect();
+        let first = nodes
+            .first()
+            .cloned()
+            .unwrap_or_else(|| SwitchInfo::new("").to_json());
         let errors: Vec<Value> = lock(&self.errors)
             .iter()
             .rev()
@@ -223,16 +304,8 @@ impl Live {
             .collect();
         json!({
             "calls": calls,
-            "freeswitch": {
-                "socket": s.peer,
-                "connected": s.up,
-                "since": local_text(s.since),
-                "seconds": s.since.elapsed().map_or(0, |d| d.as_secs()),
-                "last_error": s.last_error,
-                "last_heartbeat": s.last_heartbeat.map(local_text),
-                "heartbeat_interval_seconds": s.heartbeat_interval,
-                "reconnects": s.reconnects,
-            },
+            "freeswitch": first,
+            "freeswitch_nodes": nodes,
             "recent_errors": errors,
         })
     }
@@ -303,6 +376,133 @@ mod tests {
                 .iter()
                 .any(|c| c["commid"] == "000000042")
         );
+    }
+
+    const A: &str = "192.0.2.1:8021";
+    const B: &str = "192.0.2.2:8021";
+
+    fn two_nodes() -> Live {
+        let l = Live::default();
+        l.set_nodes(&[A.to_owned(), B.to_owned()]);
+        l
+    }
+
+    #[test]
+    fn each_node_keeps_its_own_state_whichever_reports_last() {
+        let a_then_b = two_nodes();
+        a_then_b.switch_up(A, false);
+        a_then_b.switch_down(B, "connection refused");
+        let b_then_a = two_nodes();
+        b_then_a.switch_down(B, "connection refused");
+        b_then_a.switch_up(A, false);
+        for l in [a_then_b, b_then_a] {
+            let states = l.switch_states();
+            assert_eq!(
+                states,
+                vec![
+                    SwitchState {
+                        peer: A.into(),
+                        up: true,
+                        why: "not connected yet".into()
+                    },
+                    SwitchState {
+                        peer: B.into(),
+                        up: false,
+                        why: "connection refused".into()
+                    },
+                ]
+            );
+            let v = l.to_json();
+            let nodes = v["freeswitch_nodes"].as_array().unwrap();
+            assert_eq!(nodes.len(), 2, "{v:#}");
+            assert_eq!(nodes[0]["socket"], A);
+            assert_eq!(nodes[0]["connected"], true);
+            assert_eq!(nodes[1]["socket"], B);
+            assert_eq!(nodes[1]["connected"], false);
+            assert_eq!(nodes[1]["last_error"], "connection refused");
+            // `freeswitch` stays the first node's, as with one node.
+            assert_eq!(v["freeswitch"], nodes[0], "{v:#}");
+        }
+    }
+
+    #[test]
+    fn a_node_that_never_connected_shows_down_with_a_reason() {
+        let l = two_nodes();
+        l.switch_up(B, false);
+        let states = l.switch_states();
+        assert_eq!(states[0].peer, A);
+        assert!(!states[0].up);
+        assert_eq!(states[0].why, "not connected yet");
+        assert!(states[1].up);
+        // Listing the nodes again keeps what is known.
+        l.set_nodes(&[A.to_owned(), B.to_owned()]);
+        assert_eq!(l.switch_states(), states);
+    }
+
+    #[test]
+    fn heartbeats_and_reconnects_count_per_node() {
+        let l = two_nodes();
+        l.switch_up(A, false);
+        l.switch_up(B, false);
+        l.switch_down(B, "closed");
+        l.switch_up(B, true);
+        l.heartbeat(B, Some(1.5));
+        let v = l.to_json();
+        let nodes = v["freeswitch_nodes"].as_array().unwrap();
+        assert_eq!(nodes[0]["reconnects"], 0);
+        assert_eq!(nodes[0]["heartbeat_interval_seconds"], 0.0);
+        assert!(nodes[0]["last_heartbeat"].is_null());
+        assert_eq!(nodes[1]["reconnects"], 1);
+        assert_eq!(nodes[1]["heartbeat_interval_seconds"], 1.5);
+        assert!(nodes[1]["last_heartbeat"].is_string());
+    }
+
+    #[test]
+    fn freeswitch_up_has_a_series_per_node() {
+        // Addresses of their own: the metrics are process-wide.
+        const C: &str = "192.0.2.3:8021";
+        const D: &str = "192.0.2.4:8021";
+        let mut reg = prometheus_client::registry::Registry::default();
+        super::super::metrics::register(&mut reg, &[]);
+        let text = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+            text
+        };
+        let l = Live::default();
+        l.set_nodes(&[C.to_owned(), D.to_owned()]);
+        let t = text();
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 0\n")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 0\n")),
+            "{t}"
+        );
+        l.switch_down(D, "connection refused");
+        l.switch_up(C, false);
+        let t = text();
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 1\n")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 0\n")),
+            "{t}"
+        );
+        l.switch_up(D, false);
+        l.switch_down(C, "closed");
+        let t = text();
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 0\n")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 1\n")),
+            "{t}"
+        );
+        assert!(t.contains("# TYPE fsfax_freeswitch_up gauge"), "{t}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Names follow Prometheus's conventions: the `fsfax_` prefix, `_total` on counters (added by
 //! the exposition), base units (seconds, bytes). Labels are bounded: outcomes, modes and result
-//! classes are fixed words, gateways are the ones configured; never a number, a UUID or a
-//! commid.
+//! classes are fixed words, gateways and FreeSWITCH nodes are the ones configured; never a
+//! number, a UUID or a commid.
 
 use std::sync::LazyLock;
 
@@ -56,8 +56,9 @@ pub struct Metrics {
     pub dynamicconfig_duration: Histogram,
     pub faxrcvd_runs: Family<Labels, Counter>,
     pub faxrcvd_duration: Histogram,
-    /// 1 while the shared Event Socket connection to FreeSWITCH is up.
-    pub freeswitch_up: Gauge,
+    /// `node`: a configured node's Event Socket address (`[freeswitch] socket` or a `node`);
+    /// 1 while fsfaxd's shared connection to it is up.
+    pub freeswitch_up: Family<Labels, Gauge>,
     /// `result`: ok, failed.
     pub freeswitch_connects: Family<Labels, Counter>,
     /// `reason`: heartbeat, closed, timeout, error.
@@ -91,7 +92,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     dynamicconfig_duration: Histogram::new(PROGRAM_BUCKETS),
     faxrcvd_runs: Family::default(),
     faxrcvd_duration: Histogram::new(PROGRAM_BUCKETS),
-    freeswitch_up: Gauge::default(),
+    freeswitch_up: Family::default(),
     freeswitch_connects: Family::default(),
     freeswitch_disconnects: Family::default(),
     freeswitch_reconnects: Counter::default(),
@@ -165,6 +166,13 @@ impl Metrics {
         self.freeswitch_connects
             .get_or_create(&labels([("result", result)]))
             .inc();
+    }
+
+    /// The shared connection to the node at `node` went up or down.
+    pub fn freeswitch_node_up(&self, node: &str, up: bool) {
+        self.freeswitch_up
+            .get_or_create(&labels([("node", node)]))
+            .set(i64::from(up));
     }
 
     pub fn freeswitch_disconnect(&self, reason: &str) {
@@ -362,7 +370,7 @@ pub fn register(registry: &mut Registry, modems: &[String]) {
     );
     r.register(
         "freeswitch_up",
-        "1 while fsfaxd's own Event Socket connection to FreeSWITCH ([freeswitch] socket) is up",
+        "1 while fsfaxd's own Event Socket connection to a FreeSWITCH node is up, by node (its configured host:port: [freeswitch] socket or a node line)",
         m.freeswitch_up.clone(),
     );
     r.register(

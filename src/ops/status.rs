@@ -87,29 +87,9 @@ fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
-/// The status as a person reads it.
-pub fn render(v: &Value) -> String {
-    let mut out = String::new();
-    let ready = v["ready"] == true;
-    out.push_str(&format!(
-        "fsfaxd {} (pid {}), up {}: {}\n",
-        str_of(&v["version"]),
-        v["pid"],
-        seconds_text(v["uptime_seconds"].as_u64().unwrap_or(0)),
-        if ready { "ready" } else { "NOT READY" }
-    ));
-    out.push_str(&format!("spool {}\n", str_of(&v["spool"])));
-    out.push_str("\nChecks:\n");
-    for c in v["checks"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  {} {:<10} {}\n",
-            if c["ok"] == true { "ok  " } else { "FAIL" },
-            str_of(&c["name"]),
-            str_of(&c["detail"])
-        ));
-    }
-    let fs = &v["freeswitch"];
-    out.push_str(&format!("\nFreeSWITCH {}: ", str_of(&fs["socket"])));
+/// One FreeSWITCH node's connection, on one line.
+fn switch_line(fs: &Value) -> String {
+    let mut out = format!("FreeSWITCH {}: ", str_of(&fs["socket"]));
     if fs["connected"] == true {
         out.push_str(&format!(
             "connected for {}",
@@ -126,6 +106,46 @@ pub fn render(v: &Value) -> String {
         ));
     }
     out.push_str(&format!(", {} reconnects\n", fs["reconnects"]));
+    out
+}
+
+/// The status as a person reads it.
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let ready = v["ready"] == true;
+    out.push_str(&format!(
+        "fsfaxd {} (pid {}), up {}: {}\n",
+        str_of(&v["version"]),
+        v["pid"],
+        seconds_text(v["uptime_seconds"].as_u64().unwrap_or(0)),
+        if ready { "ready" } else { "NOT READY" }
+    ));
+    out.push_str(&format!("spool {}\n", str_of(&v["spool"])));
+    out.push_str("\nChecks:\n");
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    let width = checks
+        .iter()
+        .map(|c| str_of(&c["name"]).len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    for c in &checks {
+        out.push_str(&format!(
+            "  {} {:<width$} {}\n",
+            if c["ok"] == true { "ok  " } else { "FAIL" },
+            str_of(&c["name"]),
+            str_of(&c["detail"])
+        ));
+    }
+    // One line per node; a daemon from before `freeswitch_nodes` gives its one node only.
+    let nodes = match v["freeswitch_nodes"].as_array() {
+        Some(nodes) if !nodes.is_empty() => nodes.clone(),
+        _ => vec![v["freeswitch"].clone()],
+    };
+    out.push('\n');
+    for fs in &nodes {
+        out.push_str(&switch_line(fs));
+    }
     out.push_str("\nModems:\n");
     for m in v["modems"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -205,5 +225,31 @@ mod tests {
             "{text}"
         );
         assert_eq!(exit_code(&v), NOT_READY);
+    }
+
+    #[test]
+    fn one_line_per_freeswitch_node() {
+        let node = |socket: &str, up: bool, error: &str| {
+            json!({"socket": socket, "connected": up, "seconds": 5,
+                   "last_error": error, "reconnects": 0})
+        };
+        let v = json!({
+            "ready": false, "checks": [], "modems": [], "calls": [],
+            "freeswitch": node("10.0.0.11:8021", true, ""),
+            "freeswitch_nodes": [node("10.0.0.11:8021", true, ""),
+                                 node("10.0.0.12:8021", false, "connection refused")],
+        });
+        let text = render(&v);
+        assert!(
+            text.contains("FreeSWITCH 10.0.0.11:8021: connected for 5s, 0 reconnects\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "FreeSWITCH 10.0.0.12:8021: NOT CONNECTED for 5s (connection refused), 0 reconnects\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("FreeSWITCH ").count(), 2, "{text}");
     }
 }

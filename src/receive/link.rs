@@ -1,7 +1,7 @@
-//! fsfaxd's own Event Socket connection to FreeSWITCH ([`SwitchLink`](super::SwitchLink)),
-//! kept up and watched.
+//! fsfaxd's own Event Socket connection to each FreeSWITCH node
+//! ([`SwitchLink`](super::SwitchLink)), kept up and watched.
 //!
-//! The connection lives as long as fsfaxd, so a FreeSWITCH that vanishes without closing TCP
+//! Each connection lives as long as fsfaxd, so a FreeSWITCH that vanishes without closing TCP
 //! (power loss, a partition) would leave it open and silent, and the next fallback lookup
 //! would find out the slow way. So on every new connection a watcher subscribes to HEARTBEAT
 //! (FreeSWITCH sends one every 20 s by default, `event-heartbeat-interval` in switch.conf)
@@ -9,9 +9,9 @@
 //! switch with a command (the connection's command timeout, `fallbacklookuptimeout`). No
 //! answer closes the connection, as any command timeout does; an answer (heartbeats off or
 //! slower than thought) starts the wait again, so the watch is an idle timeout where no
-//! heartbeats come. A keeper task connects at start-up and again after every loss, with a
-//! back-off from 1 s doubling to 30 s. Each change shows in the metrics, `/readyz` and
-//! `fsfaxd status`.
+//! heartbeats come. A keeper task per node connects at start-up and again after every loss,
+//! with a back-off from 1 s doubling to 30 s. Each change shows, per node, in the metrics,
+//! `/readyz` and `fsfaxd status`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +34,6 @@ const MAX_INTERVAL: Duration = Duration::from_secs(300);
 /// The keeper's back-off between connection attempts.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// Whether fsfaxd was ever connected (a later connection is a reconnect).
-static EVER_UP: AtomicBool = AtomicBool::new(false);
 
 /// When the heartbeats say FreeSWITCH went silent.
 #[derive(Debug, Clone)]
@@ -94,13 +91,16 @@ impl Heartbeat {
     }
 }
 
-/// Connects to FreeSWITCH for the shared link: counts the attempt, shows the state, and
-/// starts the watcher, which wakes `lost` when the connection ends.
+/// Connects to the FreeSWITCH node at `socket` (as configured) for the shared link: counts
+/// the attempt, shows the node's state, and starts the watcher, which wakes `lost` when the
+/// connection ends. `ever_up`: whether this node was ever connected (a later connection is a
+/// reconnect).
 pub(crate) async fn connect(
     socket: &str,
     password: &str,
     wait: Duration,
     lost: Arc<Notify>,
+    ever_up: &AtomicBool,
 ) -> Result<InboundClient, ClientError> {
     let esl = ClientConfig {
         connect_timeout: wait,
@@ -111,7 +111,7 @@ pub(crate) async fn connect(
     match InboundClient::connect(socket, password, &esl).await {
         Ok((client, events)) => {
             metrics().freeswitch_connect(true);
-            let reconnect = EVER_UP.swap(true, Ordering::AcqRel);
+            let reconnect = ever_up.swap(true, Ordering::AcqRel);
             if reconnect {
                 metrics().freeswitch_reconnects.inc();
                 tracing::info!(%socket, "connected to FreeSWITCH again");
@@ -119,7 +119,7 @@ pub(crate) async fn connect(
                 tracing::info!(%socket, "connected to FreeSWITCH");
             }
             live().switch_up(socket, reconnect);
-            tokio::spawn(watch(client.clone(), events, lost));
+            tokio::spawn(watch(socket.to_owned(), client.clone(), events, lost));
             Ok(client)
         }
         Err(e) => {
@@ -130,27 +130,9 @@ pub(crate) async fn connect(
     }
 }
 
-/// Connects to a further node (not the first) for what its calls need: not kept up, not
-/// watched, not shown in the status (a lost connection is made again by the next call).
-pub(crate) async fn connect_other(
-    socket: &str,
-    password: &str,
-    wait: Duration,
-) -> Result<InboundClient, ClientError> {
-    let esl = ClientConfig {
-        connect_timeout: wait,
-        auth_timeout: wait,
-        command_timeout: wait,
-        ..ClientConfig::default()
-    };
-    let (client, _events) = InboundClient::connect(socket, password, &esl).await?;
-    tracing::info!(%socket, "connected to FreeSWITCH node");
-    Ok(client)
-}
-
-/// Follows one connection's heartbeats until it closes.
-async fn watch(client: InboundClient, mut events: EventStream, lost: Arc<Notify>) {
-    let peer = client.peer().to_owned();
+/// Follows one connection's heartbeats until it closes; `peer`: the node's address as
+/// configured (what the status and the metrics name it by).
+async fn watch(peer: String, client: InboundClient, mut events: EventStream, lost: Arc<Notify>) {
     let mut hb = Heartbeat::new(Instant::now());
     if let Err(e) = client.event_plain(&["HEARTBEAT"]).await {
         tracing::warn!(%peer, "cannot subscribe to HEARTBEAT ({e}); probing when idle instead");
@@ -161,7 +143,7 @@ async fn watch(client: InboundClient, mut events: EventStream, lost: Arc<Notify>
             item = events.recv() => match item {
                 Some(SessionItem::Event(ev)) if ev.name() == Some("HEARTBEAT") => {
                     hb.beat(Instant::now());
-                    live().heartbeat(hb.seen_interval());
+                    live().heartbeat(&peer, hb.seen_interval());
                 }
                 Some(_) => hb.alive(Instant::now()),
                 None => break,
@@ -195,16 +177,17 @@ async fn watch(client: InboundClient, mut events: EventStream, lost: Arc<Notify>
     lost.notify_one();
 }
 
-/// Keeps the shared connection up while fsfaxd runs: connects at start-up and again after
-/// each loss, backing off while FreeSWITCH does not answer.
-pub(crate) async fn keep(daemon: Arc<Daemon>, cfg: Arc<Config>) {
+/// Keeps the shared connection to node `node` up while fsfaxd runs: connects at start-up and
+/// again after each loss, backing off while FreeSWITCH does not answer.
+pub(crate) async fn keep(daemon: Arc<Daemon>, cfg: Arc<Config>, node: usize) {
     let link = &daemon.switch;
+    let socket = link.socket(node).to_owned();
     let mut backoff = BACKOFF_START;
     let mut failures = 0u32;
     loop {
         let attempt = tokio::select! {
             _ = daemon.stopping.cancelled() => return,
-            r = link.client(&cfg) => r,
+            r = link.client_of(&cfg, node) => r,
         };
         match attempt {
             Ok(client) => {
@@ -212,7 +195,7 @@ pub(crate) async fn keep(daemon: Arc<Daemon>, cfg: Arc<Config>) {
                 let since = Instant::now();
                 tokio::select! {
                     _ = daemon.stopping.cancelled() => return,
-                    () = link.lost().notified() => {}
+                    () = link.lost(node).notified() => {}
                 }
                 if client.close_reason().is_none() {
                     // A wake-up about an older connection: this one is still up.
@@ -225,9 +208,12 @@ pub(crate) async fn keep(daemon: Arc<Daemon>, cfg: Arc<Config>) {
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::warn!("FreeSWITCH Event Socket: {e}; trying again with back-off");
+                    tracing::warn!(
+                        %socket,
+                        "FreeSWITCH Event Socket: {e}; trying again with back-off"
+                    );
                 } else {
-                    tracing::debug!("FreeSWITCH Event Socket: {e} (attempt {failures})");
+                    tracing::debug!(%socket, "FreeSWITCH Event Socket: {e} (attempt {failures})");
                 }
             }
         }

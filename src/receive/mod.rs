@@ -38,6 +38,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -133,8 +134,8 @@ pub(crate) struct Daemon {
 /// call; and calls do not each open a connection (GOfax.IP did).
 ///
 /// What fsfaxd asks on behalf of a call goes to the node that owns the call: the node whose
-/// address the call's socket came from ([`SwitchLink::owner`]). The first node's connection
-/// is kept up and watched ([`link::keep`]); the others are made when a call needs them.
+/// address the call's socket came from ([`SwitchLink::owner`]). Every node's connection is
+/// kept up and watched by a keeper of its own ([`link::keep`]), which shows its state.
 #[derive(Debug)]
 pub(crate) struct SwitchLink {
     nodes: Vec<NodeLink>,
@@ -146,8 +147,10 @@ pub(crate) struct SwitchLink {
 struct NodeLink {
     node: Node,
     conn: tokio::sync::Mutex<Option<InboundClient>>,
-    /// Woken when the first node's connection is lost (see [`link`]).
+    /// Woken when this node's connection is lost (see [`link`]).
     lost: Arc<tokio::sync::Notify>,
+    /// Whether this node was ever connected (a later connection is a reconnect).
+    ever_up: AtomicBool,
 }
 
 impl SwitchLink {
@@ -160,6 +163,7 @@ impl SwitchLink {
                     node,
                     conn: tokio::sync::Mutex::new(None),
                     lost: Arc::default(),
+                    ever_up: AtomicBool::new(false),
                 })
                 .collect(),
             resolved: tokio::sync::OnceCell::new(),
@@ -174,11 +178,6 @@ impl SwitchLink {
     /// Node `i`'s Event Socket address.
     pub(crate) fn socket(&self, i: usize) -> &str {
         &self.nodes[i.min(self.nodes.len() - 1)].node.socket
-    }
-
-    /// The first node's shared client (the one kept up), connecting when there is none.
-    pub(crate) async fn client(&self, cfg: &Config) -> Result<InboundClient, SwitchError> {
-        self.client_of(cfg, 0).await
     }
 
     /// Node `i`'s shared client, connecting (again) when there is none or the last one
@@ -205,18 +204,21 @@ impl SwitchLink {
         }
         // A reloaded password applies to the next connection.
         let password = fs.password_of(&link.node.socket);
-        let client = if i == 0 {
-            link::connect(&link.node.socket, &password, wait, link.lost.clone()).await?
-        } else {
-            link::connect_other(&link.node.socket, &password, wait).await?
-        };
+        let client = link::connect(
+            &link.node.socket,
+            &password,
+            wait,
+            link.lost.clone(),
+            &link.ever_up,
+        )
+        .await?;
         *slot = Some(client.clone());
         Ok(client)
     }
 
-    /// Woken when the first node's connection is lost.
-    pub(crate) fn lost(&self) -> &tokio::sync::Notify {
-        &self.nodes[0].lost
+    /// Woken when node `i`'s connection is lost.
+    pub(crate) fn lost(&self, i: usize) -> &tokio::sync::Notify {
+        &self.nodes[i.min(self.nodes.len() - 1)].lost
     }
 
     /// The node a call whose socket came from `peer` belongs to: the node listed with that
@@ -367,6 +369,14 @@ pub async fn run(
     modems.fill_configs(&config.gofaxsend.fax_number, &config.freeswitch.ident);
     modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
+    // Every FreeSWITCH node shows as not connected until its keeper reports.
+    let sockets: Vec<String> = config
+        .freeswitch
+        .node_list()
+        .into_iter()
+        .map(|n| n.socket)
+        .collect();
+    ops::live::live().set_nodes(&sockets);
     // Metrics, health checks and the status socket; they answer until the very end
     // (and say where before the listener does, for whoever waits for it).
     let ops_stop = CancellationToken::new();
@@ -400,7 +410,9 @@ pub async fn run(
         switch: SwitchLink::new(&config.freeswitch),
     });
     let mut config = Arc::new(config);
-    let keeper = tokio::spawn(link::keep(daemon.clone(), config.clone()));
+    let keepers: Vec<_> = (0..daemon.switch.len())
+        .map(|i| tokio::spawn(link::keep(daemon.clone(), config.clone(), i)))
+        .collect();
     let store_watch = tokio::spawn(watch_shared_store(daemon.clone(), config.clone()));
     let mut calls: JoinSet<()> = JoinSet::new();
     calls.spawn(recover_task(daemon.clone(), config.clone()));
@@ -420,7 +432,9 @@ pub async fn run(
     for reader in readers {
         reader.abort();
     }
-    keeper.abort();
+    for keeper in keepers {
+        keeper.abort();
+    }
     store_watch.abort();
     ops_stop.cancel();
     let _ = endpoint.await;
