@@ -399,9 +399,7 @@ fn allowed(peers: &[PeerNet], peer: SocketAddr) -> bool {
 mod tests {
     use super::*;
     use crate::ops::live::Live;
-
-    const A: &str = "192.0.2.11:8021";
-    const B: &str = "192.0.2.12:8021";
+    use crate::ops::live::two_nodes::{A, B, a_up_b_refused_in_both_orders, two_nodes};
 
     /// `/readyz` with every other check passing and the nodes as `l` has them.
     fn readyz_of(l: &Live) -> (bool, String) {
@@ -410,21 +408,9 @@ mod tests {
         readyz_text(&checks)
     }
 
-    fn two_nodes() -> Live {
-        let l = Live::default();
-        l.set_nodes(&[A.to_owned(), B.to_owned()]);
-        l
-    }
-
     #[test]
     fn not_ready_while_one_node_is_down_whichever_reported_last() {
-        let a_then_b = two_nodes();
-        a_then_b.switch_up(A, false);
-        a_then_b.switch_down(B, "connection refused");
-        let b_then_a = two_nodes();
-        b_then_a.switch_down(B, "connection refused");
-        b_then_a.switch_up(A, false);
-        for l in [a_then_b, b_then_a] {
+        for l in a_up_b_refused_in_both_orders() {
             let (ready, text) = readyz_of(&l);
             assert!(!ready, "{text}");
             assert!(text.starts_with("not ready\n"), "{text}");

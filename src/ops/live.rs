@@ -348,6 +348,33 @@ impl Drop for CallEntry {
     }
 }
 
+/// Two nodes for the tests of the live state and of `/readyz`.
+#[cfg(test)]
+pub(crate) mod two_nodes {
+    use super::Live;
+
+    pub(crate) const A: &str = "192.0.2.1:8021";
+    pub(crate) const B: &str = "192.0.2.2:8021";
+
+    /// A live state that knows nodes `A` and `B`, neither connected yet.
+    pub(crate) fn two_nodes() -> Live {
+        let l = Live::default();
+        l.set_nodes(&[A.to_owned(), B.to_owned()]);
+        l
+    }
+
+    /// `A` up and `B` refused, once reported in each order.
+    pub(crate) fn a_up_b_refused_in_both_orders() -> [Live; 2] {
+        let a_then_b = two_nodes();
+        a_then_b.switch_up(A, false);
+        a_then_b.switch_down(B, "connection refused");
+        let b_then_a = two_nodes();
+        b_then_a.switch_down(B, "connection refused");
+        b_then_a.switch_up(A, false);
+        [a_then_b, b_then_a]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,24 +405,11 @@ mod tests {
         );
     }
 
-    const A: &str = "192.0.2.1:8021";
-    const B: &str = "192.0.2.2:8021";
-
-    fn two_nodes() -> Live {
-        let l = Live::default();
-        l.set_nodes(&[A.to_owned(), B.to_owned()]);
-        l
-    }
+    use super::two_nodes::{A, B, a_up_b_refused_in_both_orders, two_nodes};
 
     #[test]
     fn each_node_keeps_its_own_state_whichever_reports_last() {
-        let a_then_b = two_nodes();
-        a_then_b.switch_up(A, false);
-        a_then_b.switch_down(B, "connection refused");
-        let b_then_a = two_nodes();
-        b_then_a.switch_down(B, "connection refused");
-        b_then_a.switch_up(A, false);
-        for l in [a_then_b, b_then_a] {
+        for l in a_up_b_refused_in_both_orders() {
             let states = l.switch_states();
             assert_eq!(
                 states,
