@@ -1,5 +1,6 @@
 //! README.md (its deployment chapter in particular) names files, keys and lines an
 //! admin will type; each must exist in the form the package ships.
+//! Also what the README's test command prints when tests fail (scripts/failure-digest.py).
 
 use std::path::Path;
 
@@ -110,4 +111,49 @@ fn hylafax_lines_match_the_snippet() {
     assert!(patched.contains("\n#umount "), "{patched}");
     assert!(patched.contains("\n/usr/lib/hylafax/bin/"), "{patched}");
     assert!(patched.contains("\nexit $e"), "{patched}");
+}
+
+/// Runs scripts/failure-digest.py (what scripts/test.sh ends a failed run with) on `log`.
+fn digest(log: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nextest.log");
+    std::fs::write(&file, log).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/failure-digest.py"))
+        .arg(&file)
+        .output()
+        .expect("python3 (scripts/test.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The last lines of a failed CI run name each failed test, where it panicked and its
+/// expectation; a timed-out test is named too; a green run adds nothing.
+#[test]
+fn a_failed_run_ends_with_a_digest_naming_test_place_and_expectation() {
+    let failed = "\
+        FAIL [ 122.316s] (482/496) fsfax::send_hylafax faxq_shows_the_resumed_count
+  stderr ───
+    thread 'faxq_shows_the_resumed_count' (31560) panicked at tests/send_hylafax.rs:241:5:
+    the retry did not finish the job:
+    06:04:58 FaxQueuer[31660]: MODEM freeswitch2: READY
+     TIMEOUT [ 600.002s] (490/496) fsfax::soak soak_mixed_run
+────────────
+     Summary [ 679.657s] 496 tests run: 494 passed, 2 failed, 0 skipped
+        FAIL [ 122.316s] (482/496) fsfax::send_hylafax faxq_shows_the_resumed_count
+";
+    let text = digest(failed);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "test.sh: what failed, in short (each test's full output is above):",
+            "  FAIL fsfax::send_hylafax faxq_shows_the_resumed_count at \
+             tests/send_hylafax.rs:241:5: the retry did not finish the job:",
+            "  TIMEOUT fsfax::soak soak_mixed_run",
+        ],
+        "{text}"
+    );
+    let green = "     Summary [ 500.1s] 496 tests run: 496 passed, 0 skipped\n";
+    assert_eq!(digest(green), "");
 }

@@ -254,10 +254,7 @@ mod tests {
 
     fn failed_t38(direction: Direction, code: u32, negotiations: u32) -> FaxResult {
         let mut r = FaxResult::new(direction);
-        r.final_result = Some(crate::fax::FinalResult {
-            code: Some(code),
-            ..Default::default()
-        });
+        r.final_result = Some(crate::fax::FinalResult::with_code(code));
         r.negotiation_count = negotiations;
         r.t38_status = Some(T38Status::Negotiated);
         r

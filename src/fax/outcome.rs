@@ -620,10 +620,7 @@ mod tests {
     #[test]
     fn all_pages_confirmed_is_done_even_if_the_call_then_failed() {
         let mut r = FaxResult::new(Direction::Send);
-        r.final_result = Some(FinalResult {
-            code: Some(T30_CALLDROPPED),
-            ..Default::default()
-        });
+        r.final_result = Some(FinalResult::with_code(T30_CALLDROPPED));
         r.transferred_pages = 3;
         r.total_pages = 3;
         let j = FaxOutcome::Connected { result: &r }.classify(&[]);
@@ -632,10 +629,7 @@ mod tests {
         assert!(j.status.contains("The call dropped prematurely"));
         // Not for a receive, and not when a page is missing.
         let mut rx = FaxResult::new(Direction::Receive);
-        rx.final_result = Some(FinalResult {
-            code: Some(T30_CALLDROPPED),
-            ..Default::default()
-        });
+        rx.final_result = Some(FinalResult::with_code(T30_CALLDROPPED));
         (rx.transferred_pages, rx.total_pages) = (3, 3);
         assert_eq!(
             FaxOutcome::Connected { result: &rx }
@@ -666,10 +660,7 @@ mod tests {
             (99, Retry),
         ] {
             let mut r = FaxResult::new(Direction::Send);
-            r.final_result = Some(FinalResult {
-                code: Some(code),
-                ..Default::default()
-            });
+            r.final_result = Some(FinalResult::with_code(code));
             r.negotiation_count = 1;
             let j = FaxOutcome::Connected { result: &r }.classify(&[]);
             assert_eq!(j.disposition, want, "code {code}");

@@ -157,6 +157,17 @@ pub struct FinalResult {
     pub text: Option<String>,
 }
 
+#[cfg(test)]
+impl FinalResult {
+    /// A final result that reported T.30 completion code `code` and no success.
+    pub(crate) fn with_code(code: u32) -> Self {
+        FinalResult {
+            code: Some(code),
+            ..Default::default()
+        }
+    }
+}
+
 /// The call's hangup, from the first hangup event (`CHANNEL_HANGUP`, `CHANNEL_CALLSTATE`
 /// HANGUP or `CHANNEL_HANGUP_COMPLETE`, whichever came first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -483,39 +483,24 @@ mod tests {
             prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
             text
         };
+        // Each node's series after each report, as (C, D).
+        let assert_up = |c: u8, d: u8| {
+            let t = text();
+            for (node, up) in [(C, c), (D, d)] {
+                let series = format!("fsfax_freeswitch_up{{node=\"{node}\"}} {up}\n");
+                assert!(t.contains(&series), "no {series} in\n{t}");
+            }
+            t
+        };
         let l = Live::default();
         l.set_nodes(&[C.to_owned(), D.to_owned()]);
-        let t = text();
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 0\n")),
-            "{t}"
-        );
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 0\n")),
-            "{t}"
-        );
+        assert_up(0, 0);
         l.switch_down(D, "connection refused");
         l.switch_up(C, false);
-        let t = text();
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 1\n")),
-            "{t}"
-        );
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 0\n")),
-            "{t}"
-        );
+        assert_up(1, 0);
         l.switch_up(D, false);
         l.switch_down(C, "closed");
-        let t = text();
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{C}\"}} 0\n")),
-            "{t}"
-        );
-        assert!(
-            t.contains(&format!("fsfax_freeswitch_up{{node=\"{D}\"}} 1\n")),
-            "{t}"
-        );
+        let t = assert_up(0, 1);
         assert!(t.contains("# TYPE fsfax_freeswitch_up gauge"), "{t}");
     }
 

@@ -175,6 +175,11 @@ impl SwitchLink {
         self.nodes.len()
     }
 
+    /// Every node's Event Socket address, in the configured order.
+    pub(crate) fn sockets(&self) -> Vec<String> {
+        self.nodes.iter().map(|l| l.node.socket.clone()).collect()
+    }
+
     /// Node `i`'s Event Socket address.
     pub(crate) fn socket(&self, i: usize) -> &str {
         &self.nodes[i.min(self.nodes.len() - 1)].node.socket
@@ -370,13 +375,8 @@ pub async fn run(
     modems.flushed().await;
     let readers = modems.spawn_fifo_readers();
     // Every FreeSWITCH node shows as not connected until its keeper reports.
-    let sockets: Vec<String> = config
-        .freeswitch
-        .node_list()
-        .into_iter()
-        .map(|n| n.socket)
-        .collect();
-    ops::live::live().set_nodes(&sockets);
+    let switch = SwitchLink::new(&config.freeswitch);
+    ops::live::live().set_nodes(&switch.sockets());
     // Metrics, health checks and the status socket; they answer until the very end
     // (and say where before the listener does, for whoever waits for it).
     let ops_stop = CancellationToken::new();
@@ -407,7 +407,7 @@ pub async fn run(
         inbound: (max > 0).then(|| Arc::new(Semaphore::new(max as usize))),
         stopping: CancellationToken::new(),
         kill: CancellationToken::new(),
-        switch: SwitchLink::new(&config.freeswitch),
+        switch,
     });
     let mut config = Arc::new(config);
     let keepers: Vec<_> = (0..daemon.switch.len())
