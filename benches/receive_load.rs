@@ -92,6 +92,28 @@ fn setup(i: usize, db: &FakeDb, hold: bool) -> CallSetup {
     }
 }
 
+/// Context switches (voluntary + involuntary) of all of fsfaxd's threads so far, living ones
+/// only (its threads live as long as it does).
+fn context_switches(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// The peak of fsfaxd's OS threads, sampled every 2 ms until `stop`.
 fn sample_threads(pid: i32, stop: Arc<AtomicUsize>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -172,6 +194,7 @@ async fn run(total: usize, concurrency: usize, fs: &FakeFs) {
     let stop = Arc::new(AtomicUsize::new(0));
     let threads = sample_threads(pid, stop.clone());
     let (user0, sys0) = cpu_split(pid);
+    let switches0 = context_switches(pid);
     let started = Instant::now();
     let t = Duration::from_secs(600);
     let call_time = Arc::new(std::sync::Mutex::new(Duration::ZERO));
@@ -244,6 +267,7 @@ async fn run(total: usize, concurrency: usize, fs: &FakeFs) {
     );
     let wall = started.elapsed().as_secs_f64();
     let (user1, sys1) = cpu_split(pid);
+    let switches = context_switches(pid) - switches0;
     stop.store(1, Ordering::Relaxed);
     let peak_threads = threads.join().unwrap_or(0);
     let peak_rss = status_field(pid, "VmHWM");
@@ -268,11 +292,13 @@ async fn run(total: usize, concurrency: usize, fs: &FakeFs) {
     let needed = call_time.lock().unwrap().as_secs_f64() / concurrency.min(total) as f64;
     println!(
         "{total} receptions, {concurrency} at once: fsfaxd CPU {:.2} ms per reception \
-         ({:.2} user + {:.2} system); peak RSS {:.1} MiB; peak {peak_threads} threads; \
-         wall {wall:.1} s (the calls' own time / concurrency: {needed:.1} s){}",
+         ({:.2} user + {:.2} system), {:.1} context switches; peak RSS {:.1} MiB; \
+         peak {peak_threads} threads; wall {wall:.1} s (the calls' own time / concurrency: \
+         {needed:.1} s){}",
         per(user + sys),
         per(user),
         per(sys),
+        switches as f64 / total as f64,
         peak_rss as f64 / 1024.0,
         if in_flight_at_peak > 0 {
             format!("; {in_flight_at_peak} in flight at once")

@@ -178,25 +178,29 @@ fn run(path: &Path, foreground: bool) -> ExitCode {
     serve(config)
 }
 
-/// The receive daemon on a multi-threaded runtime; returns when fsfaxd was stopped
-/// (SIGTERM/SIGINT) or could not run.
+/// The receive daemon; returns when fsfaxd was stopped (SIGTERM/SIGINT) or could not run.
 ///
-/// The threads are fixed whatever the load: two for the calls (they wait on sockets, never on
-/// the disk), at most two for whole-document work (page counts, TIFF tags), plus the spool
-/// writer and the faxq FIFO writer (see `receive`'s module notes).
+/// The threads are fixed whatever the load: the main thread runs every call (they wait on
+/// sockets, never on the disk), at most two threads do whole-document work (page counts, TIFF
+/// tags), plus the spool writer and the faxq FIFO writer (see `receive`'s module notes).
+/// One thread for the calls, not one per core: a reception costs its event loop about a
+/// millisecond of CPU per fax, and a second worker only added wake-ups between the two
+/// (`cargo bench --bench receive_load`: a third more context switches and about 10 % more
+/// CPU per reception). `FSFAX_WORKERS=<n>` runs the calls on n worker threads instead.
 fn serve(config: Config) -> ExitCode {
     receive::raise_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("FSFAX_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        )
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()
-    {
+    let workers: usize = std::env::var("FSFAX_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = match builder.max_blocking_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
