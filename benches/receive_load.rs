@@ -15,6 +15,9 @@
 //! `cargo bench --bench receive_load`: 1,000 calls 100 at a time, then 1,000 calls all at
 //! once (held in rxfax until every one has started, so all are in flight together).
 //! `FSFAX_LOAD_RUNS=1000x100,200x200` chooses (total x concurrency).
+//! `FSFAX_BENCH_FSFAXD=<binary>` drives another fsfaxd build (an older commit's, for a
+//! before/after comparison in the same conditions). `TMPDIR` chooses the file system of the
+//! spools (see the README's performance section on why that matters here).
 //! `FSFAX_LOAD_STRACE=<dir>` also traces fsfaxd's own threads (`strace -ff`, children left
 //! out) and prints syscalls and syncs per reception; the CPU figures of a traced run are
 //! meaningless.

@@ -126,6 +126,9 @@ fn one_run(s: &Setup, seen: &mpsc::Receiver<Instant>) -> (Duration, i64) {
         .args(["-m", "freeswitch0", &s.qfile])
         .current_dir(&s.spool)
         .env("FSFAX_LOG", "error")
+        // As faxq starts it: cargo's library path would send the loader through a dozen
+        // directories for every shared library.
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

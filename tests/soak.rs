@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -342,16 +342,39 @@ async fn soak_mixed_receptions_and_sends() {
         records.get("")
     );
 
-    // Sends: each qfile says what happened on the wire.
+    // Sends: each qfile says what happened on the wire. What each fake recorded is read once
+    // (a soak places tens of thousands of calls; copying the records per job took longer than
+    // the soak itself).
+    struct Recorded {
+        originates: Vec<support::fakefs::OriginateRecord>,
+        kills: HashSet<String>,
+        sent: HashSet<String>,
+    }
+    let recorded: Vec<Recorded> = fakes
+        .iter()
+        .map(|fake| Recorded {
+            originates: fake.originates(),
+            kills: fake.kills().into_iter().collect(),
+            sent: fake
+                .published_map(|e| {
+                    (e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxresult")
+                        && e.get_decoded("fax-success").as_deref() == Some("1"))
+                    .then(|| e.get_decoded("Unique-ID"))
+                    .flatten()
+                })
+                .into_iter()
+                .collect(),
+        })
+        .collect();
     for (which, j, code) in &sends {
         let s = &scenarios[*which];
         let returned: i32 = s.env.field(*j, "returned").parse().unwrap();
         assert_eq!(returned, *code, "job {j}: exit and returned: agree");
         let number = format!("04{j:06}");
-        let fake = &fakes[s.fake];
+        let fake = &recorded[s.fake];
         let originates: Vec<_> = fake
-            .originates()
-            .into_iter()
+            .originates
+            .iter()
             .filter(|o| {
                 o.originate
                     .legs()
@@ -368,7 +391,7 @@ async fn soak_mixed_receptions_and_sends() {
         // fake recorded fsfaxsend giving up on the call before FreeSWITCH answered it (a
         // uuid_kill and a failed originate), which is an honest retry.
         let gave_up = uuid.as_ref().is_some_and(|u| {
-            fake.kills().contains(u)
+            fake.kills.contains(u)
                 && originates[0]
                     .result
                     .as_deref()
@@ -382,17 +405,13 @@ async fn soak_mixed_receptions_and_sends() {
              originate {:?}, kills {:?}",
             s.env.field(*j, "status"),
             originates.first().map(|o| (&o.originate.raw, &o.result)),
-            uuid.as_ref().filter(|u| fake.kills().contains(u)),
+            uuid.as_ref().filter(|u| fake.kills.contains(u.as_str())),
         );
         let Some(uuid) = uuid else {
             assert_ne!(returned, 2, "job {j}: done without an originate");
             continue;
         };
-        let sent = fake.published().iter().any(|e| {
-            e.get_decoded("Unique-ID").as_deref() == Some(uuid.as_str())
-                && e.get_decoded("Event-Subclass").as_deref() == Some("spandsp::txfaxresult")
-                && e.get_decoded("fax-success").as_deref() == Some("1")
-        });
+        let sent = fake.sent.contains(uuid.as_str());
         assert_eq!(
             returned == 2,
             sent,

@@ -23,6 +23,12 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     }
 }
 
+/// Releases a `flock` taken on `file` (a descriptor that stays open after its use).
+pub(crate) fn unlock(file: &File) {
+    // SAFETY: flock on a valid, open descriptor owned by `file`.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+}
+
 /// Takes an exclusive `flock`, giving up after `wait`. `Ok(false)` means it timed out.
 pub(crate) fn lock_exclusive_bounded(file: &File, wait: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + wait;

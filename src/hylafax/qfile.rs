@@ -617,6 +617,17 @@ impl QFile {
     /// Rewrites the file in place with the current content: one `pwrite` at 0, `ftruncate`,
     /// `fsync` (see the module docs for why not rename).
     pub fn write(&mut self) -> Result<(), QFileError> {
+        self.rewrite(true)
+    }
+
+    /// [`QFile::write`] without the `fsync`: faxq, faxstat and a killed or crashed fsfaxsend's
+    /// retry see the new content at once (it is in the page cache); only a crash of the
+    /// machine can lose it, back to the last synced write.
+    pub fn write_cached(&mut self) -> Result<(), QFileError> {
+        self.rewrite(false)
+    }
+
+    fn rewrite(&mut self, sync: bool) -> Result<(), QFileError> {
         let bytes = self.content.to_bytes();
         let werr = |source| QFileError::Write {
             path: self.content.path.clone(),
@@ -624,7 +635,9 @@ impl QFile {
         };
         self.file.write_all_at(&bytes, 0).map_err(werr)?;
         self.file.set_len(bytes.len() as u64).map_err(werr)?;
-        self.file.sync_all().map_err(werr)?;
+        if sync {
+            self.file.sync_all().map_err(werr)?;
+        }
         Ok(())
     }
 }

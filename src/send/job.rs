@@ -27,7 +27,14 @@ pub struct Job {
 
 impl Job {
     /// Locks the qfile and marks the attempt as a retry at once, so that whatever happens next
-    /// (a crash, `kill -9`, a power cut) faxq never reads this attempt as done.
+    /// (a crash, `kill -9`) faxq never reads this attempt as done.
+    ///
+    /// The qfile is synced at two points only: before the call is placed (the dial count and
+    /// this retry mark, [`Job::count_dial`]) and with the verdict ([`Job::finish`]). Every other
+    /// write (this one, the commid, progress, pages) reaches faxq at once through the page
+    /// cache and survives any death of fsfaxsend; a crash of the whole machine can take the
+    /// qfile back to the dial, which is still an honest retry. Before this, each status line
+    /// was synced: ten syncs for a 2-page fax, most of its run time (issue 13).
     pub fn open(path: &Path) -> Result<Job, QFileError> {
         let mut q = QFile::open_locked_timeout(path, LOCK_WAIT)?;
         q.set("returned", "0")?;
@@ -38,7 +45,7 @@ impl Job {
                 std::process::id()
             ),
         )?;
-        q.write()?;
+        q.write_cached()?;
         Ok(Job {
             q,
             note: None,
@@ -91,7 +98,12 @@ impl Job {
             self.set_u32("totdials", tot);
             self.set_u32("ndials", n);
         }
-        self.progress(status);
+        self.set("status", status);
+        // Durable before the originate: a machine that crashes mid-call comes back with the
+        // dial counted and the attempt marked as a retry.
+        if let Err(e) = self.q.write() {
+            tracing::warn!("cannot update the queue file: {e}");
+        }
         if first {
             self.tell(JobEvent::CallPlaced, None);
         }
@@ -202,9 +214,9 @@ impl Job {
         returned
     }
 
-    /// Writes the qfile as it is now.
+    /// Writes the qfile as it is now (not synced: see [`Job::open`]).
     pub fn save(&mut self) {
-        if let Err(e) = self.q.write() {
+        if let Err(e) = self.q.write_cached() {
             tracing::warn!("cannot update the queue file: {e}");
         }
     }

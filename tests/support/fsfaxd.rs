@@ -94,7 +94,12 @@ impl Fsfaxd {
         let before = fs::read_to_string(self.log_path())
             .unwrap_or_default()
             .len();
-        let child = Command::new(env!("CARGO_BIN_EXE_fsfaxd"))
+        // `FSFAX_BENCH_FSFAXD=<binary>`: the load bench drives another build (an older
+        // commit's, for a before/after run on the same machine at the same time).
+        let binary = std::env::var_os("FSFAX_BENCH_FSFAXD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fsfaxd")));
+        let child = Command::new(binary)
             .args(["-f", "-c"])
             .arg(self.config_path())
             // Debug logs help when a test fails; the load benchmark asks for less.

@@ -614,6 +614,19 @@ impl FakeFs {
         self.shared.db.clone()
     }
 
+    /// What `pick` takes from each published event, in order, without copying the events (a
+    /// long run publishes many).
+    pub fn published_map<T>(&self, pick: impl FnMut(&Event) -> Option<T>) -> Vec<T> {
+        let log = self
+            .shared
+            .bus
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut pick = pick;
+        log.iter().filter_map(|e| pick(e)).collect()
+    }
+
     /// Every event published on the fake's bus (whatever the subscriptions), in order.
     pub fn published(&self) -> Vec<Event> {
         self.shared
@@ -1513,7 +1526,18 @@ async fn run_leg(
         let wait =
             Duration::from_micros((step.delay_ms as f64 * scale * 1000.0) as u64) + step.extra;
         let wait_kill = matches!(step.kind, StepKind::WaitKill);
-        if !in_tail {
+        if !in_tail && wait.is_zero() && !wait_kill {
+            // No delay (time scale 0, an instant switch): a timer would still take a tick of
+            // the clock, so the step only yields, then sees a kill that is already there.
+            tokio::task::yield_now().await;
+            if shared.cancel.is_cancelled() {
+                unregister(shared);
+                return LegEnd::Dropped;
+            }
+            if let Ok(c) = kill_rx.try_recv() {
+                killed = Some(c);
+            }
+        } else if !in_tail {
             let cause = tokio::select! {
                 _ = shared.cancel.cancelled() => { unregister(shared); return LegEnd::Dropped; }
                 k = kill_rx.recv(), if registered => k,

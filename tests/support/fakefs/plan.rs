@@ -170,19 +170,31 @@ pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
             (format!("gw%3D{o}%3E"), format!("gw%3D{}%3E", url_encode(n))),
         ]
     };
+    // Every plain substitution, each with its searcher built once for all headers (building
+    // one per header and value was most of the fake's time per call).
+    let mut swaps: Vec<(&str, &str)> = Vec::new();
+    if !src.uuid.is_empty() {
+        swaps.push((&src.uuid, &cv.uuid));
+    }
+    if let (Some(o), Some(n)) = (&src.job, &cv.job) {
+        swaps.push((o, n));
+    }
+    if !src.file.is_empty() {
+        swaps.push((&enc_file_old, &enc_file_new));
+    }
+    for (o, n) in &gw_pairs {
+        swaps.push((o, n));
+    }
+    let finders: Vec<memchr::memmem::Finder<'_>> = swaps
+        .iter()
+        .map(|(o, _)| memchr::memmem::Finder::new(o.as_bytes()))
+        .collect();
     for (k, v) in out.headers.iter_mut() {
         let mut nv = v.clone();
-        if !src.uuid.is_empty() {
-            nv = nv.replace(&src.uuid, &cv.uuid);
-        }
-        if let (Some(o), Some(n)) = (&src.job, &cv.job) {
-            nv = nv.replace(o.as_str(), n.as_str());
-        }
-        if !src.file.is_empty() {
-            nv = nv.replace(&enc_file_old, &enc_file_new);
-        }
-        for (o, n) in &gw_pairs {
-            nv = nv.replace(o.as_str(), n.as_str());
+        for ((o, n), f) in swaps.iter().zip(&finders) {
+            if f.find(nv.as_bytes()).is_some() {
+                nv = nv.replace(o, n);
+            }
         }
         if is_party_header(k) {
             nv = replace_token(&nv, &src.number, &url_encode(&cv.number));
