@@ -10,6 +10,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,21 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use support::fakefs::{FakeConfig, FakeFs};
 use support::send::{MODEM, SendEnv};
 
-/// One fsfaxsend run to its exit: (exec → exit, user + system CPU of fsfaxsend itself).
-// The child is reaped with wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn one_run(env: &SendEnv) -> (Duration, Duration) {
+/// fsfaxsend as faxq starts it on a fresh `sendq/q1` (under `strace -f -o <trace>` when
+/// given): `-m <modem> sendq/q1` in the spool, info logging, output dropped.
+fn fsfaxsend(env: &SendEnv, trace: Option<&Path>) -> Command {
     env.qfile(1, "5551234", &[("test3.tif", 1)], &[]);
-    let start = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
-        .arg("-c")
+    let mut cmd = match trace {
+        Some(out) => {
+            let mut c = Command::new("strace");
+            c.args(["-f", "-qq", "-o"])
+                .arg(out)
+                .arg(env!("CARGO_BIN_EXE_fsfaxsend"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_fsfaxsend")),
+    };
+    cmd.arg("-c")
         .arg(&env.conf)
         .args(["-m", MODEM, "sendq/q1"])
         .current_dir(&env.spool)
@@ -41,9 +49,17 @@ fn one_run(env: &SendEnv) -> (Duration, Duration) {
             Stdio::inherit()
         } else {
             Stdio::null()
-        })
-        .spawn()
-        .expect("spawn fsfaxsend");
+        });
+    cmd
+}
+
+/// One fsfaxsend run to its exit: (exec → exit, user + system CPU of fsfaxsend itself).
+// The child is reaped with wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn one_run(env: &SendEnv) -> (Duration, Duration) {
+    let mut cmd = fsfaxsend(env, None);
+    let start = Instant::now();
+    let child = cmd.spawn().expect("spawn fsfaxsend");
     let mut status = 0;
     // SAFETY: plain wait4 on our own child; rusage is written by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -63,29 +79,16 @@ fn one_run(env: &SendEnv) -> (Duration, Duration) {
 }
 
 /// One run under `strace -f`: fsfaxsend's syscalls by name (its own, not the bench's).
-fn traced_run(env: &SendEnv, out: &std::path::Path) -> Vec<(String, u64)> {
-    env.qfile(1, "5551234", &[("test3.tif", 1)], &[]);
-    let status = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(out)
-        .arg(env!("CARGO_BIN_EXE_fsfaxsend"))
-        .arg("-c")
-        .arg(&env.conf)
-        .args(["-m", MODEM, "sendq/q1"])
-        .current_dir(&env.spool)
-        .env("FSFAX_LOG", "info")
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("strace");
+fn traced_run(env: &SendEnv, out: &Path) -> Vec<(String, u64)> {
+    let status = fsfaxsend(env, Some(out)).status().expect("strace");
     assert_eq!(status.code(), Some(2), "traced fsfaxsend did not say done");
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let mut counts = std::collections::BTreeMap::new();
     for line in text.lines() {
-        // `<pid> name(...` with -f.
-        let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        // `<pid> name(...` with -f; strace pads the pid with spaces.
+        let call = line
+            .split_once(' ')
+            .map_or(line, |(_, rest)| rest.trim_start());
         let name: String = call
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -125,7 +128,7 @@ fn bench(c: &mut Criterion) {
         cpu.as_secs_f64() * 1000.0 / f64::from(runs.max(1))
     );
     if let Some(out) = std::env::var_os("FSFAX_SEND_STRACE") {
-        let counts = traced_run(&env, std::path::Path::new(&out));
+        let counts = traced_run(&env, Path::new(&out));
         let all: u64 = counts.iter().map(|(_, n)| n).sum();
         let syncs: u64 = counts
             .iter()

@@ -153,14 +153,16 @@ impl Headers {
                     buf: String::with_capacity(block.len()),
                     spans: Vec::with_capacity(spans.len()),
                 };
-                for_each_header(block, |name, value| h.push_lossy(name, value, decode))?;
+                for_each_header(block, |name, value| {
+                    h.push_header_lossy(name, value, decode)
+                })?;
                 Ok(h)
             }
         }
     }
 
     /// Appends one header, each part made valid UTF-8 on its own.
-    fn push_lossy(&mut self, name: &[u8], value: &[u8], decode: bool) {
+    fn push_header_lossy(&mut self, name: &[u8], value: &[u8], decode: bool) {
         let a = self.buf.len();
         push_lossy(&mut self.buf, name);
         let b = self.buf.len();

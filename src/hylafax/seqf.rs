@@ -6,7 +6,7 @@
 //! digits, a number GOfax already used can never clash with one of our file names.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,9 +54,8 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
     static HELD: std::sync::Mutex<Vec<Held>> = std::sync::Mutex::new(Vec::new());
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let current = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    let at = held.iter().position(|(p, _, _)| p == path);
-    let at = match at {
-        Some(i) if current == Some(held[i].2) => i,
+    let at = match held.iter().position(|h| h.path == path) {
+        Some(i) if current == Some(held[i].id) => i,
         stale => {
             if let Some(i) = stale {
                 held.swap_remove(i);
@@ -66,44 +65,33 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            held.push((path.to_path_buf(), file, (id.dev(), id.ino())));
+            held.push(Held {
+                path: path.to_path_buf(),
+                file,
+                id: (id.dev(), id.ino()),
+            });
             held.len() - 1
         }
     };
-    let file = &held[at].1;
+    let file = &held[at].file;
     lock::lock_exclusive(file).map_err(|source| SeqfError::Lock {
         path: path.to_path_buf(),
         source,
     })?;
-    let result = (|| {
-        let mut buf = [0u8; 64];
-        let len = file
-            .read_at(&mut buf, 0)
-            .map_err(|source| SeqfError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let n = parse_seq(&buf[..len]);
-        let text = following(n).to_string();
-        let werr = |source| SeqfError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        file.write_all_at(text.as_bytes(), 0).map_err(werr)?;
-        // The number only grows until it wraps: cut the file only when the text got shorter
-        // (or the file held more than the number).
-        if text.len() < len {
-            file.set_len(text.len() as u64).map_err(werr)?;
-        }
-        Ok(n)
-    })();
+    let result = read_locked(file, path)
+        .and_then(|(n, len)| store(file, path, following(n), len, false).map(|()| n));
+    // The descriptor stays open: the lock is not released by a close.
     lock::unlock(file);
     result
 }
 
-/// A sequence file [`next_unsynced`] keeps open: its path, the file, and the (device, inode)
-/// it had when opened.
-type Held = (PathBuf, File, (u64, u64));
+/// A sequence file [`next_unsynced`] keeps open.
+struct Held {
+    path: PathBuf,
+    file: File,
+    /// (device, inode) when it was opened: the path still names this file while they match.
+    id: (u64, u64),
+}
 
 fn next_inner(path: &Path, sync: bool) -> Result<u32, SeqfError> {
     let file = open_seqf(path)?;
@@ -111,8 +99,8 @@ fn next_inner(path: &Path, sync: bool) -> Result<u32, SeqfError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let n = read_locked(&file, path)?;
-    store(&file, path, following(n), sync)?;
+    let (n, held) = read_locked(&file, path)?;
+    store(&file, path, following(n), held, sync)?;
     Ok(n)
 }
 
@@ -126,33 +114,39 @@ pub fn ensure_past(path: &Path, used: u32) -> Result<bool, SeqfError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let stored = read_locked(&file, path)?;
+    let (stored, held) = read_locked(&file, path)?;
     if stored > used || used - stored >= WINDOW {
         return Ok(false);
     }
-    store(&file, path, following(used), true)?;
+    store(&file, path, following(used), held, true)?;
     Ok(true)
 }
 
-fn read_locked(file: &File, path: &Path) -> Result<u32, SeqfError> {
-    let mut buf = Vec::with_capacity(16);
-    file.take(64)
-        .read_to_end(&mut buf)
+/// The stored number and the length of what the file held (at most 64 bytes are read, from
+/// offset 0 whatever the descriptor's position, so a held descriptor reads like a new one).
+fn read_locked(file: &File, path: &Path) -> Result<(u32, usize), SeqfError> {
+    let mut buf = [0u8; 64];
+    let len = file
+        .read_at(&mut buf, 0)
         .map_err(|source| SeqfError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok(parse_seq(&buf))
+    Ok((parse_seq(&buf[..len]), len))
 }
 
-fn store(file: &File, path: &Path, next: u32, sync: bool) -> Result<(), SeqfError> {
+/// Stores `next` over the `held` bytes the file had; it is cut only when the new text is
+/// shorter (the number grows until it wraps, so usually one `pwrite` is all).
+fn store(file: &File, path: &Path, next: u32, held: usize, sync: bool) -> Result<(), SeqfError> {
     let text = next.to_string();
     let werr = |source| SeqfError::Write {
         path: path.to_path_buf(),
         source,
     };
     file.write_all_at(text.as_bytes(), 0).map_err(werr)?;
-    file.set_len(text.len() as u64).map_err(werr)?;
+    if text.len() < held {
+        file.set_len(text.len() as u64).map_err(werr)?;
+    }
     if sync {
         // A reused number after a crash would make the O_EXCL create of the recvq file fail.
         file.sync_data().map_err(werr)?;

@@ -101,9 +101,7 @@ impl Job {
         self.set("status", status);
         // Durable before the originate: a machine that crashes mid-call comes back with the
         // dial counted and the attempt marked as a retry.
-        if let Err(e) = self.q.write() {
-            tracing::warn!("cannot update the queue file: {e}");
-        }
+        self.write(true);
         if first {
             self.tell(JobEvent::CallPlaced, None);
         }
@@ -216,7 +214,17 @@ impl Job {
 
     /// Writes the qfile as it is now (not synced: see [`Job::open`]).
     pub fn save(&mut self) {
-        if let Err(e) = self.q.write_cached() {
+        self.write(false);
+    }
+
+    /// Writes the qfile, synced or not; a failure is logged, never fatal.
+    fn write(&mut self, sync: bool) {
+        let written = if sync {
+            self.q.write()
+        } else {
+            self.q.write_cached()
+        };
+        if let Err(e) = written {
             tracing::warn!("cannot update the queue file: {e}");
         }
     }
