@@ -40,6 +40,31 @@ impl EslCodec {
     }
 }
 
+impl EslCodec {
+    /// Decodes one message from the start of `buf` (which, until a message comes out, must
+    /// only grow between calls); `Ok(Some((msg, n)))`: `msg` used the first `n` bytes.
+    pub(crate) fn decode_slice(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<Option<(Message, usize)>, EslError> {
+        self.decoder.decode(buf).map_err(|e| {
+            self.decoder.reset();
+            e.into()
+        })
+    }
+
+    /// What the end of the stream makes of `rest`, the bytes no message used: stray blank
+    /// lines after the last frame are harmless, anything else was cut off.
+    pub(crate) fn check_eof(&mut self, rest: &[u8]) -> Result<(), EslError> {
+        if rest.iter().all(|&b| b == b'\n' || b == b'\r') {
+            Ok(())
+        } else {
+            self.decoder.reset();
+            Err(EslError::Truncated { bytes: rest.len() })
+        }
+    }
+}
+
 impl Default for EslCodec {
     fn default() -> Self {
         EslCodec::new(Limits::default())
@@ -51,33 +76,20 @@ impl Decoder for EslCodec {
     type Error = EslError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, EslError> {
-        match self.decoder.decode(src) {
-            Ok(Some((msg, used))) => {
-                src.advance(used);
-                Ok(Some(msg))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.decoder.reset();
-                Err(e.into())
-            }
-        }
+        let decoded = self.decode_slice(src)?;
+        Ok(decoded.map(|(msg, used)| {
+            src.advance(used);
+            msg
+        }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, EslError> {
         if let Some(msg) = self.decode(src)? {
             return Ok(Some(msg));
         }
-        // Stray blank lines after the last frame are harmless; anything else was cut off.
-        if src.iter().all(|&b| b == b'\n' || b == b'\r') {
-            src.clear();
-            Ok(None)
-        } else {
-            let bytes = src.len();
-            src.clear();
-            self.decoder.reset();
-            Err(EslError::Truncated { bytes })
-        }
+        let eof = self.check_eof(src);
+        src.clear();
+        eof.map(|()| None)
     }
 }
 

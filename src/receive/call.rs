@@ -23,9 +23,7 @@ use super::outcome::End;
 use super::rxfax::{KILL_GRACE, RESULT_AFTER_HANGUP, SHORT};
 use super::screen::Caller;
 use crate::config::Config;
-use crate::esl::{
-    ChannelData, EventStream, OutboundConfig, OutboundError, OutboundSession, SessionItem,
-};
+use crate::esl::{EventStream, OutboundConfig, OutboundError, OutboundSession, SessionItem};
 use crate::fax::{CallEnding, Direction, FaxResult, Limits};
 use crate::ops::metrics::metrics;
 
@@ -78,6 +76,10 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         hangup_grace: KILL_GRACE,
     });
     let uuid = session.channel_uuid().to_owned();
+    // The `connect` reply (about 10 KB of channel variables) is read once, here, and not kept
+    // for the length of the call.
+    let caller = Caller::from_channel(&cfg, &data);
+    drop(data);
     let call = Call {
         daemon,
         cfg,
@@ -88,7 +90,7 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         gone: None,
         node,
     };
-    call.run(data).instrument(span).await;
+    call.run(caller).instrument(span).await;
 }
 
 /// One call's connection and what its events said.
@@ -109,13 +111,12 @@ pub(super) struct Call {
 }
 
 impl Call {
-    async fn run(mut self, data: ChannelData) {
+    async fn run(mut self, caller: Caller) {
         if let Err(e) = self.prepare().await {
             tracing::warn!("call dropped: {e}");
             self.close().await;
             return;
         }
-        let caller = Caller::from_channel(&self.cfg, &data);
         let switch = &self.daemon.switch;
         let node = if switch.len() > 1 {
             format!(" on FreeSWITCH node {}", switch.socket(self.node))
