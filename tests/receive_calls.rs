@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::fakefs::{CallSetup, FakeCall, RxScript, T38};
+use support::fakefs::{CallSetup, Event, FakeCall, RxScript, T38};
 use support::fsfaxd::{Fsfaxd, script, wait, wait_async};
 
 /// Waits end as soon as what they wait for holds; this only bounds a hang.
@@ -72,6 +72,35 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     );
     let executed: Vec<String> = c.executed().iter().map(|(a, _)| a.clone()).collect();
     assert_eq!(executed, ["answer", "set", "set", "set", "rxfax", "hangup"]);
+    // The `set`s are queued with rxfax, unawaited: their completions are filtered out at
+    // FreeSWITCH before the first one runs, and the others still reach fsfaxd.
+    let lines = c.command_lines();
+    let filter_at = lines.iter().position(|l| l == "filter Application -set");
+    let first_exec = lines.iter().position(|l| l.starts_with("sendmsg"));
+    assert!(
+        filter_at.is_some() && filter_at < first_exec,
+        "no negative filter before the first sendmsg: {lines:?}"
+    );
+    let log = c.log();
+    let completions = |app: &str| {
+        let n = |evs: &[Event]| {
+            evs.iter()
+                .filter(|e| e.name() == "CHANNEL_EXECUTE_COMPLETE")
+                .filter(|e| e.get("Application") == Some(app))
+                .count()
+        };
+        (n(&log.fired), n(&log.delivered))
+    };
+    assert_eq!(
+        completions("set"),
+        (3, 0),
+        "set completions fired / delivered"
+    );
+    assert_eq!(
+        completions("answer"),
+        (1, 1),
+        "answer completion fired / delivered"
+    );
     let vars = c.log().vars;
     assert!(vars.contains(&("fax_enable_t38".into(), "true".into())));
     assert!(vars.contains(&("fax_enable_t38_request".into(), "true".into())));

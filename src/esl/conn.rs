@@ -529,7 +529,10 @@ impl Task {
                     .get("Application-UUID")
                     .and_then(|id| self.execs.remove(id))
                 {
-                    let _ = tx.send(Ok(event.clone()));
+                    // Nobody waits for a `set` queued ahead of rxfax: no copy of its event.
+                    if !tx.is_closed() {
+                        let _ = tx.send(Ok(event.clone()));
+                    }
                 }
             }
             Some("CHANNEL_HANGUP_COMPLETE") if self.ours(&event) => self.channel_went(),

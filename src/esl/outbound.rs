@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::try_join;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -256,7 +257,7 @@ impl OutboundSession {
     /// CUSTOM subclasses, not part of `myevents`: pass them here, e.g.
     /// `["CHANNEL_CALLSTATE", "CUSTOM", "spandsp::rxfaxresult", ...]`.
     pub async fn subscribe(&self, uuid: &str, events: &[&str]) -> Result<(), OutboundError> {
-        self.command(Command::filter("Unique-ID", uuid)?).await?;
+        let filter = Command::filter("Unique-ID", uuid)?;
         // FreeSWITCH reads every word after `CUSTOM` as a subclass name, so the events we add
         // go in front of the caller's list, never after it.
         let mut list: Vec<&str> = Vec::with_capacity(events.len() + 2);
@@ -269,8 +270,19 @@ impl OutboundSession {
             }
         }
         list.extend_from_slice(events);
-        self.command(Command::event_plain(&list)?).await?;
+        let event = Command::event_plain(&list)?;
+        // Both go out at once, the filter first: FreeSWITCH answers a socket's commands in
+        // order, so no other channel's event can slip in between (`try_join` queues in order).
+        try_join(self.command(filter), self.command(event)).await?;
         Ok(())
+    }
+
+    /// `filter <header> -<value>`: with the `Unique-ID` filter of [`Self::subscribe`] in
+    /// place, FreeSWITCH stops sending this channel's events whose `header` is `value`
+    /// (mod_event_socket's negative filter, matched case-insensitively).
+    pub async fn filter_out(&self, header: &str, value: &str) -> Result<Reply, OutboundError> {
+        self.command(Command::filter(header, &format!("-{value}"))?)
+            .await
     }
 
     /// `myevents`: this channel's core events (no CUSTOM, no CHANNEL_CALLSTATE).

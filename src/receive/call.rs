@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::try_join3;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{Instrument, field};
@@ -155,9 +156,17 @@ impl Call {
 
     /// `linger`, then this channel's events.
     async fn prepare(&mut self) -> Result<(), OutboundError> {
-        self.session.linger(Some(LINGER)).await?;
-        let uuid = self.session.channel_uuid().to_owned();
-        self.session.subscribe(&uuid, EVENTS).await
+        // Sent together, in this order; the replies come back in order (`try_join3` polls,
+        // so queues, the linger first). Nobody waits for the `set`s queued ahead of rxfax
+        // (see `receive`), so their completions (6-7 KB each) are not sent at all.
+        let s = &self.session;
+        try_join3(
+            s.linger(Some(LINGER)),
+            s.subscribe(s.channel_uuid(), EVENTS),
+            s.filter_out("Application", "set"),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Runs `work` while following the channel's events: once FreeSWITCH says the caller is

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::{join3, try_join_all};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::accept::Accepted;
@@ -49,22 +50,27 @@ impl Call {
             (!call.ident.is_empty())
                 .then(|| format!("fax_ident={}", encode_fax_ident(&call.ident))),
         ];
-        for set in sets.iter().flatten() {
-            if let Err(end) = self.app("set", set).await {
-                return (Some(recvq_file), end);
-            }
-        }
         // The spool as FreeSWITCH sees it (`[freeswitch] spoolpath`, e.g. an NFS mount).
         let theirs = self
             .cfg
             .freeswitch
             .to_switch_path(self.daemon.spool.root(), &path);
         let path_arg = theirs.to_string_lossy().into_owned();
-        if let Err(e) = self.session.execute("rxfax", &path_arg).await {
+        // The `set`s, rxfax and the hangup behind it (a normal reception ends with our hangup
+        // as soon as rxfax returns) go out together: FreeSWITCH runs a channel's applications
+        // in the order they were queued, so nothing waits for a `set` to complete, which was
+        // a round trip and a wake-up each. A caller who leaves meanwhile is seen by `follow`,
+        // as one who leaves while rxfax starts. (`join3` polls, so queues, in order.)
+        let s = &self.session;
+        let (set, rxfax, _hangup) = join3(
+            try_join_all(sets.iter().flatten().map(|set| s.execute("set", set))),
+            s.execute("rxfax", &path_arg),
+            s.execute("hangup", ""),
+        )
+        .await;
+        if let Err(e) = set.and(rxfax) {
             return (Some(recvq_file), self.exec_failed(e).await);
         }
-        // Queued behind rxfax: a normal reception ends with our hangup as soon as rxfax returns.
-        let _ = self.session.execute("hangup", "").await;
         call.lease.receiving();
         tracing::info!(file = %recvq_file, "receiving");
         let end = self.follow(call).await;
