@@ -72,15 +72,18 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     );
     let executed: Vec<String> = c.executed().iter().map(|(a, _)| a.clone()).collect();
     assert_eq!(executed, ["answer", "set", "set", "set", "rxfax", "hangup"]);
-    // The `set`s are queued with rxfax, unawaited: their completions are filtered out at
-    // FreeSWITCH before the first one runs, and the others still reach fsfaxd.
+    // The `set`s, rxfax and the hangup are queued together, unawaited: their completions are
+    // filtered out at FreeSWITCH before the first one runs; the answer's still reaches fsfaxd.
     let lines = c.command_lines();
-    let filter_at = lines.iter().position(|l| l == "filter Application -set");
     let first_exec = lines.iter().position(|l| l.starts_with("sendmsg"));
-    assert!(
-        filter_at.is_some() && filter_at < first_exec,
-        "no negative filter before the first sendmsg: {lines:?}"
-    );
+    for app in ["set", "rxfax", "hangup", "socket"] {
+        let filter = format!("filter Application -{app}");
+        let at = lines.iter().position(|l| *l == filter);
+        assert!(
+            at.is_some() && at < first_exec,
+            "no {filter:?} before the first sendmsg: {lines:?}"
+        );
+    }
     let log = c.log();
     let completions = |app: &str| {
         let n = |evs: &[Event]| {
@@ -95,6 +98,11 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         completions("set"),
         (3, 0),
         "set completions fired / delivered"
+    );
+    assert_eq!(
+        completions("rxfax"),
+        (1, 0),
+        "rxfax completion fired / delivered"
     );
     assert_eq!(
         completions("answer"),

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join_all};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -277,12 +277,17 @@ impl OutboundSession {
         Ok(())
     }
 
-    /// `filter <header> -<value>`: with the `Unique-ID` filter of [`Self::subscribe`] in
-    /// place, FreeSWITCH stops sending this channel's events whose `header` is `value`
-    /// (mod_event_socket's negative filter, matched case-insensitively).
-    pub async fn filter_out(&self, header: &str, value: &str) -> Result<Reply, OutboundError> {
-        self.command(Command::filter(header, &format!("-{value}"))?)
-            .await
+    /// `filter <header> -<value>` for each of `values`, sent together: with the `Unique-ID`
+    /// filter of [`Self::subscribe`] in place, FreeSWITCH stops sending this channel's events
+    /// whose `header` is one of them (mod_event_socket's negative filter, matched
+    /// case-insensitively; one filter per value, as its filters are a list).
+    pub async fn filter_out(&self, header: &str, values: &[&str]) -> Result<(), OutboundError> {
+        let commands = values
+            .iter()
+            .map(|v| Command::filter(header, &format!("-{v}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        try_join_all(commands.into_iter().map(|c| self.command(c))).await?;
+        Ok(())
     }
 
     /// `myevents`: this channel's core events (no CUSTOM, no CHANNEL_CALLSTATE).
