@@ -4,7 +4,7 @@ use std::path::Path;
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use fsfax::esl::{Command, EslCodec};
+use fsfax::esl::{Command, EslCodec, Limits};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// All `*.from-fs.raw` captures concatenated (each ends on a frame boundary).
@@ -25,7 +25,11 @@ fn corpus() -> Vec<u8> {
 }
 
 fn decode_all(bytes: &[u8]) -> usize {
-    let mut codec = EslCodec::default();
+    decode_with(bytes, Limits::default())
+}
+
+fn decode_with(bytes: &[u8], limits: Limits) -> usize {
+    let mut codec = EslCodec::new(limits);
     let mut buf = BytesMut::from(bytes);
     let mut frames = 0;
     while let Ok(Some(m)) = codec.decode(&mut buf) {
@@ -54,6 +58,20 @@ fn bench_decode(c: &mut Criterion) {
     g.bench_with_input(BenchmarkId::new("all_captures", frames), &data, |b, d| {
         b.iter(|| decode_all(d))
     });
+    g.finish();
+
+    // As fsfaxd's receptions decode: events without their channel variables.
+    let lean = Limits {
+        event_variables: false,
+        ..Limits::default()
+    };
+    let mut g = c.benchmark_group("esl_decode_bytes_without_variables");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_with_input(
+        BenchmarkId::new("all_captures", data.len()),
+        &data,
+        |b, d| b.iter(|| decode_with(d, lean)),
+    );
     g.finish();
 }
 

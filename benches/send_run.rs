@@ -5,7 +5,7 @@
 //! the qfile is written afresh before every run and must say done (2) afterwards.
 //!
 //! `cargo bench --bench send_run`. `FSFAX_SEND_STRACE=<file>` adds one run under `strace -f`
-//! and prints its syscalls and syncs.
+//! and prints its syscalls and syncs; `FSFAX_BENCH_FSFAXSEND=<binary>` runs another build.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,6 +18,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use support::fakefs::{FakeConfig, FakeFs};
 use support::send::{MODEM, SendEnv};
 
+/// The fsfaxsend under test: this build's, or `FSFAX_BENCH_FSFAXSEND=<binary>` (another
+/// build, for before/after runs in the same conditions).
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("FSFAX_BENCH_FSFAXSEND")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into())
+}
+
 /// fsfaxsend as faxq starts it on a fresh `sendq/q1` (under `strace -f -o <trace>` when
 /// given): `-m <modem> sendq/q1` in the spool, info logging, output dropped.
 fn fsfaxsend(env: &SendEnv, trace: Option<&Path>) -> Command {
@@ -25,12 +32,10 @@ fn fsfaxsend(env: &SendEnv, trace: Option<&Path>) -> Command {
     let mut cmd = match trace {
         Some(out) => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o"])
-                .arg(out)
-                .arg(env!("CARGO_BIN_EXE_fsfaxsend"));
+            c.args(["-f", "-qq", "-o"]).arg(out).arg(binary());
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_fsfaxsend")),
+        None => Command::new(binary()),
     };
     cmd.arg("-c")
         .arg(&env.conf)

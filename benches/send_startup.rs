@@ -124,7 +124,10 @@ fn write_qfile(s: &Setup) {
 fn one_run(s: &Setup, seen: &mpsc::Receiver<Instant>) -> (Duration, i64) {
     write_qfile(s);
     let start = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+    // `FSFAX_BENCH_FSFAXSEND=<binary>`: another build, for before/after runs.
+    let binary = std::env::var_os("FSFAX_BENCH_FSFAXSEND")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into());
+    let child = Command::new(binary)
         .arg("-c")
         .arg(&s.conf)
         .args(["-m", "freeswitch0", &s.qfile])

@@ -129,6 +129,7 @@ fn custom_limits_apply() {
     let limits = Limits {
         max_header_block: 64,
         max_body: 4,
+        ..Limits::default()
     };
     assert!(matches!(
         parse_frame(

@@ -60,6 +60,7 @@ async fn socket_closed_before_dialling_is_a_retry_without_a_dial() {
         assert_eq!(code, 0, "{what}");
         assert_eq!(env.field(1, "returned"), "0", "{what}");
         assert_eq!(env.field(1, "totdials"), "0", "{what}: no dial was made");
+        assert_eq!(env.field(1, "ndials"), "0", "{what}: no dial was made");
         assert!(
             !env.field(1, "status").is_empty(),
             "{what}: a status says why"

@@ -22,6 +22,12 @@ pub struct Limits {
     pub max_header_block: usize,
     /// Largest accepted `Content-Length` (default 8 MiB).
     pub max_body: usize,
+    /// Whether events keep their channel variables (`variable_*` headers; default true).
+    /// `false` drops them while parsing, except spandsp's own `variable_fax_*`: a channel's
+    /// events carry all of its variables (150 and more, 6-8 KB per event), which a session
+    /// that reads only the event's own headers need not copy, decode nor search. Replies
+    /// (the outbound `connect` reply with the caller's variables) are never filtered.
+    pub event_variables: bool,
 }
 
 impl Default for Limits {
@@ -29,6 +35,7 @@ impl Default for Limits {
         Limits {
             max_header_block: 64 * 1024,
             max_body: 8 * 1024 * 1024,
+            event_variables: true,
         }
     }
 }
@@ -128,9 +135,22 @@ impl Headers {
     /// time of a 150-header event. A block that is not valid UTF-8 (FreeSWITCH never sends
     /// one) is parsed again header by header, each invalid sequence replaced.
     fn parse_block(block: &[u8], decode: bool) -> Result<Headers, FrameError> {
-        let mut raw = Vec::with_capacity(block.len());
-        let mut spans = Vec::with_capacity(block.len() / 24 + 1);
+        Headers::parse_block_keeping(block, decode, true)
+    }
+
+    /// [`Headers::parse_block`]; without `variables`, channel variables other than
+    /// `variable_fax_*` are skipped (see [`Limits::event_variables`]).
+    fn parse_block_keeping(
+        block: &[u8],
+        decode: bool,
+        variables: bool,
+    ) -> Result<Headers, FrameError> {
+        let mut raw = Vec::with_capacity(if variables { block.len() } else { 1024 });
+        let mut spans = Vec::with_capacity(if variables { block.len() / 24 + 1 } else { 32 });
         for_each_header(block, |name, value| {
+            if !variables && skipped_variable(name) {
+                return;
+            }
             let a = raw.len();
             raw.extend_from_slice(name);
             let b = raw.len();
@@ -154,7 +174,9 @@ impl Headers {
                     spans: Vec::with_capacity(spans.len()),
                 };
                 for_each_header(block, |name, value| {
-                    h.push_header_lossy(name, value, decode)
+                    if variables || !skipped_variable(name) {
+                        h.push_header_lossy(name, value, decode)
+                    }
                 })?;
                 Ok(h)
             }
@@ -175,6 +197,11 @@ impl Headers {
         let c = self.buf.len();
         self.spans.push((a as u32, b as u32, c as u32));
     }
+}
+
+/// A channel variable other than spandsp's `variable_fax_*` (see [`Limits::event_variables`]).
+fn skipped_variable(name: &[u8]) -> bool {
+    name.starts_with(b"variable_") && !name.starts_with(b"variable_fax_")
 }
 
 /// Calls `each(name, value)` for every `Name: value` line of a header block (both trimmed,
@@ -412,7 +439,7 @@ impl FrameDecoder {
         }
         let block = &buf[head.skip..head.block_end];
         let body = head.content_length.map(|_| &buf[head.body_start..total]);
-        let result = build_message(block, body);
+        let result = build_message(block, body, self.limits.event_variables);
         self.reset();
         result.map(|m| Some((m, total)))
     }
@@ -527,7 +554,11 @@ fn parse_length(value: &[u8], max: usize) -> Result<usize, FrameError> {
 }
 
 /// Turns a complete header block and body into a classified message.
-fn build_message(block: &[u8], body: Option<&[u8]>) -> Result<Message, FrameError> {
+fn build_message(
+    block: &[u8],
+    body: Option<&[u8]>,
+    variables: bool,
+) -> Result<Message, FrameError> {
     let headers = Headers::parse_block(block, false)?;
     let body_string = || body.map(lossy_string);
     let content_type = headers.get("Content-Type").unwrap_or("");
@@ -546,8 +577,8 @@ fn build_message(block: &[u8], body: Option<&[u8]>) -> Result<Message, FrameErro
             })
         }
         "api/response" => Message::ApiResponse(body.map(lossy_string).unwrap_or_default()),
-        "text/event-plain" => Message::Event(parse_plain_event(body.unwrap_or(b""))?),
-        "text/event-json" => Message::Event(parse_json_event(body.unwrap_or(b""))?),
+        "text/event-plain" => Message::Event(parse_plain_event(body.unwrap_or(b""), variables)?),
+        "text/event-json" => Message::Event(parse_json_event(body.unwrap_or(b""), variables)?),
         "text/disconnect-notice" => Message::DisconnectNotice(DisconnectNotice {
             body: body_string(),
             headers,
@@ -573,12 +604,12 @@ fn build_message(block: &[u8], body: Option<&[u8]>) -> Result<Message, FrameErro
 
 /// The body of `text/event-plain`: a URL-encoded header block, then an optional inner body
 /// sized by its own `Content-Length`.
-fn parse_plain_event(body: &[u8]) -> Result<Event, FrameError> {
+fn parse_plain_event(body: &[u8], variables: bool) -> Result<Event, FrameError> {
     let (block, rest) = match find_block_end(body) {
         Some((block_end, body_start)) => (&body[..block_end], &body[body_start..]),
         None => (body, &body[body.len()..]),
     };
-    let headers = Headers::parse_block(block, true)?;
+    let headers = Headers::parse_block_keeping(block, true, variables)?;
     let inner = match headers.get("Content-Length") {
         Some(v) => {
             let length = parse_length(v.as_bytes(), usize::MAX)?;
@@ -612,7 +643,7 @@ fn find_block_end(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// `text/event-json`: string values become headers, `_body` becomes the body.
-fn parse_json_event(body: &[u8]) -> Result<Event, FrameError> {
+fn parse_json_event(body: &[u8], variables: bool) -> Result<Event, FrameError> {
     use serde_json::Value;
     let map: serde_json::Map<String, Value> =
         serde_json::from_slice(body).map_err(|e| FrameError::BadJson {
@@ -623,6 +654,9 @@ fn parse_json_event(body: &[u8]) -> Result<Event, FrameError> {
     for (name, value) in map {
         if name == "_body" {
             event_body = Some(json_text(value));
+            continue;
+        }
+        if !variables && skipped_variable(name.as_bytes()) {
             continue;
         }
         match value {
@@ -811,6 +845,90 @@ mod tests {
         assert_eq!(e.get("c"), Some("é"));
         assert_eq!(e.get("d"), Some("\u{FFFD}"));
         assert_eq!(e.body, None);
+    }
+
+    /// Every message of a real reception, decoded with and without channel variables.
+    fn capture_messages(limits: Limits) -> Vec<Message> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/esl/outbound-rxfax-t38-ok-all-events.from-fs.raw"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let mut d = FrameDecoder::new(limits);
+        let mut at = 0;
+        let mut out = Vec::new();
+        while let Some((m, n)) = d.decode(&bytes[at..]).unwrap() {
+            out.push(m);
+            at += n;
+        }
+        assert_eq!(at, bytes.len(), "the capture decodes to its end");
+        out
+    }
+
+    #[test]
+    fn events_without_variables_keep_their_own_headers_and_spandsp_variables() {
+        let all = capture_messages(Limits::default());
+        let lean = capture_messages(Limits {
+            event_variables: false,
+            ..Limits::default()
+        });
+        assert_eq!(all.len(), lean.len());
+        let (mut events, mut dropped, mut fax_vars) = (0, 0, 0);
+        for (a, l) in all.iter().zip(&lean) {
+            match (a, l) {
+                (Message::Event(a), Message::Event(l)) => {
+                    events += 1;
+                    let kept: Vec<_> = a
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| {
+                            !n.starts_with("variable_") || n.starts_with("variable_fax_")
+                        })
+                        .collect();
+                    dropped += a.headers.len() - kept.len();
+                    fax_vars += kept
+                        .iter()
+                        .filter(|(n, _)| n.starts_with("variable_fax_"))
+                        .count();
+                    assert_eq!(l.headers.iter().collect::<Vec<_>>(), kept);
+                    assert_eq!(a.body, l.body);
+                }
+                // Replies (the `connect` reply with the caller's variables) are untouched.
+                (a, l) => assert_eq!(a, l),
+            }
+        }
+        assert!(events > 5, "{events} events");
+        assert!(dropped > 1000, "{dropped} variables dropped");
+        assert!(fax_vars > 0, "spandsp's variable_fax_* are kept");
+        let connect = lean.iter().find_map(|m| match m {
+            Message::CommandReply(r) if r.get("Event-Name").is_some() => Some(r),
+            _ => None,
+        });
+        assert!(
+            connect.is_some_and(|r| r.get("variable_sip_from_user").is_some()),
+            "the connect reply keeps the caller's variables"
+        );
+    }
+
+    #[test]
+    fn json_events_without_variables() {
+        let body = br#"{"Event-Name":"CUSTOM","variable_sip_from_user":"x","variable_fax_v17_disabled":"1","fax-success":"1"}"#;
+        let mut frame = format!(
+            "Content-Length: {}\nContent-Type: text/event-json\n\n",
+            body.len()
+        )
+        .into_bytes();
+        frame.extend_from_slice(body);
+        let limits = Limits {
+            event_variables: false,
+            ..Limits::default()
+        };
+        let (Message::Event(e), _) = parse_frame(&frame, &limits).unwrap().unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.get("variable_sip_from_user"), None);
+        assert_eq!(e.get("variable_fax_v17_disabled"), Some("1"));
+        assert_eq!(e.get("fax-success"), Some("1"));
     }
 
     #[test]

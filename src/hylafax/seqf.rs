@@ -85,6 +85,24 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
     result
 }
 
+/// [`next`] with the sync left to the caller: the number, and the file to `fdatasync` before
+/// anything that refers to the number becomes durable. fsfaxsend syncs it in the background
+/// while it prepares the fax and connects to FreeSWITCH, and waits for that sync before the
+/// qfile's dial count (the first synced record naming the commid), instead of syncing it on
+/// its own before anything else.
+pub fn next_deferred(path: &Path) -> Result<(u32, File), SeqfError> {
+    let file = open_seqf(path)?;
+    lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let result = read_locked(&file, path)
+        .and_then(|(n, held)| store(&file, path, following(n), held, false).map(|()| n));
+    // The descriptor stays open for the sync: the lock is not released by a close.
+    lock::unlock(&file);
+    result.map(|n| (n, file))
+}
+
 /// A sequence file [`next_unsynced`] keeps open.
 struct Held {
     path: PathBuf,

@@ -57,6 +57,12 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
     };
     let esl = OutboundConfig {
         command_timeout: cfg.freeswitch.command_timeout,
+        // A reception reads only the events' own headers (and spandsp's `variable_fax_*`);
+        // the caller's variables come with the `connect` reply, which is never filtered.
+        limits: crate::esl::Limits {
+            event_variables: false,
+            ..Default::default()
+        },
         ..OutboundConfig::default()
     };
     let (session, data, events) = match OutboundSession::start(stream, &esl).await {

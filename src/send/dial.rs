@@ -261,7 +261,8 @@ impl Dialer<'_> {
             .map(|n| format!(" on node {n}"))
             .unwrap_or_default();
         self.job
-            .count_dial(&format!("Dialing {dialled} via {gateway}{on}"));
+            .count_dial(&format!("Dialing {dialled} via {gateway}{on}"))
+            .await;
         log.log(&format!(
             "DIAL {dialled} via gateway {gateway}{on} (call {uuid})"
         ));

@@ -2,6 +2,7 @@
 //! field is written through a method named for what happened (a dial, the answer, a page), so
 //! the qfile's tags and their errors live here only.
 
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +24,11 @@ pub struct Job {
     dial_counted: bool,
     /// faxq's FIFO, told about the job's progress as faxsend tells it (see [`Job::tell`]).
     faxq: Option<FaxqFifo>,
+    /// Files this attempt wrote whose sync was put off (the commid's seqf), until a
+    /// background sync of each has been seen to succeed ([`Job::defer_sync`]).
+    deferred: Vec<File>,
+    /// Those background syncs, awaited before the dial ([`Job::count_dial`]).
+    syncing: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Job {
@@ -51,6 +57,8 @@ impl Job {
             note: None,
             dial_counted: false,
             faxq: None,
+            deferred: Vec::new(),
+            syncing: Vec::new(),
         })
     }
 
@@ -86,11 +94,26 @@ impl Job {
         self.save();
     }
 
+    /// `file` was written and its sync put off: it is synced now, in the background, while
+    /// the attempt prepares the fax and connects to FreeSWITCH, and [`Job::count_dial`]
+    /// waits for that sync before the dial (or [`Job::finish`] syncs it with the verdict).
+    /// The commid's seqf used to be synced on the way, before anything else could happen.
+    pub fn defer_sync(&mut self, file: File) {
+        match file.try_clone() {
+            Ok(dup) => self
+                .syncing
+                .push(tokio::task::spawn_blocking(move || dup.sync_data())),
+            Err(e) => tracing::warn!("cannot sync a spool file in the background: {e}"),
+        }
+        self.deferred.push(file);
+    }
+
     /// Says what is being dialled before the originate goes out, and raises `totdials` and
     /// `ndials` on the attempt's first originate only: faxsend dials once per attempt, and
     /// trying the next gateway is how this one dial reaches the number (a dead trunk must not
-    /// use up `maxdials`).
-    pub fn count_dial(&mut self, status: &str) {
+    /// use up `maxdials`). Returns once the count, and every file whose sync was put off, is
+    /// durable.
+    pub async fn count_dial(&mut self, status: &str) {
         let first = !self.dial_counted;
         if first {
             self.dial_counted = true;
@@ -99,11 +122,40 @@ impl Job {
             self.set_u32("ndials", n);
         }
         self.set("status", status);
+        let mut synced = true;
+        for sync in self.syncing.drain(..) {
+            match sync.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!("background sync failed: {e}");
+                    synced = false;
+                }
+                Err(e) => {
+                    tracing::warn!("background sync lost: {e}");
+                    synced = false;
+                }
+            }
+        }
+        if synced {
+            self.deferred.clear();
+        }
+        // Synced again here when the background sync failed (or could not start).
+        self.sync_deferred();
         // Durable before the originate: a machine that crashes mid-call comes back with the
         // dial counted and the attempt marked as a retry.
         self.write(true);
         if first {
             self.tell(JobEvent::CallPlaced, None);
+        }
+    }
+
+    /// Syncs the files whose sync was put off and not yet seen done (a failure is logged:
+    /// the qfile's own sync still follows).
+    fn sync_deferred(&mut self) {
+        for f in self.deferred.drain(..) {
+            if let Err(e) = f.sync_data() {
+                tracing::warn!("cannot sync a deferred spool file: {e}");
+            }
         }
     }
 
@@ -181,6 +233,9 @@ impl Job {
     /// Writes the verdict (`status`, `statuscode`, `returned`, and what the call learned) and
     /// returns the exit status that agrees with it. The one place the verdict is written.
     pub fn finish(&mut self, attempt: &Attempt) -> u8 {
+        // No dial came (or it did and the background sync had not been seen done): the
+        // commid's seqf is durable before the verdict that names the commid.
+        self.sync_deferred();
         let v = &attempt.verdict;
         let returned = v.disposition.returned();
         let status = match &self.note {

@@ -187,7 +187,9 @@ fn open_log(
     jobid: u32,
     external: &str,
 ) -> Result<(String, SessionLog), PrepareError> {
-    let n = seqf::next(&spool.log_seqf())?;
+    // Synced with the dial count, or with the verdict when no dial comes (see `Job`).
+    let (n, seqf) = seqf::next_deferred(&spool.log_seqf())?;
+    job.defer_sync(seqf);
     let commid = seqf::format_commid(n);
     tracing::Span::current().record("commid", commid.as_str());
     let log = SessionLog::create(spool, n).unwrap_or_else(|e| {
