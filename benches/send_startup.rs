@@ -78,6 +78,9 @@ struct Setup {
     spool: std::path::PathBuf,
     conf: std::path::PathBuf,
     qfile: String,
+    /// This build's fsfaxsend, or `FSFAX_BENCH_FSFAXSEND=<binary>` (another build, for
+    /// before/after runs).
+    binary: std::ffi::OsString,
 }
 
 fn setup(addr: &str) -> Setup {
@@ -103,6 +106,8 @@ fn setup(addr: &str) -> Setup {
     .unwrap();
     Setup {
         qfile: "sendq/q1".into(),
+        binary: std::env::var_os("FSFAX_BENCH_FSFAXSEND")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into()),
         spool,
         conf,
         _dir: dir,
@@ -124,10 +129,7 @@ fn write_qfile(s: &Setup) {
 fn one_run(s: &Setup, seen: &mpsc::Receiver<Instant>) -> (Duration, i64) {
     write_qfile(s);
     let start = Instant::now();
-    // `FSFAX_BENCH_FSFAXSEND=<binary>`: another build, for before/after runs.
-    let binary = std::env::var_os("FSFAX_BENCH_FSFAXSEND")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into());
-    let child = Command::new(binary)
+    let child = Command::new(&s.binary)
         .arg("-c")
         .arg(&s.conf)
         .args(["-m", "freeswitch0", &s.qfile])

@@ -15,7 +15,8 @@
 
 use std::fmt;
 
-/// Size limits that protect a connection against hostile or broken peers.
+/// Size limits that protect a connection against hostile or broken peers, and what of an
+/// event the decoder keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted header block, terminator included (default 64 KiB).
@@ -908,6 +909,35 @@ mod tests {
             connect.is_some_and(|r| r.get("variable_sip_from_user").is_some()),
             "the connect reply keeps the caller's variables"
         );
+    }
+
+    #[test]
+    fn events_without_variables_when_a_value_is_not_utf8() {
+        // The header-by-header (lossy) parse drops the same variables.
+        let body = b"Event-Name: CUSTOM\nvariable_sip_from_user: \xff\nvariable_fax_v17_disabled: 1\nfax-remote-station-id: \xfe1\n\n";
+        let mut frame = format!(
+            "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+            body.len()
+        )
+        .into_bytes();
+        frame.extend_from_slice(body);
+        let limits = Limits {
+            event_variables: false,
+            ..Limits::default()
+        };
+        let (Message::Event(e), _) = parse_frame(&frame, &limits).unwrap().unwrap() else {
+            panic!()
+        };
+        let names: Vec<_> = e.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "Event-Name",
+                "variable_fax_v17_disabled",
+                "fax-remote-station-id"
+            ]
+        );
+        assert_eq!(e.get("fax-remote-station-id"), Some("\u{FFFD}1"));
     }
 
     #[test]

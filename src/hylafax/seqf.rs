@@ -39,7 +39,7 @@ pub enum SeqfError {
 ///
 /// Unique across threads and processes: the read-modify-write happens under `flock`.
 pub fn next(path: &Path) -> Result<u32, SeqfError> {
-    next_inner(path, true)
+    next_inner(path, true).map(|(n, _)| n)
 }
 
 /// [`next`] without the sync, for a caller whose own durable record of every number it uses
@@ -91,16 +91,7 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
 /// qfile's dial count (the first synced record naming the commid), instead of syncing it on
 /// its own before anything else.
 pub fn next_deferred(path: &Path) -> Result<(u32, File), SeqfError> {
-    let file = open_seqf(path)?;
-    lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let result = read_locked(&file, path)
-        .and_then(|(n, held)| store(&file, path, following(n), held, false).map(|()| n));
-    // The descriptor stays open for the sync: the lock is not released by a close.
-    lock::unlock(&file);
-    result.map(|n| (n, file))
+    next_inner(path, false)
 }
 
 /// A sequence file [`next_unsynced`] keeps open.
@@ -111,15 +102,18 @@ struct Held {
     id: (u64, u64),
 }
 
-fn next_inner(path: &Path, sync: bool) -> Result<u32, SeqfError> {
+/// One allocation through a fresh open; the file is returned unlocked (still open).
+fn next_inner(path: &Path, sync: bool) -> Result<(u32, File), SeqfError> {
     let file = open_seqf(path)?;
     lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
         path: path.to_path_buf(),
         source,
     })?;
-    let (n, held) = read_locked(&file, path)?;
-    store(&file, path, following(n), held, sync)?;
-    Ok(n)
+    let result = read_locked(&file, path)
+        .and_then(|(n, held)| store(&file, path, following(n), held, sync).map(|()| n));
+    // Closing would release the lock too, but the file may be kept open (`next_deferred`).
+    lock::unlock(&file);
+    result.map(|n| (n, file))
 }
 
 /// Makes sure `path` hands out no number up to `used` (a number a durable record refers to)
@@ -275,6 +269,22 @@ mod tests {
         );
         assert_eq!(next(&p).unwrap(), 2);
         assert_eq!(std::fs::read(&p).unwrap(), b"3");
+    }
+
+    #[test]
+    fn deferred_numbers_are_shared_and_the_lock_is_released_while_the_file_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqf");
+        let (n, held) = next_deferred(&p).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(std::fs::read(&p).unwrap(), b"2");
+        // Another allocator gets the lock at once while `held` is still open.
+        let other = std::fs::File::open(&p).unwrap();
+        assert!(lock::lock_exclusive_bounded(&other, std::time::Duration::ZERO).unwrap());
+        lock::unlock(&other);
+        assert_eq!(next(&p).unwrap(), 2);
+        held.sync_data().unwrap();
+        assert_eq!(next_deferred(&p).unwrap().0, 3);
     }
 
     #[test]

@@ -24,11 +24,15 @@ pub struct Job {
     dial_counted: bool,
     /// faxq's FIFO, told about the job's progress as faxsend tells it (see [`Job::tell`]).
     faxq: Option<FaxqFifo>,
-    /// Files this attempt wrote whose sync was put off (the commid's seqf), until a
-    /// background sync of each has been seen to succeed ([`Job::defer_sync`]).
-    deferred: Vec<File>,
-    /// Those background syncs, awaited before the dial ([`Job::count_dial`]).
-    syncing: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Files this attempt wrote whose sync was put off (the commid's seqf), until their
+    /// background sync has been seen to succeed ([`Job::defer_sync`]).
+    deferred: Vec<Deferred>,
+}
+
+/// A file whose sync was put off, and the background sync of it (`None`: none could start).
+struct Deferred {
+    file: File,
+    sync: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Job {
@@ -58,7 +62,6 @@ impl Job {
             dial_counted: false,
             faxq: None,
             deferred: Vec::new(),
-            syncing: Vec::new(),
         })
     }
 
@@ -99,13 +102,12 @@ impl Job {
     /// waits for that sync before the dial (or [`Job::finish`] syncs it with the verdict).
     /// The commid's seqf used to be synced on the way, before anything else could happen.
     pub fn defer_sync(&mut self, file: File) {
-        match file.try_clone() {
-            Ok(dup) => self
-                .syncing
-                .push(tokio::task::spawn_blocking(move || dup.sync_data())),
-            Err(e) => tracing::warn!("cannot sync a spool file in the background: {e}"),
-        }
-        self.deferred.push(file);
+        let sync = file
+            .try_clone()
+            .inspect_err(|e| tracing::warn!("cannot sync a spool file in the background: {e}"))
+            .ok()
+            .map(|dup| tokio::task::spawn_blocking(move || dup.sync_data()));
+        self.deferred.push(Deferred { file, sync });
     }
 
     /// Says what is being dialled before the originate goes out, and raises `totdials` and
@@ -122,24 +124,29 @@ impl Job {
             self.set_u32("ndials", n);
         }
         self.set("status", status);
-        let mut synced = true;
-        for sync in self.syncing.drain(..) {
-            match sync.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!("background sync failed: {e}");
-                    synced = false;
-                }
-                Err(e) => {
-                    tracing::warn!("background sync lost: {e}");
-                    synced = false;
-                }
+        // Each deferred file is done once its own background sync succeeded; the others are
+        // synced here (theirs failed or could not start).
+        let mut left = Vec::new();
+        for mut d in std::mem::take(&mut self.deferred) {
+            let done = match d.sync.take() {
+                Some(sync) => match sync.await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!("background sync failed: {e}");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!("background sync lost: {e}");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !done {
+                left.push(d);
             }
         }
-        if synced {
-            self.deferred.clear();
-        }
-        // Synced again here when the background sync failed (or could not start).
+        self.deferred = left;
         self.sync_deferred();
         // Durable before the originate: a machine that crashes mid-call comes back with the
         // dial counted and the attempt marked as a retry.
@@ -152,8 +159,8 @@ impl Job {
     /// Syncs the files whose sync was put off and not yet seen done (a failure is logged:
     /// the qfile's own sync still follows).
     fn sync_deferred(&mut self) {
-        for f in self.deferred.drain(..) {
-            if let Err(e) = f.sync_data() {
+        for d in self.deferred.drain(..) {
+            if let Err(e) = d.file.sync_data() {
                 tracing::warn!("cannot sync a deferred spool file: {e}");
             }
         }
