@@ -30,8 +30,6 @@ use super::frame::{DisconnectNotice, Event, Message};
 
 /// Bytes one read may take: a few whole events (FreeSWITCH's are 2-10 KB).
 const READ_CHUNK: usize = 64 * 1024;
-/// Reads per wake-up before the task lets the others run.
-const READS_PER_WAKE: usize = 4;
 
 thread_local! {
     /// Where connections read into, one buffer per thread: the frames in it are decoded in
@@ -305,16 +303,20 @@ impl Task {
             }
             let deadline = self.pending.iter().map(|p| p.deadline).min();
             tokio::select! {
-                ready = self.read.readable() => match ready {
-                    Ok(()) => {
-                        if let Err(reason) = self.on_readable() {
-                            break reason;
+                read = std::future::poll_fn(|cx| poll_read(&mut self.read, &mut self.partial, cx)) => {
+                    if let Err(reason) = self.on_read(read) {
+                        break reason;
+                    }
+                }
+                req = self.req_rx.recv(), if !self.handles_gone => match req {
+                    Some(req) => {
+                        self.on_request(*req);
+                        // Whatever else is queued goes out in the same write: commands sent
+                        // together reach FreeSWITCH in one segment.
+                        while let Ok(req) = self.req_rx.try_recv() {
+                            self.on_request(*req);
                         }
                     }
-                    Err(e) => break CloseReason::Io(e.to_string()),
-                },
-                req = self.req_rx.recv(), if !self.handles_gone => match req {
-                    Some(req) => self.on_request(*req),
                     None => self.handles_gone = true,
                 },
                 written = self.writer.write_buf(&mut self.out), if !self.out.is_empty() => {
@@ -336,44 +338,30 @@ impl Task {
         self.shutdown(reason);
     }
 
-    /// Reads what the socket holds and handles every whole frame in it.
-    fn on_readable(&mut self) -> Result<(), CloseReason> {
-        for _ in 0..READS_PER_WAKE {
-            let read = if self.partial.is_empty() {
-                self.read_scratch()?
-            } else {
-                self.read_partial()?
-            };
-            match read {
-                Ok(0) => {
-                    self.codec
-                        .check_eof(&self.partial)
-                        .map_err(|e| CloseReason::Protocol(e.to_string()))?;
-                    return Err(CloseReason::PeerClosed);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(CloseReason::Io(e.to_string())),
+    /// Handles what one read brought: the whole frames in it, and keeps a frame it cut off.
+    fn on_read(&mut self, read: std::io::Result<Read>) -> Result<(), CloseReason> {
+        match read {
+            Ok(Read::Eof) => {
+                self.codec
+                    .check_eof(&self.partial)
+                    .map_err(|e| CloseReason::Protocol(e.to_string()))?;
+                Err(CloseReason::PeerClosed)
             }
+            Ok(Read::Scratch(n)) => self.decode_scratch(n),
+            Ok(Read::Partial) => self.decode_partial(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(CloseReason::Io(e.to_string())),
         }
-        Ok(())
     }
 
-    /// Between frames: reads into the thread's buffer, handles the whole frames there and
-    /// keeps the rest. The outer error closes the connection; the inner one is the read's.
-    fn read_scratch(&mut self) -> Result<std::io::Result<usize>, CloseReason> {
-        SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < READ_CHUNK {
-                scratch.resize(READ_CHUNK, 0);
-            }
-            let n = match self.read.try_read(scratch) {
-                Ok(n) => n,
-                Err(e) => return Ok(Err(e)),
-            };
+    /// Between frames: handles the whole frames among the `n` bytes just read into the
+    /// thread's buffer and keeps the rest.
+    fn decode_scratch(&mut self, n: usize) -> Result<(), CloseReason> {
+        SCRATCH.with_borrow(|scratch| {
+            let got = &scratch[..n];
             let mut used = 0;
             while used < n {
-                match self.codec.decode_slice(&scratch[used..n]) {
+                match self.codec.decode_slice(&got[used..]) {
                     Ok(Some((msg, len))) => {
                         used += len;
                         self.on_message(msg)?;
@@ -382,19 +370,9 @@ impl Task {
                     Err(e) => return Err(CloseReason::Protocol(e.to_string())),
                 }
             }
-            self.partial.extend_from_slice(&scratch[used..n]);
-            Ok(Ok(n))
+            self.partial.extend_from_slice(&got[used..]);
+            Ok(())
         })
-    }
-
-    /// Inside a frame: reads onto its start until the frame is whole.
-    fn read_partial(&mut self) -> Result<std::io::Result<usize>, CloseReason> {
-        self.partial.reserve(READ_CHUNK / 2);
-        match self.read.try_read_buf(&mut self.partial) {
-            Ok(0) => Ok(Ok(0)),
-            Ok(n) => self.decode_partial().map(|()| Ok(n)),
-            Err(e) => Ok(Err(e)),
-        }
     }
 
     /// Handles the whole frames at the start of `partial`; frees it once it is empty.
@@ -633,6 +611,53 @@ impl Task {
             let _ = tx.send(Err(ExecEnd::Closed(closed())));
         }
         // Dropping the task drops the event sender (the stream ends) and both socket halves.
+    }
+}
+
+/// What one read brought.
+enum Read {
+    /// The peer closed its side.
+    Eof,
+    /// This many bytes, at the start of the thread's [`SCRATCH`] buffer (there was no frame
+    /// cut off to read onto). They are decoded before the task yields, so no other connection
+    /// of the thread reads over them.
+    Scratch(usize),
+    /// More bytes, appended to the cut-off frame in `partial`.
+    Partial,
+}
+
+/// One read from the socket: into the thread's buffer between frames, onto `partial` inside
+/// one. tokio's `poll_read` takes a short read as "nothing left" and waits for the next
+/// readiness event instead of asking the socket again (which would only say `EAGAIN`).
+fn poll_read(
+    read: &mut OwnedReadHalf,
+    partial: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<Read>> {
+    use tokio::io::{AsyncRead, ReadBuf};
+    if partial.is_empty() {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < READ_CHUNK {
+                scratch.resize(READ_CHUNK, 0);
+            }
+            let mut buf = ReadBuf::new(scratch);
+            match Pin::new(read).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(match buf.filled().len() {
+                    0 => Read::Eof,
+                    n => Read::Scratch(n),
+                })),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    } else {
+        partial.reserve(READ_CHUNK / 2);
+        match tokio_util::io::poll_read_buf(Pin::new(read), cx, partial) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(Read::Eof)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(Read::Partial)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
