@@ -207,7 +207,9 @@ pub struct FaxResult {
     pub t38_status: Option<T38Status>,
     /// True if FreeSWITCH reported V.17 disabled (`variable_fax_v17_disabled: 1`).
     pub v17_disabled: bool,
-    /// `Event-Date-Timestamp` (µs since the epoch) of the answer.
+    /// When the call was answered (µs since the epoch): the `Event-Date-Timestamp` of
+    /// CHANNEL_ANSWER or CHANNEL_CALLSTATE ACTIVE, else the `Caller-Channel-Answered-Time` of
+    /// the first event that carries one.
     pub answered_at_us: Option<i64>,
     /// Set once any hangup event arrived (`CHANNEL_HANGUP`, `CHANNEL_CALLSTATE` HANGUP,
     /// `CHANNEL_HANGUP_COMPLETE`): its time and cause.
@@ -259,7 +261,7 @@ impl FaxResult {
             }
         }
         let name = ev.header("Event-Name")?.trim();
-        match name {
+        let update = match name {
             "CHANNEL_ANSWER" => self.on_answer(ev),
             "CHANNEL_CALLSTATE" => match ev.header("Channel-Call-State").map(str::trim) {
                 Some("ACTIVE") => self.on_answer(ev),
@@ -269,7 +271,14 @@ impl FaxResult {
             "CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" => self.on_hangup(ev),
             "CUSTOM" => self.on_custom(ev),
             _ => None,
+        };
+        if self.answered_at_us.is_none() {
+            // Every channel event after the answer carries its time (the answer's own
+            // completion, spandsp's events, the hangup): a subscription without
+            // CHANNEL_ANSWER or CHANNEL_CALLSTATE still learns it.
+            self.answered_at_us = answered_time(ev);
         }
+        update
     }
 
     /// True once both the final fax result and a hangup were seen: nothing more will come.
@@ -452,6 +461,14 @@ impl FaxResult {
 }
 
 /// `Event-Date-Timestamp` in µs, when present and numeric.
+/// `Caller-Channel-Answered-Time` (µs since the epoch), when the channel was answered (it is
+/// `0` before).
+fn answered_time(ev: &impl EventHeaders) -> Option<i64> {
+    ev.header("Caller-Channel-Answered-Time")
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|t: &i64| *t > 0)
+}
+
 fn event_time(ev: &impl EventHeaders) -> Option<i64> {
     ev.header("Event-Date-Timestamp")
         .and_then(|v| v.trim().parse().ok())
@@ -534,6 +551,47 @@ mod tests {
                 Update::FinalResult,
             ]
         );
+    }
+
+    /// A reception subscribes to neither CHANNEL_ANSWER nor CHANNEL_CALLSTATE: the answer
+    /// time comes from the events it does get (the answer's completion, the hangup), and is
+    /// the one those events would have given.
+    #[test]
+    fn answer_time_without_answer_or_callstate_events() {
+        let name = "outbound-rxfax-sender-hangup-after-answer";
+        let (all, _, cap) = replay(name, Direction::Receive);
+        let uuid = cap.call_uuid().expect("capture has a call");
+        let mut r = FaxResult::for_channel(Direction::Receive, uuid);
+        let mut seen = Vec::new();
+        for ev in &cap.events {
+            let name = ev.header("Event-Name").unwrap_or_default();
+            if name == "CHANNEL_ANSWER" || name == "CHANNEL_CALLSTATE" {
+                continue;
+            }
+            r.apply(ev);
+            seen.push(name.to_owned());
+        }
+        assert!(
+            seen.iter().any(|n| n == "CHANNEL_EXECUTE_COMPLETE"),
+            "{seen:?}"
+        );
+        assert!(
+            all.answered_at_us
+                .is_some_and(|t| t > 1_700_000_000_000_000)
+        );
+        assert_eq!(r.answered_at_us, all.answered_at_us);
+        assert_eq!(r.connected_seconds(), all.connected_seconds());
+        assert_eq!(r.hangup_cause(), Some("NORMAL_CLEARING"));
+
+        // Before the answer the header says 0: no answer.
+        let mut early = FaxResult::new(Direction::Receive);
+        early.apply(&SimpleHeaders::from_pairs([
+            ("Event-Name", "CHANNEL_HANGUP"),
+            ("Caller-Channel-Answered-Time", "0"),
+            ("Hangup-Cause", "ORIGINATOR_CANCEL"),
+        ]));
+        assert!(!early.answered());
+        assert!(early.hangup.is_some());
     }
 
     #[test]

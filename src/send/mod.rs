@@ -139,13 +139,18 @@ async fn attempt(config: &Config, modem: &str, job: &mut Job, stop: &mut call::S
 /// faxq runs us in its spool; a `[hylafax] spooldir` naming another directory means logs and
 /// sequence numbers go to one spool and documents come from the other: say so.
 fn warn_if_elsewhere(spool: &Spool) {
-    let here = std::env::current_dir().and_then(|d| d.canonicalize());
-    let configured = spool.root().canonicalize();
+    use std::os::unix::fs::MetadataExt;
+    // The same directory is the same inode: two stats, where comparing resolved paths took a
+    // readlink per path component on every run.
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let here = std::fs::metadata(".").map(id);
+    let configured = std::fs::metadata(spool.root()).map(id);
     if let (Ok(here), Ok(configured)) = (here, configured) {
         if here != configured {
+            let cwd = std::env::current_dir().and_then(|d| d.canonicalize());
             tracing::warn!(
-                cwd = %here.display(),
-                spooldir = %configured.display(),
+                cwd = %cwd.unwrap_or_default().display(),
+                spooldir = %spool.root().display(),
                 "fsfaxsend is not running in [hylafax] spooldir; documents are read relative \
                  to the working directory (faxq's spool), logs go to spooldir"
             );
