@@ -7,7 +7,7 @@
 //! rewrite changes only what was `set`.
 //!
 //! Writing is in place (same inode), like real faxsend: build the whole file in memory, `pwrite`
-//! at offset 0, `ftruncate`, `fsync`. Not temp+rename because the `flock` that serialises
+//! at offset 0, `ftruncate` when it got shorter, `fsync`. Not temp+rename because the `flock` that serialises
 //! senders lives on the inode (a rename would leave a waiting fsfaxsend locking a dead file),
 //! and because hfaxd created the file with its owner/group/mode (`uucp:fax 0644`), which a
 //! rename by our process would replace.
@@ -614,8 +614,8 @@ impl QFile {
         Ok(Self { file, content })
     }
 
-    /// Rewrites the file in place with the current content: one `pwrite` at 0, `ftruncate`,
-    /// `fsync` (see the module docs for why not rename).
+    /// Rewrites the file in place with the current content: one `pwrite` at 0, `ftruncate`
+    /// when the content got shorter, `fsync` (see the module docs for why not rename).
     pub fn write(&mut self) -> Result<(), QFileError> {
         self.rewrite(true)
     }
@@ -634,7 +634,11 @@ impl QFile {
             source,
         };
         self.file.write_all_at(&bytes, 0).map_err(werr)?;
-        self.file.set_len(bytes.len() as u64).map_err(werr)?;
+        // Only a shorter content needs the truncation (a metadata transaction of its own on a
+        // journaled file system); a stat says whether the file is longer than what we wrote.
+        if self.file.metadata().map_err(werr)?.len() > bytes.len() as u64 {
+            self.file.set_len(bytes.len() as u64).map_err(werr)?;
+        }
         if sync {
             self.file.sync_all().map_err(werr)?;
         }

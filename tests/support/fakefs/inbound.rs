@@ -1148,10 +1148,11 @@ fn record_originate(
 
 fn template_event(cap: &str, name: &str) -> Event {
     Capture::load(cap)
-        .events()
-        .into_iter()
+        .events_ref()
+        .iter()
         .map(|(_, e)| e)
         .find(|e| e.name() == name)
+        .cloned()
         .unwrap_or_else(|| panic!("fakefs: no {name} template in {cap}"))
 }
 

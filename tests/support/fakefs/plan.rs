@@ -42,7 +42,7 @@ impl SourceInfo {
                 .unwrap_or_default()
         };
         let first_ts_us = cap
-            .events()
+            .events_ref()
             .first()
             .and_then(|(_, e)| e.get("Event-Date-Timestamp").and_then(|t| t.parse().ok()))
             .unwrap_or(0);
@@ -77,6 +77,21 @@ pub(crate) struct CallValues {
 }
 
 fn is_party_header(name: &str) -> bool {
+    // The same few hundred names come back in every event of every call: each is judged once
+    // (27 substring searches per header were a good part of the fake's time per call).
+    thread_local! {
+        static JUDGED: std::cell::RefCell<std::collections::HashMap<String, bool>> =
+            std::cell::RefCell::default();
+    }
+    if let Some(yes) = JUDGED.with_borrow(|j| j.get(name).copied()) {
+        return yes;
+    }
+    let yes = judge_party_header(name);
+    JUDGED.with_borrow_mut(|j| j.insert(name.to_owned(), yes));
+    yes
+}
+
+fn judge_party_header(name: &str) -> bool {
     const YES: [&str; 20] = [
         "Caller-",
         "Channel-Name",
@@ -212,42 +227,55 @@ pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
         }
         *v = nv;
     }
-    // Dial-string variables: follow the new call's set, in the captured position.
+    // Dial-string variables: follow the new call's set, in the captured position. `present`
+    // tracks which `variable_*` headers the event has, so the loops below look names up in a
+    // set instead of scanning the event's 200 headers for each.
+    let mut present: std::collections::HashSet<String> = out
+        .headers
+        .iter()
+        .filter(|(k, _)| k.starts_with("variable_"))
+        .map(|(k, _)| k.clone())
+        .collect();
     let has_dial_vars = src
         .vars
         .iter()
-        .any(|(k, _)| out.get(&format!("variable_{k}")).is_some());
+        .any(|(k, _)| present.contains(&format!("variable_{k}")));
     if has_dial_vars {
         let mut anchor = None;
         for (k, _) in &src.vars {
             let name = format!("variable_{k}");
-            if out.get(&name).is_some() {
-                anchor = Some(name.clone());
+            if !present.contains(&name) {
+                continue;
             }
+            anchor = Some(name.clone());
             match cv.vars.iter().rev().find(|(n, _)| n == k) {
                 Some((_, v)) => {
                     out.set(&name, &url_encode(v));
                 }
-                None => out.remove(&name),
+                None => {
+                    out.remove(&name);
+                    present.remove(&name);
+                }
             }
         }
-        let mut anchor = anchor.filter(|a| out.get(a).is_some()).or_else(|| {
+        let mut anchor = anchor.filter(|a| present.contains(a)).or_else(|| {
             src.vars
                 .iter()
                 .map(|(k, _)| format!("variable_{k}"))
-                .rfind(|n| out.get(n).is_some())
+                .rfind(|n| present.contains(n))
         });
         for (k, v) in &cv.vars {
             if src.vars.iter().any(|(n, _)| n == k) {
                 continue;
             }
             let name = format!("variable_{k}");
-            if out.get(&name).is_some() {
+            if present.contains(&name) {
                 out.set(&name, &url_encode(v));
                 continue;
             }
             let a = anchor.clone().unwrap_or_else(|| "variable_uuid".into());
             out.insert_after(&a, &name, &url_encode(v));
+            present.insert(name.clone());
             anchor = Some(name);
         }
     }
@@ -294,7 +322,10 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
     let src = SourceInfo::of(cap);
     let mut prev = None;
     let mut out = Vec::new();
-    for (ms, ev) in cap.events() {
+    // By reference: cloning every event of the capture for each call (all-events captures hold
+    // other channels' events too) was most of the fake's work per call.
+    for (ms, ev) in cap.events_ref() {
+        let ms = *ms;
         let mine = ev.uuid() == Some(src.uuid.as_str())
             || ev.name() == "BACKGROUND_JOB"
             || (ev.name() == "API"
@@ -304,7 +335,7 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
         }
         let delay_ms = prev.map(|p| ms.saturating_sub(p)).unwrap_or(0);
         prev = Some(ms);
-        let r = render(&src, &ev, cv);
+        let r = render(&src, ev, cv);
         let kind = if r.name() == "BACKGROUND_JOB" {
             StepKind::Result(r)
         } else {
