@@ -188,9 +188,18 @@ impl OutboundSession {
         stream: TcpStream,
         cfg: &OutboundConfig,
     ) -> Result<(OutboundSession, ChannelData, EventStream), OutboundError> {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "unknown peer".to_owned(), |a| a.to_string());
+        let peer = stream.peer_addr().ok();
+        Self::start_from(stream, peer, cfg).await
+    }
+
+    /// [`OutboundSession::start`] for a connection whose peer is known (`accept` said it),
+    /// without asking the socket again.
+    pub async fn start_from(
+        stream: TcpStream,
+        peer: Option<std::net::SocketAddr>,
+        cfg: &OutboundConfig,
+    ) -> Result<(OutboundSession, ChannelData, EventStream), OutboundError> {
+        let peer = peer.map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = stream.into_split();
         let mut reader = FramedRead::new(rd, EslCodec::new(cfg.limits));

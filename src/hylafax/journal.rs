@@ -208,6 +208,26 @@ impl Journal {
         Ok(marker)
     }
 
+    /// Runs `work` on the spool writer, which may add a record with `ctx.journal.add`, and
+    /// waits for the sync that covers what it appended: work that decides what the record
+    /// says (a number to take first) costs one trip to the writer, not two. The second value
+    /// is the outcome of that sync.
+    pub async fn commit_with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Ctx) -> T + Send + 'static,
+    ) -> Result<(T, Result<(), JournalError>), JournalError> {
+        let path = self.log_path();
+        let (out, synced) = self
+            .writer
+            .commit(work)
+            .await
+            .map_err(|_| JournalError::Gone)?;
+        Ok((
+            out,
+            synced.map_err(|source| JournalError::Write { path, source }),
+        ))
+    }
+
     /// [`Journal::add_async`], blocking (for tools and tests outside the runtime).
     pub fn add(&self, rec: &PendingReception) -> Result<PathBuf, JournalError> {
         let rec = rec.clone();

@@ -50,12 +50,14 @@ const EVENTS: &[&str] = &[
 const UNAWAITED: &[&str] = &["set", "rxfax", "hangup", "socket"];
 
 /// Serves one connection FreeSWITCH opened to the listener (peer already allow-listed).
-pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Config>) {
+pub(crate) async fn handle(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    daemon: Arc<Daemon>,
+    cfg: Arc<Config>,
+) {
     // The FreeSWITCH node this call belongs to: what fsfaxd asks on its behalf goes there.
-    let node = match stream.peer_addr() {
-        Ok(peer) => daemon.switch.owner(peer.ip()).await,
-        Err(_) => 0,
-    };
+    let node = daemon.switch.owner(peer.ip()).await;
     let esl = OutboundConfig {
         command_timeout: cfg.freeswitch.command_timeout,
         // A reception reads only the events' own headers (and spandsp's `variable_fax_*`);
@@ -66,7 +68,8 @@ pub(crate) async fn handle(stream: TcpStream, daemon: Arc<Daemon>, cfg: Arc<Conf
         },
         ..OutboundConfig::default()
     };
-    let (session, data, events) = match OutboundSession::start(stream, &esl).await {
+    let (session, data, events) = match OutboundSession::start_from(stream, Some(peer), &esl).await
+    {
         Ok(started) => started,
         Err(e @ OutboundError::NotAsyncFull { .. }) => {
             tracing::error!("call refused: {e}");

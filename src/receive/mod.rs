@@ -489,7 +489,7 @@ async fn serve(
                         continue;
                     }
                     tracing::debug!(%peer, "FreeSWITCH connected");
-                    calls.spawn(call::handle(stream, daemon.clone(), config.clone()));
+                    calls.spawn(call::handle(stream, peer, daemon.clone(), config.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

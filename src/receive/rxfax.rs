@@ -34,8 +34,9 @@ impl Call {
         if let Err(end) = self.answer().await {
             return (None, end);
         }
-        let d = &self.daemon;
-        let (recvq_file, path) = match allocate_recvq_file(d.journal.writer(), &d.spool).await {
+        // The recvq file and the journal record that names it: one trip to the spool writer,
+        // committed (synced) together with whatever else is due.
+        let (recvq_file, path) = match self.allocate_and_journal(call).await {
             Ok(file) => file,
             Err(e) => {
                 tracing::error!("{e}");
@@ -43,7 +44,6 @@ impl Call {
             }
         };
         call.log.log(&format!("Rxfax to {}", path.display()));
-        self.journal(call, &recvq_file).await;
         let sets = [
             Some(format!("fax_enable_t38={}", call.t38.enable)),
             Some(format!("fax_enable_t38_request={}", call.t38.request)),
@@ -294,11 +294,17 @@ impl Call {
     }
 
     /// The durable record that makes a crash after this point recoverable.
-    async fn journal(&self, call: &Accepted, recvq_file: &str) {
+    /// The next free recvq file, and the reception durably journalled under it (a record
+    /// that cannot be written is logged: the fax is received anyway, but a crash during the
+    /// call would orphan it).
+    async fn allocate_and_journal(
+        &self,
+        call: &Accepted,
+    ) -> Result<(String, std::path::PathBuf), RecvqError> {
         let caller = &call.caller;
-        let rec = PendingReception {
+        let mut rec = PendingReception {
             commid: call.commid.clone(),
-            recvq_file: recvq_file.to_owned(),
+            recvq_file: String::new(),
             modem: call.lease.name().to_owned(),
             cidnum: caller.cidnum.clone(),
             cidname: caller.cidname.clone(),
@@ -308,12 +314,27 @@ impl Call {
             started: call.started.timestamp(),
             delivery: DeliveryStage::Received,
         };
-        // Committed (synced) by the spool writer, together with whatever else is due.
-        if let Err(e) = self.daemon.journal.add_async(rec).await {
+        let spool = self.daemon.spool.clone();
+        let committed = self
+            .daemon
+            .journal
+            .commit_with(move |ctx| {
+                let (rel, abs) = free_recvq_file(&spool)?;
+                rec.recvq_file = rel.clone();
+                Ok::<_, RecvqError>((rel, abs, ctx.journal.add(&rec)))
+            })
+            .await;
+        let (found, synced) = match committed {
+            Ok(done) => done,
+            Err(_) => return Err(RecvqError::Writer(WriterGone)),
+        };
+        let (rel, abs, added) = found?;
+        if let Err(e) = added.map(drop).and(synced) {
             tracing::error!(
                 "{e}; receiving anyway, but a crash during this call would orphan the fax"
             );
         }
+        Ok((rel, abs))
     }
 }
 
@@ -349,25 +370,18 @@ pub(super) async fn next_number(
 }
 
 /// The next free `recvq/faxNNNNNNNNN.tif` (a number whose file exists is skipped: another
-/// program on the spool may have used it). Number and check in one trip to the spool writer.
-pub(super) async fn allocate_recvq_file(
-    writer: &crate::hylafax::writer::SpoolWriter,
+/// program on the spool may have used it); run by the spool writer, which takes the number.
+fn free_recvq_file(
     spool: &crate::hylafax::Spool,
 ) -> Result<(String, std::path::PathBuf), RecvqError> {
-    let spool = spool.clone();
-    let found = writer
-        .write(move |_| {
-            for _ in 0..10 {
-                let n = seqf::next_unsynced(&spool.recvq_seqf())?;
-                let rel = seqf::recvq_relative(n);
-                let abs = spool.join(&rel);
-                if !abs.exists() {
-                    return Ok((rel, abs));
-                }
-                tracing::warn!(file = %abs.display(), "recvq file exists already; taking the next number");
-            }
-            Err(RecvqError::AllTaken)
-        })
-        .await?;
-    found.0
+    for _ in 0..10 {
+        let n = seqf::next_unsynced(&spool.recvq_seqf())?;
+        let rel = seqf::recvq_relative(n);
+        let abs = spool.join(&rel);
+        if !abs.exists() {
+            return Ok((rel, abs));
+        }
+        tracing::warn!(file = %abs.display(), "recvq file exists already; taking the next number");
+    }
+    Err(RecvqError::AllTaken)
 }
