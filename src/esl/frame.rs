@@ -146,8 +146,14 @@ impl Headers {
         decode: bool,
         variables: bool,
     ) -> Result<Headers, FrameError> {
-        let mut raw = Vec::with_capacity(if variables { block.len() } else { 1024 });
-        let mut spans = Vec::with_capacity(if variables { block.len() / 24 + 1 } else { 32 });
+        // Room for the whole block, given back at the end when the channel variables were
+        // dropped (a shrink in place): growing from a guess copied the event twice or more.
+        let mut raw = Vec::with_capacity(block.len());
+        let mut spans = Vec::with_capacity(if variables {
+            block.len() / 24 + 1
+        } else {
+            block.len() / 64 + 8
+        });
         for_each_header(block, |name, value| {
             if !variables && skipped_variable(name) {
                 return;
@@ -166,6 +172,10 @@ impl Headers {
             return Err(FrameError::HeaderBlockTooLarge {
                 max: u32::MAX as usize,
             });
+        }
+        if !variables {
+            raw.shrink_to_fit();
+            spans.shrink_to_fit();
         }
         match String::from_utf8(raw) {
             Ok(buf) => Ok(Headers { buf, spans }),
