@@ -58,6 +58,9 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         d.status("freeswitch0"),
         d.log()
     );
+    // Held a little longer, so the connect time (answer to hangup) is at least a second
+    // whatever the machine's speed.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     c.resume();
     assert!(
         wait_async(T, || d.faxrcvd_call("000000001").is_some()).await,
@@ -148,6 +151,9 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     );
     assert_eq!(r[8], "\"+1 337\"", "remote TSI");
     assert_eq!(r[10], "3", "pages");
+    // The answer time comes from `Caller-Channel-Answered-Time` (this subscription has no
+    // CHANNEL_ANSWER or CHANNEL_CALLSTATE): an answered call has a connect time.
+    assert_ne!(r[12], "0:00:00", "connect time: {r:?}");
     assert_eq!(r[13], "\"\"", "no error");
     assert_eq!(r[14], "\"Alice Caller\"");
     assert_eq!(r[15], "\"+49 40 1234\"");

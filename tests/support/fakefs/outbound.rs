@@ -470,6 +470,10 @@ struct Chan {
     hung_up: bool,
     myevents: Arc<Mutex<bool>>,
     so_far: u32,
+    /// When `answer` ran (µs since the epoch; 0 before): every later event carries it as
+    /// `Caller-Channel-Answered-Time`, as FreeSWITCH's caller profile does. The templates'
+    /// own value is the capture's, which a time scale below 1 would put after the hangup.
+    answered_us: i64,
     outcome: FaxOutcome,
     /// The outbound socket is gone; the channel goes on (a switch-linked call only).
     socket_gone: Arc<std::sync::atomic::AtomicBool>,
@@ -488,6 +492,10 @@ struct App {
 
 impl Chan {
     fn fire(&mut self, mut ev: Event) {
+        ev.set(
+            "Caller-Channel-Answered-Time",
+            &self.answered_us.to_string(),
+        );
         let remote = self.setup.remote_station_id.clone();
         if ev.name() == "CUSTOM"
             || ev.get("variable_fax_result_code").is_some()
@@ -610,6 +618,7 @@ impl Chan {
         match app.name.as_str() {
             "answer" | "pre_answer" if !self.answered => {
                 self.answered = true;
+                self.answered_us = chrono::Utc::now().timestamp_micros();
                 self.fire(self.tpl.ev(ALL_OK, "CHANNEL_ANSWER"));
                 self.fire(self.tpl.callstate(ALL_OK, "ACTIVE"));
             }
@@ -1070,6 +1079,7 @@ async fn run(
         hung_up: false,
         myevents: myevents.clone(),
         so_far: 0,
+        answered_us: 0,
         outcome: FaxOutcome {
             success: false,
             code: 0,
