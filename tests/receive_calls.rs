@@ -154,6 +154,16 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
     // The answer time comes from `Caller-Channel-Answered-Time` (this subscription has no
     // CHANNEL_ANSWER or CHANNEL_CALLSTATE): an answered call has a connect time.
     assert_ne!(r[12], "0:00:00", "connect time: {r:?}");
+    // HylaFAX's own recvstats charges the sender that time (and the three pages).
+    let report = support::hylafax::recvstats(&d.spool().join("log/xferfaxlog"), &[]);
+    let total: Vec<&str> = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("Total"))
+        .unwrap_or_else(|| panic!("no Total row in\n{report}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(total[1], "3", "pages: {report}");
+    assert_ne!(total[2], "0:00", "connect time: {report}");
     assert_eq!(r[13], "\"\"", "no error");
     assert_eq!(r[14], "\"Alice Caller\"");
     assert_eq!(r[15], "\"+49 40 1234\"");

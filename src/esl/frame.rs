@@ -921,12 +921,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn events_without_variables_when_a_value_is_not_utf8() {
-        // The header-by-header (lossy) parse drops the same variables.
-        let body = b"Event-Name: CUSTOM\nvariable_sip_from_user: \xff\nvariable_fax_v17_disabled: 1\nfax-remote-station-id: \xfe1\n\n";
+    /// One event frame of `content_type` carrying `body`, decoded without channel variables.
+    fn event_without_variables(content_type: &str, body: &[u8]) -> Event {
         let mut frame = format!(
-            "Content-Length: {}\nContent-Type: text/event-plain\n\n",
+            "Content-Length: {}\nContent-Type: {content_type}\n\n",
             body.len()
         )
         .into_bytes();
@@ -935,9 +933,19 @@ mod tests {
             event_variables: false,
             ..Limits::default()
         };
-        let (Message::Event(e), _) = parse_frame(&frame, &limits).unwrap().unwrap() else {
-            panic!()
-        };
+        match parse_frame(&frame, &limits) {
+            Ok(Some((Message::Event(e), _))) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_without_variables_when_a_value_is_not_utf8() {
+        // The header-by-header (lossy) parse drops the same variables.
+        let e = event_without_variables(
+            "text/event-plain",
+            b"Event-Name: CUSTOM\nvariable_sip_from_user: \xff\nvariable_fax_v17_disabled: 1\nfax-remote-station-id: \xfe1\n\n",
+        );
         let names: Vec<_> = e.headers.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
@@ -952,20 +960,10 @@ mod tests {
 
     #[test]
     fn json_events_without_variables() {
-        let body = br#"{"Event-Name":"CUSTOM","variable_sip_from_user":"x","variable_fax_v17_disabled":"1","fax-success":"1"}"#;
-        let mut frame = format!(
-            "Content-Length: {}\nContent-Type: text/event-json\n\n",
-            body.len()
-        )
-        .into_bytes();
-        frame.extend_from_slice(body);
-        let limits = Limits {
-            event_variables: false,
-            ..Limits::default()
-        };
-        let (Message::Event(e), _) = parse_frame(&frame, &limits).unwrap().unwrap() else {
-            panic!()
-        };
+        let e = event_without_variables(
+            "text/event-json",
+            br#"{"Event-Name":"CUSTOM","variable_sip_from_user":"x","variable_fax_v17_disabled":"1","fax-success":"1"}"#,
+        );
         assert_eq!(e.get("variable_sip_from_user"), None);
         assert_eq!(e.get("variable_fax_v17_disabled"), Some("1"));
         assert_eq!(e.get("fax-success"), Some("1"));

@@ -460,7 +460,6 @@ impl FaxResult {
     }
 }
 
-/// `Event-Date-Timestamp` in µs, when present and numeric.
 /// `Caller-Channel-Answered-Time` (µs since the epoch), when the channel was answered (it is
 /// `0` before).
 fn answered_time(ev: &impl EventHeaders) -> Option<i64> {
@@ -469,6 +468,7 @@ fn answered_time(ev: &impl EventHeaders) -> Option<i64> {
         .filter(|t: &i64| *t > 0)
 }
 
+/// `Event-Date-Timestamp` in µs, when present and numeric.
 fn event_time(ev: &impl EventHeaders) -> Option<i64> {
     ev.header("Event-Date-Timestamp")
         .and_then(|v| v.trim().parse().ok())

@@ -194,20 +194,6 @@ impl Journal {
         self.dir.join(JOURNAL_FILE)
     }
 
-    /// Durably records a reception (replacing an older record with the same commid); waits
-    /// for the sync that covers it. Returns the reception's marker file.
-    pub async fn add_async(&self, rec: PendingReception) -> Result<PathBuf, JournalError> {
-        let path = self.log_path();
-        let (added, synced) = self
-            .writer
-            .commit(move |ctx| ctx.journal.add(&rec))
-            .await
-            .map_err(|_| JournalError::Gone)?;
-        let marker = added?;
-        synced.map_err(|source| JournalError::Write { path, source })?;
-        Ok(marker)
-    }
-
     /// Runs `work` on the spool writer, which may add a record with `ctx.journal.add`, and
     /// waits for the sync that covers what it appended: work that decides what the record
     /// says (a number to take first) costs one trip to the writer, not two. The second value
@@ -228,7 +214,9 @@ impl Journal {
         ))
     }
 
-    /// [`Journal::add_async`], blocking (for tools and tests outside the runtime).
+    /// Durably records a reception (replacing an older record with the same commid); waits
+    /// for the sync that covers it and returns the reception's marker file. Blocks: for tools
+    /// and tests outside the runtime (a call uses [`Journal::commit_with`]).
     pub fn add(&self, rec: &PendingReception) -> Result<PathBuf, JournalError> {
         let rec = rec.clone();
         let (added, synced) = self

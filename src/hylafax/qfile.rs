@@ -7,10 +7,10 @@
 //! rewrite changes only what was `set`.
 //!
 //! Writing is in place (same inode), like real faxsend: build the whole file in memory, `pwrite`
-//! at offset 0, `ftruncate` when it got shorter, `fsync`. Not temp+rename because the `flock` that serialises
-//! senders lives on the inode (a rename would leave a waiting fsfaxsend locking a dead file),
-//! and because hfaxd created the file with its owner/group/mode (`uucp:fax 0644`), which a
-//! rename by our process would replace.
+//! at offset 0, `ftruncate` when it got shorter, `fsync`. Not temp+rename because the `flock`
+//! that serialises senders lives on the inode (a rename would leave a waiting fsfaxsend
+//! locking a dead file), and because hfaxd created the file with its owner/group/mode
+//! (`uucp:fax 0644`), which a rename by our process would replace.
 
 use std::borrow::Cow;
 use std::fmt;

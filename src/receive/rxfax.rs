@@ -293,10 +293,9 @@ impl Call {
         let _ = timeout(SHORT, self.session.api(&cmd)).await;
     }
 
-    /// The durable record that makes a crash after this point recoverable.
-    /// The next free recvq file, and the reception durably journalled under it (a record
-    /// that cannot be written is logged: the fax is received anyway, but a crash during the
-    /// call would orphan it).
+    /// The next free recvq file, and the reception durably journalled under it: the record
+    /// that makes a crash after this point recoverable. A record that cannot be written is
+    /// logged; the fax is received anyway, but a crash during the call would orphan it.
     async fn allocate_and_journal(
         &self,
         call: &Accepted,

@@ -35,6 +35,23 @@ struct Deferred {
     sync: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+impl Deferred {
+    /// Done with the file: its background sync's outcome (`None`: none started, or it has
+    /// not finished) counts when it succeeded; otherwise the file is synced here (a failure
+    /// is logged: the qfile's own sync still follows).
+    fn settle(self, background: Option<Result<std::io::Result<()>, tokio::task::JoinError>>) {
+        match background {
+            Some(Ok(Ok(()))) => return,
+            Some(Ok(Err(e))) => tracing::warn!("background sync failed: {e}"),
+            Some(Err(e)) => tracing::warn!("background sync lost: {e}"),
+            None => {}
+        }
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!("cannot sync a deferred spool file: {e}");
+        }
+    }
+}
+
 impl Job {
     /// Locks the qfile and marks the attempt as a retry at once, so that whatever happens next
     /// (a crash, `kill -9`) faxq never reads this attempt as done.
@@ -124,30 +141,13 @@ impl Job {
             self.set_u32("ndials", n);
         }
         self.set("status", status);
-        // Each deferred file is done once its own background sync succeeded; the others are
-        // synced here (theirs failed or could not start).
-        let mut left = Vec::new();
         for mut d in std::mem::take(&mut self.deferred) {
-            let done = match d.sync.take() {
-                Some(sync) => match sync.await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        tracing::warn!("background sync failed: {e}");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::warn!("background sync lost: {e}");
-                        false
-                    }
-                },
-                None => false,
+            let result = match d.sync.take() {
+                Some(sync) => Some(sync.await),
+                None => None,
             };
-            if !done {
-                left.push(d);
-            }
+            d.settle(result);
         }
-        self.deferred = left;
-        self.sync_deferred();
         // Durable before the originate: a machine that crashes mid-call comes back with the
         // dial counted and the attempt marked as a retry.
         self.write(true);
@@ -156,13 +156,13 @@ impl Job {
         }
     }
 
-    /// Syncs the files whose sync was put off and not yet seen done (a failure is logged:
-    /// the qfile's own sync still follows).
-    fn sync_deferred(&mut self) {
-        for d in self.deferred.drain(..) {
-            if let Err(e) = d.file.sync_data() {
-                tracing::warn!("cannot sync a deferred spool file: {e}");
-            }
+    /// Makes the files whose sync was put off durable without waiting: a background sync
+    /// already seen to succeed counts, any other file is synced here.
+    fn settle_deferred_now(&mut self) {
+        use futures_util::FutureExt;
+        for mut d in std::mem::take(&mut self.deferred) {
+            let result = d.sync.take().and_then(FutureExt::now_or_never);
+            d.settle(result);
         }
     }
 
@@ -240,9 +240,8 @@ impl Job {
     /// Writes the verdict (`status`, `statuscode`, `returned`, and what the call learned) and
     /// returns the exit status that agrees with it. The one place the verdict is written.
     pub fn finish(&mut self, attempt: &Attempt) -> u8 {
-        // No dial came (or it did and the background sync had not been seen done): the
-        // commid's seqf is durable before the verdict that names the commid.
-        self.sync_deferred();
+        // No dial came: the commid's seqf is durable before the verdict that names the commid.
+        self.settle_deferred_now();
         let v = &attempt.verdict;
         let returned = v.disposition.returned();
         let status = match &self.note {

@@ -39,7 +39,7 @@ pub struct Capture {
     pub records: Vec<Record>,
     /// [`Capture::messages_from_fs`], parsed once (a load run renders thousands of events).
     messages: OnceLock<Vec<(u64, Message)>>,
-    /// [`Capture::events`], parsed once.
+    /// [`Capture::events_ref`], parsed once.
     events: OnceLock<Vec<(u64, Event)>>,
 }
 
@@ -148,7 +148,8 @@ impl Capture {
         })
     }
 
-    /// [`Capture::events`] without copying them.
+    /// The events (text/event-plain only) FreeSWITCH sent, in order, with their time; parsed
+    /// once per capture and shared (a load run renders thousands of calls from them).
     pub fn events_ref(&self) -> &[(u64, Event)] {
         self.events.get_or_init(|| {
             self.messages_ref()
@@ -165,11 +166,6 @@ impl Capture {
             .filter(|r| r.to_fs)
             .map(|r| (r.ms, r.bytes.clone()))
             .collect()
-    }
-
-    /// The events (text/event-plain only) FreeSWITCH sent, in order, with their time.
-    pub fn events(&self) -> Vec<(u64, Event)> {
-        self.events_ref().to_vec()
     }
 
     /// The origination UUID the capture announces in its header.
