@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::process::{self, RunError};
+use super::process::{self, RunError, Streams};
 
 /// Default output bound per stream.
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
@@ -74,22 +74,30 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let captured = process::run_bounded(program, args, cwd, &[], timeout, max_output)
-        .await
-        .map_err(|e| match e {
-            RunError::Spawn(source) => DynConfigError::Spawn {
-                program: program.to_path_buf(),
-                source,
-            },
-            RunError::Wait(source) => DynConfigError::Wait {
-                program: program.to_path_buf(),
-                source,
-            },
-            RunError::Timeout => DynConfigError::Timeout {
-                program: program.to_path_buf(),
-                timeout,
-            },
-        })?;
+    let captured = process::run_bounded(
+        program,
+        args,
+        cwd,
+        &[],
+        timeout,
+        max_output,
+        Streams::Separate,
+    )
+    .await
+    .map_err(|e| match e {
+        RunError::Spawn(source) => DynConfigError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        },
+        RunError::Wait(source) => DynConfigError::Wait {
+            program: program.to_path_buf(),
+            source,
+        },
+        RunError::Timeout => DynConfigError::Timeout {
+            program: program.to_path_buf(),
+            timeout,
+        },
+    })?;
     Ok(DynOutput {
         status: captured.status,
         stdout: String::from_utf8_lossy(&captured.stdout).into_owned(),

@@ -79,7 +79,8 @@ impl FaxrcvdArgs {
 #[derive(Debug, Clone)]
 pub struct FaxrcvdOutcome {
     pub status: ExitStatus,
-    /// stdout then stderr, lossy UTF-8, for the session log.
+    /// stdout and stderr through one pipe, in the order faxrcvd wrote them (lossy UTF-8),
+    /// for the session log.
     pub output: String,
     pub truncated: bool,
 }
@@ -97,8 +98,16 @@ pub async fn run(
         ("TRANSFER_RATE", args.transfer_rate.to_string()),
     ];
     let began = std::time::Instant::now();
-    let captured =
-        process::run_bounded(program, args.argv(), spool, &env, timeout, max_output).await;
+    let captured = process::run_bounded(
+        program,
+        args.argv(),
+        spool,
+        &env,
+        timeout,
+        max_output,
+        process::Streams::Merged,
+    )
+    .await;
     let result = match &captured {
         Ok(c) if c.status.success() => "ok",
         Err(RunError::Timeout) => "timeout",
@@ -122,12 +131,10 @@ pub async fn run(
             timeout,
         },
     })?;
-    let mut output = String::from_utf8_lossy(&captured.stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&captured.stderr));
     Ok(FaxrcvdOutcome {
         status: captured.status,
-        output,
-        truncated: captured.stdout_truncated || captured.stderr_truncated,
+        output: String::from_utf8_lossy(&captured.stdout).into_owned(),
+        truncated: captured.stdout_truncated,
     })
 }
 
@@ -187,7 +194,7 @@ mod tests {
         std::fs::write(
             &p,
             "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done\necho\n\
-             echo \"$HANGUPCAUSE $TRANSFER_RATE $(pwd)\"\nprintf 'caf\\351\\n' >&2\nexit 0\n",
+             echo \"$HANGUPCAUSE $TRANSFER_RATE $(pwd)\"\nprintf 'caf\\351\\n' >&2\necho last\nexit 0\n",
         )
         .unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -201,12 +208,13 @@ mod tests {
         .await
         .unwrap();
         assert!(out.status.success());
+        // One pipe for both streams: the stderr line sits where faxrcvd wrote it.
         let cwd = spool.path().canonicalize().unwrap();
         assert_eq!(
             out.output,
             format!(
                 "[recvq/fax000000001.tif][freeswitch0][000000007][][4711][Alice \"Caller\"]\
-                 [12345][gw1]\nNORMAL_CLEARING 14400 {}\ncaf\u{fffd}\n",
+                 [12345][gw1]\nNORMAL_CLEARING 14400 {}\ncaf\u{fffd}\nlast\n",
                 cwd.display()
             )
         );

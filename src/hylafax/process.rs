@@ -2,7 +2,9 @@
 //!
 //! The child gets its own process group so a timeout kills everything it started (a shell
 //! script's `sleep`, a mailer), stdin is `/dev/null`, and output beyond the limit is read and
-//! discarded so the child never blocks on a full pipe.
+//! discarded so the child never blocks on a full pipe. A program whose two streams are only
+//! logged (faxrcvd) writes both into one pipe ([`Streams::Merged`]): its lines stay in the
+//! order it wrote them, and the run costs one pipe, one registration and one reader fewer.
 
 use std::ffi::OsStr;
 use std::io;
@@ -20,6 +22,15 @@ pub(crate) struct Captured {
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+}
+
+/// Whether the program's stdout and stderr are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streams {
+    /// Two pipes: stdout is the answer (DynamicConfig), stderr a diagnostic.
+    Separate,
+    /// One pipe for both, in the order written; everything lands in [`Captured::stdout`].
+    Merged,
 }
 
 #[derive(Debug)]
@@ -47,6 +58,7 @@ pub(crate) async fn run_bounded<I, S>(
     env: &[(&str, String)],
     timeout: Duration,
     max_output: usize,
+    streams: Streams,
 ) -> Result<Captured, RunError>
 where
     I: IntoIterator<Item = S>,
@@ -56,18 +68,38 @@ where
     cmd.args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let merged = match streams {
+        Streams::Separate => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        }
+        Streams::Merged => {
+            let (read, write) = merged_pipe().map_err(RunError::Spawn)?;
+            let write2 = write.try_clone().map_err(RunError::Spawn)?;
+            cmd.stdout(Stdio::from(write)).stderr(Stdio::from(write2));
+            Some(read)
+        }
+    };
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    let spawned = cmd.spawn();
+    // The command holds our copies of the merged pipe's write end: they must be closed for
+    // the read to see the end when the program exits.
+    drop(cmd);
+    let mut child = spawned.map_err(RunError::Spawn)?;
     let pid = child.id();
     // A caller that stops waiting (the call it screens is gone) takes the whole group down.
     let mut group = GroupGuard(pid.and_then(|p| i32::try_from(p).ok()));
-    let stdout = child.stdout.take();
+    let stdout: Option<Box<dyn AsyncRead + Unpin + Send>> = match merged {
+        Some(read) => Some(Box::new(read)),
+        None => child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+    };
     let stderr = child.stderr.take();
     let work = async {
         let (out, err, status) = tokio::join!(
@@ -103,6 +135,18 @@ where
             Err(RunError::Timeout)
         }
     }
+}
+
+/// One pipe for a program's stdout and stderr: the read end registered with the runtime
+/// (non-blocking), the write end as the program gets it (blocking, as a shell expects).
+fn merged_pipe() -> io::Result<(tokio::net::unix::pipe::Receiver, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // Only the read end's file description: the program's end stays blocking.
+    fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let read = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(read)?;
+    Ok((read, write))
 }
 
 /// Kills the child's process group when dropped while armed (the run was abandoned).

@@ -41,6 +41,8 @@ pub struct Capture {
     messages: OnceLock<Vec<(u64, Message)>>,
     /// [`Capture::events_ref`], parsed once.
     events: OnceLock<Vec<(u64, Event)>>,
+    /// The values a call's rendering replaces (see [`Capture::source`]), found once.
+    source: OnceLock<super::plan::SourceInfo>,
 }
 
 impl Capture {
@@ -121,7 +123,15 @@ impl Capture {
             records,
             messages: OnceLock::new(),
             events: OnceLock::new(),
+            source: OnceLock::new(),
         })
+    }
+
+    /// The values of this capture that rendering replaces with a new call's (its originate
+    /// parsed once, not for every call).
+    pub(crate) fn source(&self) -> &super::plan::SourceInfo {
+        self.source
+            .get_or_init(|| super::plan::SourceInfo::of(self))
     }
 
     /// Value of a `# key: value` header line.

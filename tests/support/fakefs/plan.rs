@@ -80,7 +80,7 @@ fn is_party_header(name: &str) -> bool {
     // The same few hundred names come back in every event of every call: each is judged once
     // (27 substring searches per header were a good part of the fake's time per call).
     thread_local! {
-        static JUDGED: std::cell::RefCell<std::collections::HashMap<String, bool>> =
+        static JUDGED: std::cell::RefCell<std::collections::HashMap<String, bool, Fnv>> =
             std::cell::RefCell::default();
     }
     if let Some(yes) = JUDGED.with_borrow(|j| j.get(name).copied()) {
@@ -89,6 +89,31 @@ fn is_party_header(name: &str) -> bool {
     let yes = judge_party_header(name);
     JUDGED.with_borrow_mut(|j| j.insert(name.to_owned(), yes));
     yes
+}
+
+/// FNV-1a for the memo of header names: std's SipHash (built against hostile keys) was a
+/// visible part of the fake's time per call, and these keys are the captures' own names.
+#[derive(Default)]
+struct Fnv;
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 fn judge_party_header(name: &str) -> bool {
@@ -167,7 +192,6 @@ fn shift_time(name: &str, v: &str, off_us: i64) -> Option<String> {
 
 /// Renders a capture event for the new call: per-call values substituted, wire order kept.
 pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
-    let mut out = ev.clone();
     let off = if src.first_ts_us > 0 {
         cv.now_us - src.first_ts_us
     } else {
@@ -204,78 +228,90 @@ pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
         .iter()
         .map(|(o, _)| memchr::memmem::Finder::new(o.as_bytes()))
         .collect();
-    for (k, v) in out.headers.iter_mut() {
-        let mut nv = v.clone();
-        for ((o, n), f) in swaps.iter().zip(&finders) {
-            if f.find(nv.as_bytes()).is_some() {
-                nv = nv.replace(o, n);
-            }
-        }
-        if is_party_header(k) {
-            nv = replace_token(&nv, &src.number, &url_encode(&cv.number));
-            nv = replace_token(&nv, &src.cid_num, &url_encode(&cv.cid_num));
-            nv = replace_token(&nv, &url_encode(&src.cid_name), &url_encode(&cv.cid_name));
-        }
-        if k == "variable_sip_gateway_name" {
-            nv = url_encode(&cv.gateway);
-        }
-        if (k == "API-Command-Argument" || k == "Job-Command-Arg") && !src.arg.is_empty() {
-            nv = url_encode(&cv.arg);
-        }
-        if let Some(t) = shift_time(k, &nv, off) {
-            nv = t;
-        }
-        *v = nv;
-    }
-    // Dial-string variables: follow the new call's set, in the captured position. `present`
-    // tracks which `variable_*` headers the event has, so the loops below look names up in a
-    // set instead of scanning the event's 200 headers for each.
-    let mut present: std::collections::HashSet<String> = out
+    // The new call's values as they appear on the wire, encoded once for all headers.
+    let party = [
+        (src.number.clone(), url_encode(&cv.number)),
+        (src.cid_num.clone(), url_encode(&cv.cid_num)),
+        (url_encode(&src.cid_name), url_encode(&cv.cid_name)),
+    ];
+    let gateway = url_encode(&cv.gateway);
+    let arg = url_encode(&cv.arg);
+    // Each header's new value is built once (cloning the event and then replacing every
+    // value allocated each twice).
+    let headers = ev
         .headers
         .iter()
-        .filter(|(k, _)| k.starts_with("variable_"))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let has_dial_vars = src
-        .vars
-        .iter()
-        .any(|(k, _)| present.contains(&format!("variable_{k}")));
-    if has_dial_vars {
-        let mut anchor = None;
-        for (k, _) in &src.vars {
-            let name = format!("variable_{k}");
-            if !present.contains(&name) {
-                continue;
+        .map(|(k, v)| {
+            let mut nv: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(v);
+            for ((o, n), f) in swaps.iter().zip(&finders) {
+                if f.find(nv.as_bytes()).is_some() {
+                    nv = nv.replace(o, n).into();
+                }
             }
-            anchor = Some(name.clone());
+            if is_party_header(k) {
+                for (o, n) in &party {
+                    if !o.is_empty() && o != n && nv.contains(o.as_str()) {
+                        nv = replace_token(&nv, o, n).into();
+                    }
+                }
+            }
+            if k == "variable_sip_gateway_name" {
+                nv = gateway.as_str().into();
+            }
+            if (k == "API-Command-Argument" || k == "Job-Command-Arg") && !src.arg.is_empty() {
+                nv = arg.as_str().into();
+            }
+            if let Some(t) = shift_time(k, &nv, off) {
+                nv = t.into();
+            }
+            (k.clone(), nv.into_owned())
+        })
+        .collect();
+    let mut out = Event {
+        headers,
+        body: ev.body.clone(),
+    };
+    // Dial-string variables: follow the new call's set, in the captured position. Most events
+    // carry none of them, which one pass over the names tells without allocating.
+    let has_dial_vars = out.headers.iter().any(|(k, _)| {
+        k.strip_prefix("variable_")
+            .is_some_and(|name| src.vars.iter().any(|(n, _)| n == name))
+    });
+    if has_dial_vars {
+        // One pass: each captured dial variable takes the new call's (last) value or goes.
+        // The new call's other variables then follow the kept one that came last in the
+        // captured dial string (`variable_uuid` when none is kept).
+        let mut anchor: Option<(usize, String)> = None;
+        out.headers.retain_mut(|(name, value)| {
+            let Some(k) = name.strip_prefix("variable_") else {
+                return true;
+            };
+            let Some(at) = src.vars.iter().rposition(|(n, _)| n == k) else {
+                return true;
+            };
             match cv.vars.iter().rev().find(|(n, _)| n == k) {
                 Some((_, v)) => {
-                    out.set(&name, &url_encode(v));
+                    *value = url_encode(v);
+                    if anchor.as_ref().is_none_or(|(last, _)| at > *last) {
+                        anchor = Some((at, name.clone()));
+                    }
+                    true
                 }
-                None => {
-                    out.remove(&name);
-                    present.remove(&name);
-                }
+                None => false,
             }
-        }
-        let mut anchor = anchor.filter(|a| present.contains(a)).or_else(|| {
-            src.vars
-                .iter()
-                .map(|(k, _)| format!("variable_{k}"))
-                .rfind(|n| present.contains(n))
         });
+        let mut anchor = anchor.map(|(_, name)| name);
         for (k, v) in &cv.vars {
             if src.vars.iter().any(|(n, _)| n == k) {
                 continue;
             }
             let name = format!("variable_{k}");
-            if present.contains(&name) {
-                out.set(&name, &url_encode(v));
+            let value = url_encode(v);
+            if out.set(&name, &value) {
                 continue;
             }
-            let a = anchor.clone().unwrap_or_else(|| "variable_uuid".into());
-            out.insert_after(&a, &name, &url_encode(v));
-            present.insert(name.clone());
+            let a = anchor.take().unwrap_or_else(|| "variable_uuid".into());
+            out.insert_after(&a, &name, &value);
             anchor = Some(name);
         }
     }
@@ -319,7 +355,7 @@ impl Step {
 /// The call's events of a capture (by Unique-ID, plus its API originate/uuid_kill and
 /// BACKGROUND_JOB events), rendered for the new call, as steps.
 pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
-    let src = SourceInfo::of(cap);
+    let src = cap.source();
     let mut prev = None;
     let mut out = Vec::new();
     // By reference: cloning every event of the capture for each call (all-events captures hold
@@ -335,7 +371,7 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
         }
         let delay_ms = prev.map(|p| ms.saturating_sub(p)).unwrap_or(0);
         prev = Some(ms);
-        let r = render(&src, ev, cv);
+        let r = render(src, ev, cv);
         let kind = if r.name() == "BACKGROUND_JOB" {
             StepKind::Result(r)
         } else {
