@@ -33,20 +33,12 @@ pub fn count_pages(path: &Path) -> Result<u32, TiffError> {
     };
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    count_pages_in(&mut file, len).map_err(|e| match e {
-        Walk::Io(source) => TiffError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        Walk::NotTiff(why) => TiffError::NotTiff {
-            path: path.to_path_buf(),
-            why,
-        },
-        Walk::Corrupt(why) => TiffError::Corrupt {
-            path: path.to_path_buf(),
-            why,
-        },
-    })
+    count_pages_in(&mut file, len).map_err(|e| e.at(path))
+}
+
+/// [`count_pages`] of the document at `path`, already read into `data`.
+pub fn count_pages_of(path: &Path, data: &[u8]) -> Result<u32, TiffError> {
+    count_pages_in(&mut std::io::Cursor::new(data), data.len() as u64).map_err(|e| e.at(path))
 }
 
 /// Counts the pages of a TIFF held in memory, with the same checks as [`count_pages`].
@@ -61,6 +53,18 @@ enum Walk {
     Io(std::io::Error),
     NotTiff(&'static str),
     Corrupt(&'static str),
+}
+
+impl Walk {
+    /// The error, naming the file.
+    fn at(self, path: &Path) -> TiffError {
+        let path = path.to_path_buf();
+        match self {
+            Walk::Io(source) => TiffError::Io { path, source },
+            Walk::NotTiff(why) => TiffError::NotTiff { path, why },
+            Walk::Corrupt(why) => TiffError::Corrupt { path, why },
+        }
+    }
 }
 
 fn count_pages_in<R: Read + Seek>(r: &mut R, len: u64) -> Result<u32, Walk> {

@@ -76,44 +76,91 @@ pub fn add_tags(
     path: &Path,
     tags: impl Fn(PageInfo) -> Vec<(u16, Value)>,
 ) -> Result<usize, TagError> {
-    let rerr = |source| TagError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let ours = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
-        Err(e) => return Err(rerr(e)),
-    };
-    let data = match &ours {
-        Some(f) => {
-            let mut f: &std::fs::File = f;
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).map_err(rerr)?;
-            data
-        }
-        None => std::fs::read(path).map_err(rerr)?,
-    };
-    let (out, added) = with_tags(&data, tags).map_err(|why| TagError::Malformed {
-        path: path.to_path_buf(),
-        why,
-    })?;
-    if added == 0 {
-        return Ok(0);
+    Document::open(path)?.add_tags(tags)
+}
+
+/// A received document, opened and read once for everything done to it after the call:
+/// counting its pages, adding the tags, setting its mode (one open and one read, where a
+/// count, an edit and a chmod by path took three opens and a dozen reads and seeks).
+#[derive(Debug)]
+pub struct Document {
+    path: PathBuf,
+    /// Open for writing when fsfaxd may write the file (the edit is then made in place).
+    file: std::fs::File,
+    writable: bool,
+    data: Vec<u8>,
+    /// The tags went to a new file renamed over `path`: `file` is the old one.
+    replaced: bool,
+}
+
+impl Document {
+    /// Opens (read-write when allowed, else read-only) and reads the document at `path`.
+    pub fn open(path: &Path) -> Result<Self, TagError> {
+        let rerr = |source| TagError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (file, writable) = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                (std::fs::File::open(path).map_err(rerr)?, false)
+            }
+            Err(e) => return Err(rerr(e)),
+        };
+        let mut data = Vec::new();
+        (&file).read_to_end(&mut data).map_err(rerr)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            writable,
+            data,
+            replaced: false,
+        })
     }
-    let written = match &ours {
-        Some(file) => in_place(file, &data, &out),
-        None => replace(path, &out),
-    };
-    written.map_err(|source| TagError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(added)
+
+    /// The document's bytes as read.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// [`add_tags`] on this document.
+    pub fn add_tags(
+        &mut self,
+        tags: impl Fn(PageInfo) -> Vec<(u16, Value)>,
+    ) -> Result<usize, TagError> {
+        let (out, added) = with_tags(&self.data, tags).map_err(|why| TagError::Malformed {
+            path: self.path.clone(),
+            why,
+        })?;
+        if added == 0 {
+            return Ok(0);
+        }
+        let written = if self.writable {
+            in_place(&self.file, &self.data, &out)
+        } else {
+            replace(&self.path, &out).map(|()| self.replaced = true)
+        };
+        written.map_err(|source| TagError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.data = out;
+        Ok(added)
+    }
+
+    /// Sets the document's permission bits (through the open file, unless the tags replaced it).
+    pub fn set_mode(&self, mode: u32) -> std::io::Result<()> {
+        let perms = std::fs::Permissions::from_mode(mode);
+        if self.replaced {
+            std::fs::set_permissions(&self.path, perms)
+        } else {
+            self.file.set_permissions(perms)
+        }
+    }
 }
 
 /// Turns `file` (holding `old`) into `new`, which [`with_tags`] made by appending to `old` and
@@ -592,6 +639,35 @@ mod tests {
         // Nothing to add: the file is not rewritten.
         assert_eq!(add_tags(&path, tags).unwrap(), 0);
         assert_eq!(std::fs::read(&path).unwrap(), now);
+    }
+
+    #[test]
+    fn one_open_document_takes_its_mode_in_place_and_after_a_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let orig = fixture("test3.tif");
+        for writable in [true, false] {
+            let path = dir.path().join(format!("fax-{writable}.tif"));
+            std::fs::write(&path, &orig).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let inode = std::fs::metadata(&path).unwrap().ino();
+            let mut doc = Document::open(&path).unwrap();
+            assert_eq!(doc.data(), orig.as_slice());
+            // Not writable: the edit goes through a new file renamed over the old one (as
+            // for a document FreeSWITCH's user owns; root may write anything, so forced).
+            doc.writable = writable;
+            assert_eq!(doc.add_tags(tags).unwrap(), 9);
+            assert_eq!(doc.data(), with_tags(&orig, tags).unwrap().0.as_slice());
+            doc.set_mode(0o644).unwrap();
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                meta.ino() == inode,
+                writable,
+                "replaced only when not writable"
+            );
+            // The mode lands on the file the path names, not on the replaced inode.
+            assert_eq!(meta.mode() & 0o777, 0o644, "writable {writable}");
+            assert_eq!(std::fs::read(&path).unwrap(), doc.data());
+        }
     }
 
     #[test]

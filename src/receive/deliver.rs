@@ -4,7 +4,6 @@
 //! least one readable page, and its error message is never empty unless the fax was received
 //! completely (GOfax.IP passed an empty one for calls that produced nothing or were cut off).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,20 +255,30 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
 }
 
 /// The received document: its pages (`None`: no readable document), with faxgetty's tags added
-/// (once: not again after faxrcvd was handed it) and made readable for HylaFAX's clients.
+/// (once: not again after faxrcvd was handed it) and made readable for HylaFAX's clients. The
+/// file is opened and read once for all three.
 fn examine(path: &std::path::Path, rec: &Reception, log: &SessionLog) -> Option<u32> {
-    let pages = document_pages(path, log);
-    if pages.is_some() && rec.delivery < DeliveryStage::Handed {
-        add_hylafax_tags(path, rec, log);
-    }
-    if pages.is_some() {
-        if let Err(e) =
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(RECV_FILE_MODE))
+    let mut doc = match tifftags::Document::open(path) {
+        Ok(doc) => doc,
+        Err(tifftags::TagError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
+            return None;
         }
+        Err(e) => {
+            log.log(&format!("received document unusable: {e}"));
+            tracing::error!("received document unusable, not handed to faxrcvd: {e}");
+            return None;
+        }
+    };
+    let pages = document_pages(path, doc.data(), log)?;
+    if rec.delivery < DeliveryStage::Handed {
+        add_hylafax_tags(&mut doc, rec, log);
     }
-    pages
+    if let Err(e) = doc.set_mode(RECV_FILE_MODE) {
+        tracing::warn!(file = %path.display(), "cannot make the received fax readable: {e}");
+    }
+    Some(pages)
 }
 
 /// Adds the tags faxgetty writes (FaxRecvParams, FaxRecvTime, the TSI as ImageDescription)
@@ -278,11 +287,11 @@ fn examine(path: &std::path::Path, rec: &Reception, log: &SessionLog) -> Option<
 ///
 /// No FaxDcs: the real DCS is not known here, and faxinfo prefers a non-empty FaxDcs over
 /// FaxRecvParams (a synthetic one turned an ECM fax's "ErrCorrect: Yes" into "No").
-fn add_hylafax_tags(path: &std::path::Path, rec: &Reception, log: &SessionLog) {
+fn add_hylafax_tags(doc: &mut tifftags::Document, rec: &Reception, log: &SessionLog) {
     let tags = |page: tifftags::PageInfo| fax_tags(rec, page);
-    match tifftags::add_tags(path, tags) {
+    match doc.add_tags(tags) {
         Ok(0) => {}
-        Ok(n) => tracing::debug!(file = %path.display(), "added {n} HylaFAX tags"),
+        Ok(n) => tracing::debug!(file = %rec.recvq_file, "added {n} HylaFAX tags"),
         Err(e) => {
             log.log(&format!("HylaFAX tags not added: {e}"));
             tracing::warn!("{e}");
@@ -349,16 +358,11 @@ pub async fn write_call_record(
         .await;
 }
 
-/// Pages of the received document; `None` when it is missing, empty or unreadable.
-fn document_pages(path: &std::path::Path, log: &SessionLog) -> Option<u32> {
-    match tiff::count_pages(path) {
+/// Pages of the received document (read into `data`); `None` when it is empty or unreadable.
+fn document_pages(path: &std::path::Path, data: &[u8], log: &SessionLog) -> Option<u32> {
+    match tiff::count_pages_of(path, data) {
         Ok(0) => None,
         Ok(n) => Some(n),
-        Err(tiff::TiffError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            None
-        }
         Err(e) => {
             // Kept for the admin; HylaFAX's tools would choke on it.
             log.log(&format!("received document unusable: {e}"));
