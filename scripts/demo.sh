@@ -43,7 +43,9 @@ fsfaxd=$bin/fsfaxd
 sim=$bin/examples/fs_simulator
 started=$SECONDS
 
-# One HylaFAX lab at a time on this machine: the lock the tests take.
+# One HylaFAX lab at a time on this machine: the lock the tests take. Whatever this script
+# starts in the background gets `9>&-`: a process that outlived the demo holding the lock
+# would stop every later lab (and test) at this flock.
 exec 9> "${TMPDIR:-/tmp}/fsfax-hylafax-lab.lock"
 flock 9
 
@@ -105,7 +107,7 @@ if [ "$real" = 0 ]; then
     note "THIS DEMO USES fsfax's FreeSWITCH SIMULATOR (examples/fs_simulator.rs), not a FreeSWITCH:"
     note "  it replays Event Socket traffic captured from a real FreeSWITCH; no SIP, audio or real fax."
     note "  For a real one: FSFAX_DEMO_FREESWITCH=host:8021 FSFAX_DEMO_PASSWORD=... FSFAX_DEMO_GATEWAY=... FSFAX_DEMO_NUMBER=... $0"
-    "$sim" serve "$demo/simulator.addr" 2> "$demo/simulator.log" &
+    "$sim" serve "$demo/simulator.addr" 2> "$demo/simulator.log" 9>&- &
     sim_pid=$!
     wait_for 30 test -s "$demo/simulator.addr" || die "the simulator did not start: $(cat "$demo/simulator.log")"
     fs_addr=$(cat "$demo/simulator.addr")
@@ -141,7 +143,7 @@ EOF
 chmod 644 "$conf"
 
 # --- fsfaxd
-FSFAX_LOG=info "$fsfaxd" -f -c "$conf" 2> "$demo/fsfaxd.log" &
+FSFAX_LOG=info "$fsfaxd" -f -c "$conf" 2> "$demo/fsfaxd.log" 9>&- &
 fsfaxd_pid=$!
 wait_for 30 grep -q 'listening on' "$demo/fsfaxd.log" || die "fsfaxd did not start: $(cat "$demo/fsfaxd.log")"
 listen=$(sed -n 's/.*listening on \([0-9.:]*\) for FreeSWITCH.*/\1/p' "$demo/fsfaxd.log" | head -1)
