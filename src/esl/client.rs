@@ -4,14 +4,15 @@
 //! owns the socket (see `conn.rs`). Events arrive on the [`EventStream`] returned by
 //! [`InboundClient::connect`].
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::codec::FramedRead;
-use uuid::Uuid;
 
 use super::codec::{Command, EslCodec};
 use super::conn::{self, EventStream, Handle, JobTx, TaskOptions};
@@ -146,22 +147,94 @@ impl InboundClient {
             }
         }
         tracing::debug!(%peer, "ESL authenticated");
+        Ok(InboundClient::run(peer, reader, wr, cfg))
+    }
+
+    /// Spawns the task of an authenticated connection.
+    fn run(
+        peer: String,
+        reader: FramedRead<OwnedReadHalf, EslCodec>,
+        writer: tokio::net::tcp::OwnedWriteHalf,
+        cfg: &ClientConfig,
+    ) -> (InboundClient, EventStream) {
         let (handle, events) = conn::spawn(
             peer,
             reader,
-            wr,
+            writer,
             TaskOptions {
                 event_queue_max: cfg.event_queue_max,
                 channel_uuid: None,
             },
         );
-        Ok((
-            InboundClient {
-                handle,
-                command_timeout: cfg.command_timeout,
-            },
-            events,
-        ))
+        let client = InboundClient {
+            handle,
+            command_timeout: cfg.command_timeout,
+        };
+        (client, events)
+    }
+
+    /// [`InboundClient::connect`] without a runtime, for a thread of its own, so that the
+    /// connection is opened while the caller does something else: connects, waits for the
+    /// greeting, sends `auth` with `then` right behind it (FreeSWITCH reads and answers a
+    /// socket's commands in order) and requires `+OK` to each. Every wait is bounded by the
+    /// configured timeouts. [`Opened::start`] turns the result into a client.
+    pub fn connect_blocking(
+        addr: &str,
+        password: &str,
+        cfg: &ClientConfig,
+        then: &[Command],
+    ) -> Result<Opened, OpenError> {
+        let peer = addr.to_owned();
+        let before_auth = |error| OpenError {
+            error,
+            authenticated: false,
+        };
+        let auth = Command::auth(password).map_err(|e| before_auth(e.into()))?;
+        let stream = connect_std(addr, cfg.connect_timeout).map_err(before_auth)?;
+        let _ = stream.set_nodelay(true);
+        let mut opened = Opened {
+            peer,
+            stream,
+            codec: EslCodec::new(cfg.limits),
+            buffered: BytesMut::new(),
+            cfg: cfg.clone(),
+        };
+        let deadline = Instant::now() + cfg.auth_timeout;
+        let timed_out = |peer: &str| ClientError::AuthTimeout {
+            peer: peer.to_owned(),
+            after: cfg.auth_timeout,
+        };
+        match opened.next_message("greeting", deadline, timed_out) {
+            Ok(Message::AuthRequest) => {}
+            Ok(other) => return Err(before_auth(handshake_error(addr, "greeting", other))),
+            Err(e) => return Err(before_auth(e)),
+        }
+        let mut out = auth.as_bytes().to_vec();
+        for cmd in then {
+            out.extend_from_slice(cmd.as_bytes());
+        }
+        if let Err(e) = opened.stream.write_all(&out) {
+            return Err(before_auth(ClientError::Esl {
+                peer: opened.peer,
+                source: e.into(),
+            }));
+        }
+        match opened.next_message("authentication", deadline, timed_out) {
+            Ok(Message::CommandReply(r)) if r.text() == "+OK accepted" => {}
+            Ok(Message::CommandReply(_)) => {
+                return Err(before_auth(ClientError::AuthFailed { peer: opened.peer }));
+            }
+            Ok(other) => return Err(before_auth(handshake_error(addr, "authentication", other))),
+            Err(e) => return Err(before_auth(e)),
+        }
+        tracing::debug!(peer = %opened.peer, "ESL authenticated");
+        for cmd in then {
+            opened.expect_ok(cmd).map_err(|error| OpenError {
+                error,
+                authenticated: true,
+            })?;
+        }
+        Ok(opened)
     }
 
     /// Why the connection closed, once it has (`None` while it is open).
@@ -210,7 +283,7 @@ impl InboundClient {
     /// `filter Job-UUID <uuid>` (use [`InboundClient::bgapi_with_job_uuid`] to know it early).
     /// The matching event is consumed by the job and not put on the event stream.
     pub async fn bgapi(&self, cmd: &str) -> Result<BackgroundJob, ClientError> {
-        self.bgapi_with_job_uuid(cmd, &Uuid::new_v4().to_string())
+        self.bgapi_with_job_uuid(cmd, &super::codec::command_uuid().to_string())
             .await
     }
 
@@ -253,6 +326,178 @@ impl InboundClient {
     pub async fn command(&self, cmd: Command) -> Result<Reply, ClientError> {
         ok_reply(&self.handle, cmd, self.command_timeout).await
     }
+}
+
+/// A connection [`InboundClient::connect_blocking`] opened and authenticated, its commands
+/// answered, not yet run by a task.
+#[derive(Debug)]
+pub struct Opened {
+    peer: String,
+    stream: std::net::TcpStream,
+    codec: EslCodec,
+    /// What arrived after the last reply (normally nothing).
+    buffered: BytesMut,
+    cfg: ClientConfig,
+}
+
+/// Why [`InboundClient::connect_blocking`] failed.
+#[derive(Debug)]
+pub struct OpenError {
+    /// What went wrong, as [`InboundClient::connect`] or the command would say it.
+    pub error: ClientError,
+    /// FreeSWITCH had accepted the password: the switch is there, one of the commands sent
+    /// behind `auth` failed.
+    pub authenticated: bool,
+}
+
+impl Opened {
+    /// The connection as an [`InboundClient`] and its events; must run inside the runtime.
+    pub fn start(self) -> Result<(InboundClient, EventStream), ClientError> {
+        let esl_error = |peer: &str, e: std::io::Error| ClientError::Esl {
+            peer: peer.to_owned(),
+            source: e.into(),
+        };
+        self.stream
+            .set_nonblocking(true)
+            .map_err(|e| esl_error(&self.peer, e))?;
+        let stream = TcpStream::from_std(self.stream).map_err(|e| esl_error(&self.peer, e))?;
+        let (rd, wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, self.codec);
+        *reader.read_buffer_mut() = self.buffered;
+        Ok(InboundClient::run(self.peer, reader, wr, &self.cfg))
+    }
+
+    /// Reads until a whole message is in; `timed_out` names the error once `deadline` passed.
+    fn next_message(
+        &mut self,
+        stage: &'static str,
+        deadline: Instant,
+        timed_out: impl Fn(&str) -> ClientError,
+    ) -> Result<Message, ClientError> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.codec.decode_slice(&self.buffered) {
+                Ok(Some((Message::Unknown { content_type, .. }, used))) => {
+                    bytes::Buf::advance(&mut self.buffered, used);
+                    tracing::warn!(peer = %self.peer, %content_type, "skipping ESL message of unknown type");
+                    continue;
+                }
+                Ok(Some((msg, used))) => {
+                    bytes::Buf::advance(&mut self.buffered, used);
+                    return Ok(msg);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(ClientError::Esl {
+                        peer: self.peer.clone(),
+                        source,
+                    });
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out(&self.peer));
+            }
+            let peer_error = |source: std::io::Error| ClientError::Esl {
+                peer: self.peer.clone(),
+                source: source.into(),
+            };
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(peer_error)?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(ClientError::Unexpected {
+                        peer: self.peer.clone(),
+                        stage,
+                        got: "end of connection".into(),
+                    });
+                }
+                Ok(n) => self.buffered.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(peer_error(e)),
+            }
+        }
+    }
+
+    /// The reply to `cmd`, sent earlier, must be `+OK`.
+    fn expect_ok(&mut self, cmd: &Command) -> Result<(), ClientError> {
+        let after = self.cfg.command_timeout;
+        let deadline = Instant::now() + after;
+        let label = cmd.label().to_owned();
+        let timed_out = |peer: &str| ClientError::Timeout {
+            peer: peer.to_owned(),
+            command: label.clone(),
+            after,
+        };
+        let reply = match self.next_message("command", deadline, timed_out) {
+            Ok(reply) => reply,
+            Err(ClientError::Unexpected { peer, .. }) => {
+                return Err(ClientError::Closed {
+                    peer,
+                    reason: CloseReason::PeerClosed,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        match reply {
+            Message::CommandReply(r) if r.is_ok() => Ok(()),
+            Message::CommandReply(r) => Err(ClientError::CommandFailed {
+                peer: self.peer.clone(),
+                command: label.clone(),
+                reply: r.text().to_owned(),
+            }),
+            other => Err(ClientError::UnexpectedReply {
+                peer: self.peer.clone(),
+                command: label.clone(),
+                got: describe(&other),
+            }),
+        }
+    }
+}
+
+/// A blocking TCP connect to `addr` (`host:port`, every address it resolves to in turn)
+/// within `timeout` in all.
+fn connect_std(addr: &str, timeout: Duration) -> Result<std::net::TcpStream, ClientError> {
+    use std::net::ToSocketAddrs;
+    let peer = addr.to_owned();
+    let deadline = Instant::now() + timeout;
+    let timed_out = || ClientError::ConnectTimeout {
+        peer: addr.to_owned(),
+        after: timeout,
+    };
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Connect {
+            peer: peer.clone(),
+            source,
+        })?;
+    let mut last = None;
+    for sa in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        match std::net::TcpStream::connect_timeout(&sa, left) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timed_out()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ClientError::Connect {
+        peer,
+        source: last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "could not resolve to any addresses",
+            )
+        }),
+    })
 }
 
 /// Sends `cmd` and requires a `+OK` command/reply.

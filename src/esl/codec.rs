@@ -25,6 +25,20 @@ pub enum EslError {
     },
 }
 
+/// A fresh version-4 UUID for a command's `Event-UUID` or `Job-UUID`. These only have to differ
+/// from every other command FreeSWITCH is running: 122 random bits drawn once per process with
+/// a counter mixed into the low half, so a reception's five `sendmsg`s cost no `getrandom`
+/// each (and no user-space generator that probes the CPU at start-up, as `uuid`'s `fast-rng`).
+pub fn command_uuid() -> uuid::Uuid {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<u128> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| uuid::Uuid::new_v4().as_u128());
+    let n = u128::from(NEXT.fetch_add(1, Ordering::Relaxed));
+    uuid::Builder::from_random_bytes((base ^ n).to_be_bytes()).into_uuid()
+}
+
 /// Decoder of [`Message`]s and encoder of [`Command`]s.
 #[derive(Debug, Clone)]
 pub struct EslCodec {
@@ -395,6 +409,17 @@ fn label_of(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_uuids_are_distinct_version_4_uuids() {
+        let ids: Vec<uuid::Uuid> = (0..10_000).map(|_| command_uuid()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 4, "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 
     #[test]
     fn sendmsg_execute_layout() {

@@ -17,8 +17,10 @@ mod error;
 pub mod frame;
 pub mod outbound;
 
-pub use client::{BackgroundJob, ClientConfig, ClientError, InboundClient, is_err_reply};
-pub use codec::{Command, CommandError, EslCodec, EslError};
+pub use client::{
+    BackgroundJob, ClientConfig, ClientError, InboundClient, OpenError, Opened, is_err_reply,
+};
+pub use codec::{Command, CommandError, EslCodec, EslError, command_uuid};
 pub use conn::{CloseReason, EventStream, SessionItem};
 pub use frame::{
     DisconnectNotice, Event, Frame, FrameDecoder, FrameError, Headers, Limits, Message, Reply,

@@ -12,7 +12,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
-use uuid::Uuid;
 
 use super::client::{self, ClientError, describe, next_message};
 use super::codec::{Command, CommandError, EslCodec};
@@ -327,7 +326,7 @@ impl OutboundSession {
                 app: app.to_owned(),
             });
         }
-        let application_uuid = Uuid::new_v4().to_string();
+        let application_uuid = super::codec::command_uuid().to_string();
         let cmd = Command::execute(None, app, arg, Some(&application_uuid))?;
         let label = cmd.label().to_owned();
         let (tx, rx): (ExecTx, _) = oneshot::channel();

@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use uuid::Uuid;
 
 use crate::config::{Config, FreeSwitchSection, Node};
-use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient};
+use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient, Opened};
 use crate::fax::{Disposition, FaxResult, LocalError};
 use crate::hylafax::Spool;
 
@@ -47,11 +47,13 @@ pub async fn send(
         started: Instant::now(),
         start_time: Local::now(),
     };
+    // FreeSWITCH is connected to while the job is prepared.
+    let early = dial::Early::start(cfg, job);
     let mut ctx = match prepare::prepare(cfg, spool, modem, job).await {
         Ok(ctx) => ctx,
         Err(e) => return Attempt::verdict_only(e.verdict()),
     };
-    let call = match dial::dial(cfg, &mut ctx, job, stop).await {
+    let call = match dial::dial(cfg, &mut ctx, job, stop, early).await {
         Ok(answered) => transfer::transfer(cfg, &mut ctx, job, stop, answered).await,
         Err(end) => end,
     };
@@ -106,20 +108,28 @@ impl EslSession {
         fs: &FreeSwitchSection,
         node: &Node,
     ) -> Result<(EslSession, EventStream), ClientError> {
-        let cfg = ClientConfig {
-            connect_timeout: fs.connect_timeout,
-            auth_timeout: fs.connect_timeout,
-            command_timeout: fs.command_timeout,
-            ..ClientConfig::default()
-        };
+        let cfg = client_config(fs);
         let (client, events) = InboundClient::connect(&node.socket, &node.password, &cfg).await?;
-        let session = EslSession {
+        Ok((EslSession::new(client, cfg, node), events))
+    }
+
+    /// The session of a connection opened ahead ([`super::dial::Early`]).
+    pub fn from_opened(
+        fs: &FreeSwitchSection,
+        node: &Node,
+        opened: Opened,
+    ) -> Result<(EslSession, EventStream), ClientError> {
+        let (client, events) = opened.start()?;
+        Ok((EslSession::new(client, client_config(fs), node), events))
+    }
+
+    fn new(client: InboundClient, cfg: ClientConfig, node: &Node) -> EslSession {
+        EslSession {
             client,
             cfg,
             socket: node.socket.clone(),
             password: node.password.clone(),
-        };
-        Ok((session, events))
+        }
     }
 
     /// A fresh connection in place of this one.
@@ -165,6 +175,16 @@ impl EslSession {
         if self.reconnect().await.is_ok() {
             self.kill(uuid).await;
         }
+    }
+}
+
+/// The inbound connection's timeouts, from `[freeswitch]`.
+pub(super) fn client_config(fs: &FreeSwitchSection) -> ClientConfig {
+    ClientConfig {
+        connect_timeout: fs.connect_timeout,
+        auth_timeout: fs.connect_timeout,
+        command_timeout: fs.command_timeout,
+        ..ClientConfig::default()
     }
 }
 

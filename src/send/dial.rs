@@ -3,17 +3,20 @@
 //! cause says the destination itself answered.
 
 use chrono::Local;
-use futures_util::future::try_join3;
+use futures_util::future::{join, join_all, try_join_all};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{Config, Node};
-use crate::esl::{ClientError, EventStream, InboundClient, SessionItem};
+use crate::esl::{
+    ClientError, CloseReason, Command, CommandError, EventStream, InboundClient, OpenError, Opened,
+    SessionItem,
+};
 use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
 use crate::fax::outcome::{normalize_cause, should_fail_over};
 use crate::fax::{Direction, FaxResult, LocalError, OriginateRequest};
 
-use super::call::{CallEnd, EVENTS, EslSession, Stop, close_text};
+use super::call::{CallEnd, EVENTS, EslSession, Stop, client_config, close_text};
 use super::prepare::Context;
 use super::{Job, nodes};
 
@@ -24,6 +27,77 @@ pub(super) struct Answered {
     pub uuid: Uuid,
     /// What the events said while dialling (the answer time).
     pub result: FaxResult,
+}
+
+/// The nodes to try, in order, and the first one's connection, opened on a thread of its own
+/// while the job is prepared: connect, greeting, `auth` and the first leg's subscription (its
+/// filters and the events) go out and are answered meanwhile, so a prepared job waits for
+/// FreeSWITCH only for its mod_db lookups. Nothing is counted or written for it: a job that
+/// is not dialled after all only closes the connection.
+pub(super) struct Early {
+    order: Vec<Node>,
+    first: Option<FirstLeg>,
+}
+
+/// The first leg's identifiers and the connection subscribed to them.
+struct FirstLeg {
+    uuid: Uuid,
+    job_uuid: String,
+    opened: tokio::sync::oneshot::Receiver<Result<Opened, OpenError>>,
+}
+
+impl Early {
+    /// Starts connecting to the first node, unless the job has no id (it cannot be sent).
+    pub(super) fn start(cfg: &Config, job: &Job) -> Early {
+        let jobid = job.q().jobid().ok();
+        let order = nodes::order(
+            &cfg.freeswitch,
+            &cfg.hylafax.spooldir,
+            jobid.unwrap_or_default(),
+        );
+        let first = jobid
+            .and_then(|_| order.first())
+            .and_then(|node| FirstLeg::open(cfg, node));
+        Early { order, first }
+    }
+}
+
+impl FirstLeg {
+    fn open(cfg: &Config, node: &Node) -> Option<FirstLeg> {
+        let uuid = Uuid::new_v4();
+        let job_uuid = Uuid::new_v4().to_string();
+        let commands = subscription(&uuid, &job_uuid, true).ok()?;
+        let (tx, opened) = tokio::sync::oneshot::channel();
+        let (socket, password) = (node.socket.clone(), node.password.clone());
+        let client = client_config(&cfg.freeswitch);
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("fsfax-connect".into())
+            .spawn(move || {
+                let _span = span.enter();
+                let r = InboundClient::connect_blocking(&socket, &password, &client, &commands);
+                let _ = tx.send(r);
+            })
+            .ok()?;
+        Some(FirstLeg {
+            uuid,
+            job_uuid,
+            opened,
+        })
+    }
+}
+
+/// A leg's subscription: the filters first, so no other call's events are ever queued for us,
+/// then (on the connection's first leg) the events themselves.
+fn subscription(uuid: &Uuid, job_uuid: &str, first: bool) -> Result<Vec<Command>, CommandError> {
+    let mut commands = vec![
+        Command::filter("Unique-ID", &uuid.to_string())?,
+        Command::filter("Job-UUID", job_uuid)?,
+    ];
+    if first {
+        commands.push(Command::event_plain(EVENTS)?);
+    }
+    Ok(commands)
 }
 
 /// How one gateway's originate went.
@@ -42,15 +116,15 @@ pub(super) async fn dial(
     ctx: &mut Context,
     job: &mut Job,
     stop: &mut Stop,
+    early: Early,
 ) -> Result<Answered, CallEnd> {
-    let spooldir = cfg.hylafax.spooldir.clone();
-    let order = nodes::order(&cfg.freeswitch, &spooldir, ctx.jobid);
+    let Early { order, mut first } = early;
     let several = order.len() > 1;
     let mut ended = None;
     for (i, node) in order.iter().enumerate() {
         let named = several.then_some(node.socket.as_str());
         ctx.node = Some(node.clone());
-        match dial_node(cfg, ctx, job, stop, node, named).await {
+        match dial_node(cfg, ctx, job, stop, node, named, first.take()).await {
             Ok(answered) => return Ok(answered),
             Err(NodeEnd { end, next_may_try }) => {
                 let next = order.get(i + 1).filter(|_| next_may_try);
@@ -93,8 +167,9 @@ fn end_text(end: &CallEnd) -> String {
     }
 }
 
-/// The attempt on one node: connect, the fallback list and overrides, the gateways. `named`:
-/// the node's address when several are configured (status and session log name it).
+/// The attempt on one node: connect (or take the connection opened ahead), the fallback list
+/// and overrides, the gateways. `named`: the node's address when several are configured
+/// (status and session log name it).
 async fn dial_node(
     cfg: &Config,
     ctx: &mut Context,
@@ -102,16 +177,54 @@ async fn dial_node(
     stop: &mut Stop,
     node: &Node,
     named: Option<&str>,
+    first: Option<FirstLeg>,
 ) -> Result<Answered, NodeEnd> {
     let spooldir = &cfg.hylafax.spooldir;
-    let connected = tokio::select! {
-        r = EslSession::connect(&cfg.freeswitch, node) => r,
-        sig = stop.recv() => {
-            let why = format!("{sig} before dialling");
-            return Err(NodeEnd {
-                end: CallEnd::NoDial(LocalError::Interrupted, why),
-                next_may_try: false,
-            });
+    let interrupted = |sig: &str| NodeEnd {
+        end: CallEnd::NoDial(LocalError::Interrupted, format!("{sig} before dialling")),
+        next_may_try: false,
+    };
+    let mut presubscribed = None;
+    // A signal that came while the job was prepared wins over a connection already open.
+    let connected = match first {
+        None => tokio::select! {
+            biased;
+            sig = stop.recv() => return Err(interrupted(sig)),
+            r = EslSession::connect(&cfg.freeswitch, node) => r,
+        },
+        Some(leg) => {
+            let opened = tokio::select! {
+                biased;
+                sig = stop.recv() => return Err(interrupted(sig)),
+                r = leg.opened => r,
+            };
+            match opened {
+                Ok(Ok(opened)) => {
+                    presubscribed = Some((leg.uuid, leg.job_uuid));
+                    EslSession::from_opened(&cfg.freeswitch, node, opened)
+                }
+                Ok(Err(OpenError {
+                    error,
+                    authenticated: false,
+                })) => Err(error),
+                Ok(Err(OpenError { error, .. })) => {
+                    // The switch is there; the subscription failed before anything was dialled.
+                    nodes::mark_up(spooldir, &node.socket);
+                    if let Some(name) = named {
+                        ctx.log.log(&format!("Using FreeSWITCH node {name}"));
+                    }
+                    ctx.log.log(&format!("{error}"));
+                    return Err(NodeEnd {
+                        end: CallEnd::NoDial(LocalError::EslDropped, error.to_string()),
+                        next_may_try: true,
+                    });
+                }
+                // The connecting thread is gone without a word (it cannot be, short of a bug).
+                Err(_) => Err(ClientError::Closed {
+                    peer: node.socket.clone(),
+                    reason: CloseReason::Dropped,
+                }),
+            }
         }
     };
     let unreachable = |ctx: &Context, e: &ClientError| {
@@ -126,21 +239,31 @@ async fn dial_node(
     if let Some(name) = named {
         ctx.log.log(&format!("Using FreeSWITCH node {name}"));
     }
-    let mut db_answers = true;
-    if cfg.freeswitch.softmodem_fallback && !apply_fallback(cfg, ctx, &session.client).await {
-        // The lookup timed out and took the connection with it: dial on a fresh one, and
-        // skip the overrides, which would wait on the same mod_db.
-        db_answers = false;
+    // The station's fallback entry and the destination's overrides are asked for together.
+    let client = &session.client;
+    let fallback = async {
+        match cfg.freeswitch.softmodem_fallback {
+            true => lookup_fallback(cfg, &ctx.dialled, &ctx.call_prefix, client).await,
+            false => None,
+        }
+    };
+    let (fallback, overrides) = join(fallback, fetch_overrides(&ctx.dialled, client)).await;
+    let db_answers = match fallback {
+        Some((key, found)) => apply_fallback(ctx, &key, &found),
+        None => true,
+    };
+    if db_answers {
+        apply_overrides(ctx, &overrides);
+    } else {
+        // The lookup timed out and took the connection with it: dial on a fresh one; the
+        // overrides, which wait on the same mod_db, are skipped.
+        ctx.log
+            .log("mod_db did not answer: per-destination overrides skipped for this attempt");
+        presubscribed = None;
         events = session
             .reconnect()
             .await
             .map_err(|e| unreachable(ctx, &e))?;
-    }
-    if db_answers {
-        apply_overrides(ctx, &session.client).await;
-    } else {
-        ctx.log
-            .log("mod_db did not answer: per-destination overrides skipped for this attempt");
     }
     let dialer = Dialer {
         cfg,
@@ -150,6 +273,7 @@ async fn dial_node(
         session,
         events,
         node: named.map(str::to_owned),
+        presubscribed,
     };
     dialer.through_gateways().await.map_err(|end| {
         let next_may_try = match &end {
@@ -183,6 +307,8 @@ struct Dialer<'a> {
     events: EventStream,
     /// The node's address when several are configured.
     node: Option<String>,
+    /// The first leg's call and job UUIDs when the connection is already subscribed to them.
+    presubscribed: Option<(Uuid, String)>,
 }
 
 impl Dialer<'_> {
@@ -194,9 +320,13 @@ impl Dialer<'_> {
         for (i, gateway) in gateways.iter().enumerate() {
             // Each leg's lines name its own call in a span of their own; the job's span takes
             // the UUID of the call that answered, once (a failover never gives a line two).
-            let uuid = Uuid::new_v4();
+            let (uuid, subscribed) = match self.presubscribed.take() {
+                Some((uuid, job_uuid)) => (uuid, Some(job_uuid)),
+                None => (Uuid::new_v4(), None),
+            };
             let leg = tracing::info_span!("leg", gateway = %gateway, uuid = %uuid);
-            let cause = match self.originate(gateway, i, uuid).instrument(leg).await? {
+            let originate = self.originate(gateway, i, uuid, subscribed);
+            let cause = match originate.instrument(leg).await? {
                 Leg::Answered(uuid, result) => {
                     tracing::Span::current().record("uuid", tracing::field::display(uuid));
                     return Ok(Answered {
@@ -223,8 +353,16 @@ impl Dialer<'_> {
     }
 
     /// One originate through `gateway` (the `i`th), followed until it is answered or fails.
-    async fn originate(&mut self, gateway: &str, i: usize, uuid: Uuid) -> Result<Leg, CallEnd> {
-        let job_uuid = Uuid::new_v4().to_string();
+    /// `subscribed`: the Job-UUID when the connection is already subscribed to this leg.
+    async fn originate(
+        &mut self,
+        gateway: &str,
+        i: usize,
+        uuid: Uuid,
+        subscribed: Option<String>,
+    ) -> Result<Leg, CallEnd> {
+        let presubscribed = subscribed.is_some();
+        let job_uuid = subscribed.unwrap_or_else(|| Uuid::new_v4().to_string());
         let log = &self.ctx.log;
         let request = OriginateRequest {
             uuid,
@@ -245,13 +383,31 @@ impl Dialer<'_> {
                 return Ok(Leg::Failed(e.to_string()));
             }
         };
-        if let Err(e) = self.subscribe(&uuid, &job_uuid, i == 0).await {
+        let subscribed = match presubscribed {
+            true => Ok(()),
+            false => self.subscribe(&uuid, &job_uuid, i == 0).await,
+        };
+        if let Err(e) = subscribed {
             log.log(&format!("{e}"));
             let error = (LocalError::EslDropped, e.to_string());
             return Err(if i == 0 {
                 CallEnd::NoDial(error.0, error.1)
             } else {
                 CallEnd::LocalAfterDial(error.0, error.1)
+            });
+        }
+        // FreeSWITCH went away after the subscription (a mod_db lookup may have seen it go):
+        // nothing was dialled on this connection, and nothing is counted.
+        if let Some(reason) = self.session.client.close_reason() {
+            let why = format!(
+                "event socket connection to {} closed: {reason}",
+                self.session.client.peer()
+            );
+            log.log(&why);
+            return Err(if i == 0 {
+                CallEnd::NoDial(LocalError::EslDropped, why)
+            } else {
+                CallEnd::LocalAfterDial(LocalError::EslDropped, why)
             });
         }
         let dialled = &self.ctx.dialled;
@@ -282,25 +438,14 @@ impl Dialer<'_> {
         Ok(Leg::Failed(cause))
     }
 
-    /// Filters before the subscription, so no other call's events are ever queued for us.
-    /// The three commands go out together: FreeSWITCH reads and answers a socket's commands
-    /// in order, so the filters still come first, and the dial waits one round trip, not three.
-    /// (`try_join3` polls in order, so the commands are queued in order.)
+    /// The leg's [`subscription`]. Its commands go out together: FreeSWITCH reads and answers
+    /// a socket's commands in order, so the filters still come first, and the dial waits one
+    /// round trip, not three. (`try_join_all` polls in order, so the commands are queued in
+    /// order.)
     async fn subscribe(&self, uuid: &Uuid, job_uuid: &str, first: bool) -> Result<(), ClientError> {
         let client = &self.session.client;
-        let uuid = uuid.to_string();
-        let event = async {
-            match first {
-                true => client.event_plain(EVENTS).await.map(drop),
-                false => Ok(()),
-            }
-        };
-        try_join3(
-            client.filter("Unique-ID", &uuid),
-            client.filter("Job-UUID", job_uuid),
-            event,
-        )
-        .await?;
+        let commands = subscription(uuid, job_uuid, first)?;
+        try_join_all(commands.into_iter().map(|c| client.command(c))).await?;
         Ok(())
     }
 
@@ -374,19 +519,27 @@ impl Dialer<'_> {
     }
 }
 
-/// The T.38 fallback memory: audio for stations that failed with T.38 before. Returns false
-/// when FreeSWITCH did not answer and the connection is no longer usable.
-async fn apply_fallback(cfg: &Config, ctx: &mut Context, client: &InboundClient) -> bool {
-    let Some(key) = StationKey::outbound(&ctx.dialled, &ctx.call_prefix) else {
-        return true;
-    };
+/// The station's entry in the T.38 fallback memory (`None`: the number has no station key).
+async fn lookup_fallback(
+    cfg: &Config,
+    dialled: &str,
+    call_prefix: &str,
+    client: &InboundClient,
+) -> Option<(StationKey, Lookup)> {
+    let key = StationKey::outbound(dialled, call_prefix)?;
     let fs = &cfg.freeswitch;
     let db = FallbackDb::new(client, fs.fallback_lookup_timeout);
     let now = Local::now().timestamp();
     let found = fallback::lookup(&db, &key, now, fs.softmodem_fallback_expiry).await;
-    if let Some(text) = found.describe(&key, Direction::Send) {
+    Some((key, found))
+}
+
+/// The T.38 fallback memory: audio for stations that failed with T.38 before. Returns false
+/// when FreeSWITCH did not answer and the connection is no longer usable.
+fn apply_fallback(ctx: &mut Context, key: &StationKey, found: &Lookup) -> bool {
+    if let Some(text) = found.describe(key, Direction::Send) {
         ctx.log.log(&text);
-        match &found {
+        match found {
             Lookup::Unavailable(_) => tracing::warn!(station = %key, "{text}"),
             _ => tracing::info!(station = %key, "{text}"),
         }
@@ -402,36 +555,51 @@ async fn apply_fallback(cfg: &Config, ctx: &mut Context, client: &InboundClient)
     )
 }
 
-/// Per-destination overrides an admin stored in mod_db (`override-<number>` realm), limited to
-/// fax and caller-ID variables.
-async fn apply_overrides(ctx: &mut Context, client: &InboundClient) {
-    if !db_key_safe(&ctx.dialled) {
-        return;
+/// Per-destination overrides an admin stored in mod_db (`override-<number>` realm): each
+/// name with its value, in the list's order.
+async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, String)> {
+    if !db_key_safe(dialled) {
+        return Vec::new();
     }
-    let realm = format!("override-{}", ctx.dialled);
+    let realm = format!("override-{dialled}");
     let Ok(list) = client.api(&format!("db list/{realm}")).await else {
-        return;
+        return Vec::new();
     };
     let list = list.trim();
     if list.starts_with("-ERR") || list == "!err!" || list.is_empty() {
-        return;
+        return Vec::new();
     }
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        if !db_key_safe(name) {
-            continue;
-        }
-        let Ok(value) = client.api(&format!("db select/{realm}/{name}")).await else {
-            continue;
-        };
-        let value = value.trim_end_matches('\n');
-        if value.starts_with("-ERR") || value == "!err!" {
-            continue;
-        }
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && db_key_safe(n))
+        .collect();
+    // Asked for together; FreeSWITCH answers in order.
+    let selects: Vec<String> = names
+        .iter()
+        .map(|name| format!("db select/{realm}/{name}"))
+        .collect();
+    let values = join_all(selects.iter().map(|select| client.api(select))).await;
+    names
+        .into_iter()
+        .zip(values)
+        .filter_map(|(name, value)| {
+            let value = value.ok()?;
+            let value = value.trim_end_matches('\n');
+            let refused = value.starts_with("-ERR") || value == "!err!";
+            (!refused).then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Applies the destination's overrides, limited to fax and caller-ID variables.
+fn apply_overrides(ctx: &mut Context, overrides: &[(String, String)]) {
+    for (name, value) in overrides {
         match ctx.vars.apply_override(name, value) {
             Ok(()) => ctx
                 .log
                 .log(&format!("Override from mod_db: {name}={value}")),
-            Err(e) => tracing::warn!("ignored mod_db override {realm}/{name}: {e}"),
+            Err(e) => tracing::warn!("ignored mod_db override {name} of {}: {e}", ctx.dialled),
         }
     }
 }
