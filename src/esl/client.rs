@@ -627,3 +627,198 @@ pub(crate) fn describe(msg: &Message) -> String {
         Message::Unknown { content_type, .. } => format!("unknown content type {content_type:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::esl::SessionItem;
+
+    /// A peer that greets, reads `commands` command blocks, then writes `reply` and closes
+    /// when `close` (else keeps the socket open until the client goes). Returns its address
+    /// and the blocks it read.
+    fn peer(
+        commands: usize,
+        reply: &'static str,
+        close: bool,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            out.write_all(b"Content-Type: auth/request\n\n").unwrap();
+            let mut rd = BufReader::new(stream);
+            let mut blocks = Vec::new();
+            while blocks.len() < commands {
+                let mut block = String::new();
+                loop {
+                    let mut line = String::new();
+                    if rd.read_line(&mut line).unwrap() == 0 {
+                        return blocks;
+                    }
+                    if line == "\n" {
+                        break;
+                    }
+                    block.push_str(&line);
+                }
+                blocks.push(block);
+            }
+            out.write_all(reply.as_bytes()).unwrap();
+            if !close {
+                // Until the client closes.
+                let mut rest = Vec::new();
+                let _ = rd.read_to_end(&mut rest);
+            }
+            blocks
+        });
+        (addr, served)
+    }
+
+    fn subscription() -> Vec<Command> {
+        vec![
+            Command::filter("Unique-ID", "u-1").unwrap(),
+            Command::event_plain(&["CHANNEL_ANSWER"]).unwrap(),
+        ]
+    }
+
+    const OK: &str = "Content-Type: command/reply\nReply-Text: +OK\n\n";
+    const ACCEPTED: &str = "Content-Type: command/reply\nReply-Text: +OK accepted\n\n";
+
+    #[test]
+    fn commands_go_out_behind_auth_and_what_follows_their_replies_reaches_the_events() {
+        let event = "Event-Name: CHANNEL_ANSWER\nUnique-ID: u-1\n\n";
+        let frame = format!(
+            "Content-Length: {}\nContent-Type: text/event-plain\n\n{event}",
+            event.len()
+        );
+        let reply: &'static str = format!("{ACCEPTED}{OK}{OK}{frame}").leak();
+        let (addr, served) = peer(3, reply, false);
+        let opened = InboundClient::connect_blocking(
+            &addr,
+            "ClueCon",
+            &ClientConfig::default(),
+            &subscription(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = rt.block_on(async move {
+            let (client, mut events) = opened.start().unwrap();
+            let item = events.recv().await;
+            drop(client);
+            match item {
+                Some(SessionItem::Event(e)) => e.name().map(str::to_owned),
+                _ => None,
+            }
+        });
+        assert_eq!(name.as_deref(), Some("CHANNEL_ANSWER"));
+        // The connection's task goes with the runtime; the peer then sees the end.
+        drop(rt);
+        let blocks = served.join().unwrap();
+        assert_eq!(
+            blocks,
+            [
+                "auth ClueCon\n",
+                "filter Unique-ID u-1\n",
+                "event plain CHANNEL_ANSWER\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_password_is_an_auth_failure_before_authentication() {
+        let reply = "Content-Type: command/reply\nReply-Text: -ERR invalid\n\n";
+        let (addr, _served) = peer(3, reply, true);
+        let e = InboundClient::connect_blocking(
+            &addr,
+            "wrong",
+            &ClientConfig::default(),
+            &subscription(),
+        )
+        .unwrap_err();
+        assert!(!e.authenticated);
+        assert!(
+            matches!(e.error, ClientError::AuthFailed { .. }),
+            "{}",
+            e.error
+        );
+    }
+
+    #[test]
+    fn a_refused_command_fails_after_authentication_naming_it() {
+        let reply: &'static str = format!(
+            "{ACCEPTED}{OK}Content-Type: command/reply\nReply-Text: -ERR no such event\n\n"
+        )
+        .leak();
+        let (addr, _served) = peer(3, reply, true);
+        let e = InboundClient::connect_blocking(
+            &addr,
+            "ClueCon",
+            &ClientConfig::default(),
+            &subscription(),
+        )
+        .unwrap_err();
+        assert!(e.authenticated);
+        match &e.error {
+            ClientError::CommandFailed { command, reply, .. } => {
+                assert!(command.starts_with("event plain"), "{command}");
+                assert_eq!(reply, "-ERR no such event");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_close_after_auth_is_a_closed_connection_after_authentication() {
+        let (addr, _served) = peer(3, ACCEPTED, true);
+        let e = InboundClient::connect_blocking(
+            &addr,
+            "ClueCon",
+            &ClientConfig::default(),
+            &subscription(),
+        )
+        .unwrap_err();
+        assert!(e.authenticated);
+        assert!(matches!(e.error, ClientError::Closed { .. }), "{}", e.error);
+    }
+
+    #[test]
+    fn a_peer_that_never_greets_is_an_auth_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = ClientConfig {
+            auth_timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
+        };
+        // Accepted by the kernel (the backlog), never answered.
+        let e = InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &[]).unwrap_err();
+        assert!(!e.authenticated);
+        assert!(
+            matches!(e.error, ClientError::AuthTimeout { .. }),
+            "{}",
+            e.error
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn nobody_listening_is_a_connect_error_naming_the_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let e = InboundClient::connect_blocking(&addr, "ClueCon", &ClientConfig::default(), &[])
+            .unwrap_err();
+        assert!(!e.authenticated);
+        assert!(
+            matches!(e.error, ClientError::Connect { .. }),
+            "{}",
+            e.error
+        );
+        assert!(e.error.to_string().contains(&addr), "{}", e.error);
+    }
+}
