@@ -57,6 +57,9 @@ fn main() -> ExitCode {
         &cli.modem,
         &cli.qfiles,
     ));
+    // Everything is written and synced: the runtime's idle blocking thread (the seqf sync's)
+    // need not be woken and joined on the way out.
+    runtime.shutdown_background();
     ExitCode::from(code)
 }
 

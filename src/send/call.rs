@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use uuid::Uuid;
 
 use crate::config::{Config, FreeSwitchSection, Node};
-use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient, Opened};
+use crate::esl::{ClientConfig, ClientError, EventStream, InboundClient, Limits, Opened};
 use crate::fax::{Disposition, FaxResult, LocalError};
 use crate::hylafax::Spool;
 
@@ -184,6 +184,12 @@ pub(super) fn client_config(fs: &FreeSwitchSection) -> ClientConfig {
         connect_timeout: fs.connect_timeout,
         auth_timeout: fs.connect_timeout,
         command_timeout: fs.command_timeout,
+        // The call's events are read for their own headers and spandsp's `variable_fax_*`:
+        // the 150 and more channel variables each of them repeats are not decoded.
+        limits: Limits {
+            event_variables: false,
+            ..Limits::default()
+        },
         ..ClientConfig::default()
     }
 }
