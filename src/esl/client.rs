@@ -730,39 +730,29 @@ mod tests {
         );
     }
 
+    /// How [`InboundClient::connect_blocking`] with the subscription fails against a peer
+    /// that answers `reply` to it and closes.
+    fn refused(password: &str, reply: &'static str) -> OpenError {
+        let (addr, _served) = peer(3, reply, true);
+        let cfg = ClientConfig::default();
+        InboundClient::connect_blocking(&addr, password, &cfg, &subscription()).unwrap_err()
+    }
+
     #[test]
     fn a_refused_password_is_an_auth_failure_before_authentication() {
-        let reply = "Content-Type: command/reply\nReply-Text: -ERR invalid\n\n";
-        let (addr, _served) = peer(3, reply, true);
-        let e = InboundClient::connect_blocking(
-            &addr,
+        let e = refused(
             "wrong",
-            &ClientConfig::default(),
-            &subscription(),
-        )
-        .unwrap_err();
-        assert!(!e.authenticated);
-        assert!(
-            matches!(e.error, ClientError::AuthFailed { .. }),
-            "{}",
-            e.error
+            "Content-Type: command/reply\nReply-Text: -ERR invalid\n\n",
         );
+        assert!(!e.authenticated);
+        let failed = matches!(e.error, ClientError::AuthFailed { .. });
+        assert!(failed, "{}", e.error);
     }
 
     #[test]
     fn a_refused_command_fails_after_authentication_naming_it() {
-        let reply: &'static str = format!(
-            "{ACCEPTED}{OK}Content-Type: command/reply\nReply-Text: -ERR no such event\n\n"
-        )
-        .leak();
-        let (addr, _served) = peer(3, reply, true);
-        let e = InboundClient::connect_blocking(
-            &addr,
-            "ClueCon",
-            &ClientConfig::default(),
-            &subscription(),
-        )
-        .unwrap_err();
+        let reply = "Content-Type: command/reply\nReply-Text: -ERR no such event\n\n";
+        let e = refused("ClueCon", format!("{ACCEPTED}{OK}{reply}").leak());
         assert!(e.authenticated);
         match &e.error {
             ClientError::CommandFailed { command, reply, .. } => {
@@ -775,14 +765,7 @@ mod tests {
 
     #[test]
     fn a_close_after_auth_is_a_closed_connection_after_authentication() {
-        let (addr, _served) = peer(3, ACCEPTED, true);
-        let e = InboundClient::connect_blocking(
-            &addr,
-            "ClueCon",
-            &ClientConfig::default(),
-            &subscription(),
-        )
-        .unwrap_err();
+        let e = refused("ClueCon", ACCEPTED);
         assert!(e.authenticated);
         assert!(matches!(e.error, ClientError::Closed { .. }), "{}", e.error);
     }
