@@ -646,6 +646,55 @@ async fn sigterm_before_dialling_is_an_honest_retry_and_nothing_is_dialled() {
     assert_eq!(env.field(60, "totdials"), "0");
 }
 
+/// fsfaxsend connects to FreeSWITCH while it prepares the job. When that connection goes
+/// away meanwhile (FreeSWITCH restarting while DynamicConfig runs), nothing is dialled on it,
+/// no dial is counted for it, and the fax goes out on a fresh connection.
+#[tokio::test]
+async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let started = env.spool.join("dynconfig-started");
+    let release = env.spool.join("dynconfig-release");
+    let line = script(
+        &env,
+        &format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo 'RejectCall: no'",
+            started.display(),
+            release.display()
+        ),
+    );
+    env.write_config(&[], &[&line, "dynamicconfigtimeout = 200s"], &[]);
+    env.qfile(61, "0406161", &[("test3.tif", 0)], &[]);
+    let child = env.spawn(61);
+    // The connection opened ahead has its subscription, and the job is still being prepared.
+    let deadline = std::time::Instant::now() + support::send::HANG;
+    let subscribed = || {
+        fs.command_lines(0)
+            .iter()
+            .any(|l| l.starts_with("event plain"))
+    };
+    while !(started.exists() && subscribed()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no subscribed connection while DynamicConfig ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fs.drop_connection(0);
+    fs::write(&release, "").unwrap();
+    let code = wait_exit(child, support::send::HANG).await;
+    assert_eq!(code, 2, "{}", env.field(61, "status"));
+    assert_eq!(env.field(61, "returned"), "2");
+    assert_eq!(env.field(61, "totdials"), "1", "one dial, the one made");
+    let originates = fs.originates();
+    assert_eq!(originates.len(), 1);
+    assert!(originates[0].conn > 0, "dialled on the fresh connection");
+    assert!(
+        !fs.command_lines(0).iter().any(|l| l.starts_with("bgapi")),
+        "nothing sent on the lost connection"
+    );
+}
+
 #[tokio::test]
 async fn documents_are_read_from_faxqs_spool_even_when_spooldir_names_another() {
     let fs = fake(FakeConfig::new()).await;

@@ -124,7 +124,17 @@ pub(super) async fn dial(
     for (i, node) in order.iter().enumerate() {
         let named = several.then_some(node.socket.as_str());
         ctx.node = Some(node.clone());
-        match dial_node(cfg, ctx, job, stop, node, named, first.take()).await {
+        let opened_ahead = first.take();
+        let ahead = opened_ahead.is_some();
+        let mut tried = dial_node(cfg, ctx, job, stop, node, named, opened_ahead).await;
+        if ahead && went_away_before_dialling(&tried) {
+            // The connection opened ahead went away while the job was prepared (FreeSWITCH
+            // restarted, say, while DynamicConfig ran): once more on a fresh one.
+            ctx.log
+                .log("FreeSWITCH closed the connection before the dial; connecting again");
+            tried = dial_node(cfg, ctx, job, stop, node, named, None).await;
+        }
+        match tried {
             Ok(answered) => return Ok(answered),
             Err(NodeEnd { end, next_may_try }) => {
                 let next = order.get(i + 1).filter(|_| next_may_try);
@@ -149,6 +159,17 @@ pub(super) async fn dial(
             "no FreeSWITCH node configured".into(),
         )
     }))
+}
+
+/// Nothing was dialled and the event socket was lost (not refused, not a signal).
+fn went_away_before_dialling(tried: &Result<Answered, NodeEnd>) -> bool {
+    matches!(
+        tried,
+        Err(NodeEnd {
+            end: CallEnd::NoDial(LocalError::EslDropped, _),
+            ..
+        })
+    )
 }
 
 /// How an attempt on one node ended, and whether the next node may try the call.
@@ -397,7 +418,9 @@ impl Dialer<'_> {
             });
         }
         // FreeSWITCH went away after the subscription (a mod_db lookup may have seen it go):
-        // nothing was dialled on this connection, and nothing is counted.
+        // nothing was dialled on this connection, and nothing is counted. The yield lets the
+        // connection's task read a close that is already there (after the I/O driver's turn).
+        tokio::task::yield_now().await;
         if let Some(reason) = self.session.client.close_reason() {
             let why = format!(
                 "event socket connection to {} closed: {reason}",
