@@ -416,6 +416,23 @@ async fn hard_cap_on_call_time_kills_the_call() {
     assert!(!fs.kills().is_empty());
 }
 
+/// A DynamicConfigOutgoing that creates the first path returned when it starts, then waits
+/// until the test creates the second: the job is being prepared in between.
+fn dynconfig_until_released(env: &SendEnv) -> (std::path::PathBuf, std::path::PathBuf) {
+    let started = env.spool.join("dynconfig-started");
+    let release = env.spool.join("dynconfig-release");
+    let line = script(
+        env,
+        &format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo 'RejectCall: no'",
+            started.display(),
+            release.display()
+        ),
+    );
+    env.write_config(&[], &[&line, "dynamicconfigtimeout = 200s"], &[]);
+    (started, release)
+}
+
 fn script(env: &SendEnv, body: &str) -> String {
     let path = env.spool.join("bin/dynconf");
     fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -610,17 +627,7 @@ async fn sigterm_before_dialling_is_an_honest_retry_and_nothing_is_dialled() {
     let env = SendEnv::new(&fs.addr().to_string());
     // DynamicConfigOutgoing says it runs, then goes on until the test has sent the signal: the
     // signal arrives while preparing, whatever the machine's speed.
-    let started = env.spool.join("dynconfig-started");
-    let release = env.spool.join("dynconfig-release");
-    let line = script(
-        &env,
-        &format!(
-            "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo 'RejectCall: no'",
-            started.display(),
-            release.display()
-        ),
-    );
-    env.write_config(&[], &[&line, "dynamicconfigtimeout = 200s"], &[]);
+    let (started, release) = dynconfig_until_released(&env);
     env.qfile(60, "0406060", &[("test3.tif", 0)], &[]);
     let child = env.spawn(60);
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
@@ -653,17 +660,7 @@ async fn sigterm_before_dialling_is_an_honest_retry_and_nothing_is_dialled() {
 async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
     let fs = fake(FakeConfig::new()).await;
     let env = SendEnv::new(&fs.addr().to_string());
-    let started = env.spool.join("dynconfig-started");
-    let release = env.spool.join("dynconfig-release");
-    let line = script(
-        &env,
-        &format!(
-            "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo 'RejectCall: no'",
-            started.display(),
-            release.display()
-        ),
-    );
-    env.write_config(&[], &[&line, "dynamicconfigtimeout = 200s"], &[]);
+    let (started, release) = dynconfig_until_released(&env);
     env.qfile(61, "0406161", &[("test3.tif", 0)], &[]);
     let child = env.spawn(61);
     // The connection opened ahead has its subscription, and the job is still being prepared.
