@@ -678,6 +678,14 @@ async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     fs.drop_connection(0);
+    // Closed on the fake's side before DynamicConfig ends: fsfaxsend can only find it gone.
+    while !fs.is_closed(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake never closed connection 0"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     fs::write(&release, "").unwrap();
     let code = wait_exit(child, support::send::HANG).await;
     assert_eq!(code, 2, "{}", env.field(61, "status"));

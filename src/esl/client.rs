@@ -120,21 +120,17 @@ impl InboundClient {
         let (rd, mut wr) = stream.into_split();
         let mut reader = FramedRead::new(rd, EslCodec::new(cfg.limits));
         let handshake = async {
-            match next_message(&mut reader, &peer, "greeting").await? {
-                Message::AuthRequest => {}
-                other => return Err(handshake_error(&peer, "greeting", other)),
-            }
+            greeting(&peer, next_message(&mut reader, &peer, "greeting").await?)?;
             wr.write_all(auth.as_bytes())
                 .await
                 .map_err(|e| ClientError::Esl {
                     peer: peer.clone(),
                     source: e.into(),
                 })?;
-            match next_message(&mut reader, &peer, "authentication").await? {
-                Message::CommandReply(r) if r.text() == "+OK accepted" => Ok(()),
-                Message::CommandReply(_) => Err(ClientError::AuthFailed { peer: peer.clone() }),
-                other => Err(handshake_error(&peer, "authentication", other)),
-            }
+            accepted(
+                &peer,
+                next_message(&mut reader, &peer, "authentication").await?,
+            )
         };
         match tokio::time::timeout(cfg.auth_timeout, handshake).await {
             Ok(Ok(())) => {}
@@ -204,11 +200,10 @@ impl InboundClient {
             peer: peer.to_owned(),
             after: cfg.auth_timeout,
         };
-        match opened.next_message("greeting", deadline, timed_out) {
-            Ok(Message::AuthRequest) => {}
-            Ok(other) => return Err(before_auth(handshake_error(addr, "greeting", other))),
-            Err(e) => return Err(before_auth(e)),
-        }
+        opened
+            .next_message("greeting", deadline, timed_out)
+            .and_then(|msg| greeting(addr, msg))
+            .map_err(before_auth)?;
         let mut out = auth.as_bytes().to_vec();
         for cmd in then {
             out.extend_from_slice(cmd.as_bytes());
@@ -219,14 +214,10 @@ impl InboundClient {
                 source: e.into(),
             }));
         }
-        match opened.next_message("authentication", deadline, timed_out) {
-            Ok(Message::CommandReply(r)) if r.text() == "+OK accepted" => {}
-            Ok(Message::CommandReply(_)) => {
-                return Err(before_auth(ClientError::AuthFailed { peer: opened.peer }));
-            }
-            Ok(other) => return Err(before_auth(handshake_error(addr, "authentication", other))),
-            Err(e) => return Err(before_auth(e)),
-        }
+        opened
+            .next_message("authentication", deadline, timed_out)
+            .and_then(|msg| accepted(addr, msg))
+            .map_err(before_auth)?;
         tracing::debug!(peer = %opened.peer, "ESL authenticated");
         for cmd in then {
             opened.expect_ok(cmd).map_err(|error| OpenError {
@@ -445,19 +436,7 @@ impl Opened {
             }
             Err(e) => return Err(e),
         };
-        match reply {
-            Message::CommandReply(r) if r.is_ok() => Ok(()),
-            Message::CommandReply(r) => Err(ClientError::CommandFailed {
-                peer: self.peer.clone(),
-                command: label.clone(),
-                reply: r.text().to_owned(),
-            }),
-            other => Err(ClientError::UnexpectedReply {
-                peer: self.peer.clone(),
-                command: label.clone(),
-                got: describe(&other),
-            }),
-        }
+        ok(&self.peer, label, reply).map(drop)
     }
 }
 
@@ -507,14 +486,43 @@ pub(crate) async fn ok_reply(
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
     let label = cmd.label().to_owned();
-    match handle.request(cmd, timeout, None, None).await? {
+    let reply = handle.request(cmd, timeout, None, None).await?;
+    ok(handle.peer(), label, reply)
+}
+
+/// `reply`, the answer to the command `label`, must be a `+OK` command/reply.
+fn ok(peer: &str, label: String, reply: Message) -> Result<Reply, ClientError> {
+    match reply {
         Message::CommandReply(r) if r.is_ok() => Ok(r),
         Message::CommandReply(r) => Err(ClientError::CommandFailed {
-            peer: handle.peer().to_owned(),
+            peer: peer.to_owned(),
             command: label,
             reply: r.text().to_owned(),
         }),
-        other => Err(unexpected_reply(handle, label, &other)),
+        other => Err(ClientError::UnexpectedReply {
+            peer: peer.to_owned(),
+            command: label,
+            got: describe(&other),
+        }),
+    }
+}
+
+/// The first message of a connection must be FreeSWITCH's `auth/request`.
+fn greeting(peer: &str, msg: Message) -> Result<(), ClientError> {
+    match msg {
+        Message::AuthRequest => Ok(()),
+        other => Err(handshake_error(peer, "greeting", other)),
+    }
+}
+
+/// The reply to `auth` must accept the password.
+fn accepted(peer: &str, msg: Message) -> Result<(), ClientError> {
+    match msg {
+        Message::CommandReply(r) if r.text() == "+OK accepted" => Ok(()),
+        Message::CommandReply(_) => Err(ClientError::AuthFailed {
+            peer: peer.to_owned(),
+        }),
+        other => Err(handshake_error(peer, "authentication", other)),
     }
 }
 
@@ -768,6 +776,31 @@ mod tests {
         let e = refused("ClueCon", ACCEPTED);
         assert!(e.authenticated);
         assert!(matches!(e.error, ClientError::Closed { .. }), "{}", e.error);
+    }
+
+    #[test]
+    fn an_acl_rejection_instead_of_the_greeting_is_a_rejection_naming_its_text() {
+        // What mod_event_socket sends a client its ACL refuses, then it closes.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let body = "Access Denied, go away.\n";
+        let frame = format!(
+            "Content-Type: text/rude-rejection\nContent-Length: {}\n\n{body}",
+            body.len()
+        );
+        let refusing = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(frame.as_bytes()).unwrap();
+        });
+        let cfg = ClientConfig::default();
+        let e =
+            InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &subscription()).unwrap_err();
+        refusing.join().unwrap();
+        assert!(!e.authenticated);
+        match &e.error {
+            ClientError::Rejected { text, .. } => assert_eq!(text, "Access Denied, go away."),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -205,6 +205,13 @@ async fn dial_node(
         end: CallEnd::NoDial(LocalError::Interrupted, format!("{sig} before dialling")),
         next_may_try: false,
     };
+    // The switch answered: it is up, and the session log says which one it is.
+    let reached = |ctx: &Context| {
+        nodes::mark_up(spooldir, &node.socket);
+        if let Some(name) = named {
+            ctx.log.log(&format!("Using FreeSWITCH node {name}"));
+        }
+    };
     let mut presubscribed = None;
     // A signal that came while the job was prepared wins over a connection already open.
     let connected = match first {
@@ -230,10 +237,7 @@ async fn dial_node(
                 })) => Err(error),
                 Ok(Err(OpenError { error, .. })) => {
                     // The switch is there; the subscription failed before anything was dialled.
-                    nodes::mark_up(spooldir, &node.socket);
-                    if let Some(name) = named {
-                        ctx.log.log(&format!("Using FreeSWITCH node {name}"));
-                    }
+                    reached(ctx);
                     ctx.log.log(&format!("{error}"));
                     return Err(NodeEnd {
                         end: CallEnd::NoDial(LocalError::EslDropped, error.to_string()),
@@ -256,10 +260,7 @@ async fn dial_node(
         }
     };
     let (mut session, mut events) = connected.map_err(|e| unreachable(ctx, &e))?;
-    nodes::mark_up(spooldir, &node.socket);
-    if let Some(name) = named {
-        ctx.log.log(&format!("Using FreeSWITCH node {name}"));
-    }
+    reached(ctx);
     // The station's fallback entry and the destination's overrides are asked for together.
     let client = &session.client;
     let fallback = async {
