@@ -149,19 +149,51 @@ impl Drop for SessionLog {
 
 /// `%b %d %H:%M:%S.<centiseconds>: [%5d]: <line>\n` for every line of `text`.
 fn format_lines(now: DateTime<Local>, pid: u32, text: &str) -> String {
-    let stamp = format!(
-        "{}.{:02}: [{:5}]: ",
-        now.format("%b %d %H:%M:%S"),
+    STAMP.with_borrow_mut(|cached| {
+        let key = (
+            now.timestamp(),
+            now.nanosecond() % 1_000_000_000 / 10_000_000,
+            pid,
+        );
+        if cached.0 != Some(key) {
+            cached.0 = Some(key);
+            cached.1 = stamp(now, pid);
+        }
+        let stamp = &cached.1;
+        let lines = text.split('\n').count();
+        let mut out = String::with_capacity(text.len() + lines * (stamp.len() + 1));
+        for line in text.split('\n') {
+            out.push_str(stamp);
+            out.push_str(line.trim_end_matches('\r'));
+            out.push('\n');
+        }
+        out
+    })
+}
+
+thread_local! {
+    /// The last line prefix made, by (second, centisecond, pid): a busy fsfaxd writes many
+    /// lines within one hundredth of a second, and the prefix is then the same.
+    static STAMP: std::cell::RefCell<(Option<(i64, u32, u32)>, String)> =
+        const { std::cell::RefCell::new((None, String::new())) };
+}
+
+/// `%b %d %H:%M:%S.<centiseconds>: [%5d]: ` (English month names, as HylaFAX's C locale).
+fn stamp(now: DateTime<Local>, pid: u32) -> String {
+    use chrono::Datelike;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:02} {:02}:{:02}:{:02}.{:02}: [{:5}]: ",
+        MONTHS[now.month0() as usize % 12],
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
         now.nanosecond() % 1_000_000_000 / 10_000_000,
         pid
-    );
-    let mut out = String::new();
-    for line in text.split('\n') {
-        out.push_str(&stamp);
-        out.push_str(line.trim_end_matches('\r'));
-        out.push('\n');
-    }
-    out
+    )
 }
 
 #[cfg(test)]
@@ -184,6 +216,36 @@ mod tests {
         assert_eq!(
             format_lines(t, 7, "a\r\nb"),
             "Nov 22 11:11:25.13: [    7]: a\nNov 22 11:11:25.13: [    7]: b\n"
+        );
+    }
+
+    /// The prefix made by hand is strftime's `%b %d %H:%M:%S` in the C locale, for every
+    /// month; the cached one follows the turn of a hundredth and the pid.
+    #[test]
+    fn line_prefix_matches_strftime_and_follows_the_clock() {
+        for month in 1..=12 {
+            let t = Local
+                .with_ymd_and_hms(2026, month, 3, 4, 5, 6)
+                .unwrap()
+                .with_nanosecond(999_999_999)
+                .unwrap();
+            let expected = format!("{}.99: [   42]: x\n", t.format("%b %d %H:%M:%S"));
+            assert_eq!(format_lines(t, 42, "x"), expected);
+        }
+        let t = Local
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .unwrap()
+            .with_nanosecond(10_000_000)
+            .unwrap();
+        assert_eq!(format_lines(t, 1, "a"), "Jan 01 00:00:00.01: [    1]: a\n");
+        let later = t.with_nanosecond(20_000_000).unwrap();
+        assert_eq!(
+            format_lines(later, 1, "b"),
+            "Jan 01 00:00:00.02: [    1]: b\n"
+        );
+        assert_eq!(
+            format_lines(later, 2, "c"),
+            "Jan 01 00:00:00.02: [    2]: c\n"
         );
     }
 
