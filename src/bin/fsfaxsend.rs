@@ -57,9 +57,10 @@ fn main() -> ExitCode {
         &cli.modem,
         &cli.qfiles,
     ));
-    // Everything is written and synced: the runtime's idle blocking thread (the seqf sync's)
-    // need not be woken and joined on the way out.
-    runtime.shutdown_background();
+    // Everything is written and synced and nothing is left for the runtime to do: the exit
+    // takes it down. Tearing it down here (waking its idle blocking thread, dropping its
+    // tasks, sockets and timers one by one) cost 80 µs of every send.
+    std::mem::forget(runtime);
     ExitCode::from(code)
 }
 
