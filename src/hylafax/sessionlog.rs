@@ -171,11 +171,13 @@ fn format_lines(now: DateTime<Local>, pid: u32, text: &str) -> String {
     })
 }
 
+/// A line prefix and the (second, centisecond, pid) it was made for.
+type Stamp = (Option<(i64, u32, u32)>, String);
+
 thread_local! {
-    /// The last line prefix made, by (second, centisecond, pid): a busy fsfaxd writes many
-    /// lines within one hundredth of a second, and the prefix is then the same.
-    static STAMP: std::cell::RefCell<(Option<(i64, u32, u32)>, String)> =
-        const { std::cell::RefCell::new((None, String::new())) };
+    /// The last line prefix made: a busy fsfaxd writes many lines within one hundredth of a
+    /// second, and the prefix is then the same.
+    static STAMP: std::cell::RefCell<Stamp> = const { std::cell::RefCell::new((None, String::new())) };
 }
 
 /// `%b %d %H:%M:%S.<centiseconds>: [%5d]: ` (English month names, as HylaFAX's C locale).
