@@ -464,7 +464,10 @@ pub fn url_encode(s: &str) -> String {
             && b.get(i + 1).is_some_and(|x| x.is_ascii_hexdigit())
             && b.get(i + 2).is_some_and(|x| x.is_ascii_hexdigit());
         if !valid_pct && (!(b' '..=b'~').contains(&c) || URL_UNSAFE.contains(&c)) {
-            out.push_str(&format!("%{c:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(c >> 4)] as char);
+            out.push(HEX[usize::from(c & 15)] as char);
         } else {
             out.push(c as char);
         }

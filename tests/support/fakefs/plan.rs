@@ -192,130 +192,154 @@ fn shift_time(name: &str, v: &str, off_us: i64) -> Option<String> {
 
 /// Renders a capture event for the new call: per-call values substituted, wire order kept.
 pub(crate) fn render(src: &SourceInfo, ev: &Event, cv: &CallValues) -> Event {
-    let off = if src.first_ts_us > 0 {
-        cv.now_us - src.first_ts_us
-    } else {
-        0
-    };
-    let enc_file_old = url_encode(&src.file);
-    let enc_file_new = url_encode(&cv.file);
-    let gw_pairs: Vec<(String, String)> = if src.gateway.is_empty() || src.gateway == cv.gateway {
-        Vec::new()
-    } else {
-        let (o, n) = (&src.gateway, &cv.gateway);
-        vec![
-            (format!("gateway/{o}/"), format!("gateway/{n}/")),
-            (format!("gw%2B{o}%40"), format!("gw%2B{}%40", url_encode(n))),
-            (format!("gw%3D{o}%3E"), format!("gw%3D{}%3E", url_encode(n))),
-        ]
-    };
-    // Every plain substitution, each with its searcher built once for all headers (building
-    // one per header and value was most of the fake's time per call).
-    let mut swaps: Vec<(&str, &str)> = Vec::new();
-    if !src.uuid.is_empty() {
-        swaps.push((&src.uuid, &cv.uuid));
-    }
-    if let (Some(o), Some(n)) = (&src.job, &cv.job) {
-        swaps.push((o, n));
-    }
-    if !src.file.is_empty() {
-        swaps.push((&enc_file_old, &enc_file_new));
-    }
-    for (o, n) in &gw_pairs {
-        swaps.push((o, n));
-    }
-    let finders: Vec<memchr::memmem::Finder<'_>> = swaps
-        .iter()
-        .map(|(o, _)| memchr::memmem::Finder::new(o.as_bytes()))
-        .collect();
-    // The new call's values as they appear on the wire, encoded once for all headers.
-    let party = [
-        (src.number.clone(), url_encode(&cv.number)),
-        (src.cid_num.clone(), url_encode(&cv.cid_num)),
-        (url_encode(&src.cid_name), url_encode(&cv.cid_name)),
-    ];
-    let gateway = url_encode(&cv.gateway);
-    let arg = url_encode(&cv.arg);
-    // Each header's new value is built once (cloning the event and then replacing every
-    // value allocated each twice).
-    let headers = ev
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let mut nv: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(v);
-            for ((o, n), f) in swaps.iter().zip(&finders) {
-                if f.find(nv.as_bytes()).is_some() {
-                    nv = nv.replace(o, n).into();
-                }
-            }
-            if is_party_header(k) {
-                for (o, n) in &party {
-                    if !o.is_empty() && o != n && nv.contains(o.as_str()) {
-                        nv = replace_token(&nv, o, n).into();
-                    }
-                }
-            }
-            if k == "variable_sip_gateway_name" {
-                nv = gateway.as_str().into();
-            }
-            if (k == "API-Command-Argument" || k == "Job-Command-Arg") && !src.arg.is_empty() {
-                nv = arg.as_str().into();
-            }
-            if let Some(t) = shift_time(k, &nv, off) {
-                nv = t.into();
-            }
-            (k.clone(), nv.into_owned())
-        })
-        .collect();
-    let mut out = Event {
-        headers,
-        body: ev.body.clone(),
-    };
-    // Dial-string variables: follow the new call's set, in the captured position. Most events
-    // carry none of them, which one pass over the names tells without allocating.
-    let has_dial_vars = out.headers.iter().any(|(k, _)| {
-        k.strip_prefix("variable_")
-            .is_some_and(|name| src.vars.iter().any(|(n, _)| n == name))
-    });
-    if has_dial_vars {
-        // One pass: each captured dial variable takes the new call's (last) value or goes.
-        // The new call's other variables then follow the kept one that came last in the
-        // captured dial string (`variable_uuid` when none is kept).
-        let mut anchor: Option<(usize, String)> = None;
-        out.headers.retain_mut(|(name, value)| {
-            let Some(k) = name.strip_prefix("variable_") else {
-                return true;
-            };
-            let Some(at) = src.vars.iter().rposition(|(n, _)| n == k) else {
-                return true;
-            };
-            match cv.vars.iter().rev().find(|(n, _)| n == k) {
-                Some((_, v)) => {
-                    *value = url_encode(v);
-                    if anchor.as_ref().is_none_or(|(last, _)| at > *last) {
-                        anchor = Some((at, name.clone()));
-                    }
-                    true
-                }
-                None => false,
-            }
-        });
-        let mut anchor = anchor.map(|(_, name)| name);
-        for (k, v) in &cv.vars {
-            if src.vars.iter().any(|(n, _)| n == k) {
-                continue;
-            }
-            let name = format!("variable_{k}");
-            let value = url_encode(v);
-            if out.set(&name, &value) {
-                continue;
-            }
-            let a = anchor.take().unwrap_or_else(|| "variable_uuid".into());
-            out.insert_after(&a, &name, &value);
-            anchor = Some(name);
+    Renderer::new(src, cv).render(ev)
+}
+
+/// What [`render`] substitutes for one call, worked out once for all of its events (encoding
+/// the call's values and building the searchers again for each event was half of the fake's
+/// work per call, all of it before the call's first event went out).
+pub(crate) struct Renderer<'a> {
+    src: &'a SourceInfo,
+    cv: &'a CallValues,
+    /// Microseconds between the capture's first event and this call.
+    off: i64,
+    /// Every plain substitution (old, new), with its searcher.
+    swaps: Vec<(String, String, memchr::memmem::Finder<'static>)>,
+    /// The parties' numbers and name as they appear on the wire (old, new).
+    party: [(String, String); 3],
+    gateway: String,
+    arg: String,
+}
+
+impl<'a> Renderer<'a> {
+    pub(crate) fn new(src: &'a SourceInfo, cv: &'a CallValues) -> Renderer<'a> {
+        let off = if src.first_ts_us > 0 {
+            cv.now_us - src.first_ts_us
+        } else {
+            0
+        };
+        let mut swaps: Vec<(String, String)> = Vec::new();
+        if !src.uuid.is_empty() {
+            swaps.push((src.uuid.clone(), cv.uuid.clone()));
+        }
+        if let (Some(o), Some(n)) = (&src.job, &cv.job) {
+            swaps.push((o.clone(), n.clone()));
+        }
+        if !src.file.is_empty() {
+            swaps.push((url_encode(&src.file), url_encode(&cv.file)));
+        }
+        if !(src.gateway.is_empty() || src.gateway == cv.gateway) {
+            let (o, n) = (&src.gateway, &cv.gateway);
+            swaps.push((format!("gateway/{o}/"), format!("gateway/{n}/")));
+            swaps.push((format!("gw%2B{o}%40"), format!("gw%2B{}%40", url_encode(n))));
+            swaps.push((format!("gw%3D{o}%3E"), format!("gw%3D{}%3E", url_encode(n))));
+        }
+        let swaps = swaps
+            .into_iter()
+            .map(|(o, n)| {
+                let finder = memchr::memmem::Finder::new(o.as_bytes()).into_owned();
+                (o, n, finder)
+            })
+            .collect();
+        Renderer {
+            src,
+            cv,
+            off,
+            swaps,
+            party: [
+                (src.number.clone(), url_encode(&cv.number)),
+                (src.cid_num.clone(), url_encode(&cv.cid_num)),
+                (url_encode(&src.cid_name), url_encode(&cv.cid_name)),
+            ],
+            gateway: url_encode(&cv.gateway),
+            arg: url_encode(&cv.arg),
         }
     }
-    out
+
+    /// One capture event for this call.
+    pub(crate) fn render(&self, ev: &Event) -> Event {
+        let (src, cv, off) = (self.src, self.cv, self.off);
+        // Each header's new value is built once (cloning the event and then replacing every
+        // value allocated each twice).
+        let headers = ev
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let mut nv: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(v);
+                for (o, n, f) in &self.swaps {
+                    if f.find(nv.as_bytes()).is_some() {
+                        nv = nv.replace(o.as_str(), n).into();
+                    }
+                }
+                if is_party_header(k) {
+                    for (o, n) in &self.party {
+                        if !o.is_empty() && o != n && nv.contains(o.as_str()) {
+                            nv = replace_token(&nv, o, n).into();
+                        }
+                    }
+                }
+                if k == "variable_sip_gateway_name" {
+                    nv = self.gateway.as_str().into();
+                }
+                if (k == "API-Command-Argument" || k == "Job-Command-Arg") && !src.arg.is_empty() {
+                    nv = self.arg.as_str().into();
+                }
+                if let Some(t) = shift_time(k, &nv, off) {
+                    nv = t.into();
+                }
+                (k.clone(), nv.into_owned())
+            })
+            .collect();
+        let mut out = Event {
+            headers,
+            body: ev.body.clone(),
+        };
+        // Dial-string variables: follow the new call's set, in the captured position. Most events
+        // carry none of them, which one pass over the names tells without allocating.
+        let has_dial_vars = out.headers.iter().any(|(k, _)| {
+            k.strip_prefix("variable_")
+                .is_some_and(|name| src.vars.iter().any(|(n, _)| n == name))
+        });
+        if has_dial_vars {
+            // One pass: each captured dial variable takes the new call's (last) value or goes.
+            // The new call's other variables then follow the kept one that came last in the
+            // captured dial string (`variable_uuid` when none is kept).
+            let mut anchor: Option<(usize, String)> = None;
+            out.headers.retain_mut(|(name, value)| {
+                let Some(k) = name.strip_prefix("variable_") else {
+                    return true;
+                };
+                let Some(at) = src.vars.iter().rposition(|(n, _)| n == k) else {
+                    return true;
+                };
+                match cv.vars.iter().rev().find(|(n, _)| n == k) {
+                    Some((_, v)) => {
+                        *value = url_encode(v);
+                        if anchor.as_ref().is_none_or(|(last, _)| at > *last) {
+                            anchor = Some((at, name.clone()));
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            });
+            let mut anchor = anchor.map(|(_, name)| name);
+            for (k, v) in &cv.vars {
+                if src.vars.iter().any(|(n, _)| n == k) {
+                    continue;
+                }
+                let name = format!("variable_{k}");
+                let value = url_encode(v);
+                if out.set(&name, &value) {
+                    continue;
+                }
+                let a = anchor.take().unwrap_or_else(|| "variable_uuid".into());
+                out.insert_after(&a, &name, &value);
+                anchor = Some(name);
+            }
+        }
+        out
+    }
 }
 
 /// What the runner does at a step.
@@ -358,6 +382,7 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
     let src = cap.source();
     let mut prev = None;
     let mut out = Vec::new();
+    let renderer = Renderer::new(src, cv);
     // By reference: cloning every event of the capture for each call (all-events captures hold
     // other channels' events too) was most of the fake's work per call.
     for (ms, ev) in cap.events_ref() {
@@ -371,7 +396,7 @@ pub(crate) fn capture_steps(cap: &Capture, cv: &CallValues) -> Vec<Step> {
         }
         let delay_ms = prev.map(|p| ms.saturating_sub(p)).unwrap_or(0);
         prev = Some(ms);
-        let r = render(src, ev, cv);
+        let r = renderer.render(ev);
         let kind = if r.name() == "BACKGROUND_JOB" {
             StepKind::Result(r)
         } else {
