@@ -181,8 +181,9 @@ fn run(path: &Path, foreground: bool) -> ExitCode {
 /// The receive daemon; returns when fsfaxd was stopped (SIGTERM/SIGINT) or could not run.
 ///
 /// The threads are fixed whatever the load: the main thread runs every call (they wait on
-/// sockets, never on the disk), at most two threads do whole-document work (page counts, TIFF
-/// tags), plus the spool writer and the faxq FIFO writer (see `receive`'s module notes).
+/// sockets, never on the disk), the spool writer (every spool write, and the received
+/// documents' page counts and tags), the faxq FIFO writer, and at most two threads for the
+/// rare blocking work left (see `receive`'s module notes).
 /// One thread for the calls, not one per core: a reception costs its event loop about a
 /// millisecond of CPU per fax, and a second worker only added wake-ups between the two
 /// (`cargo bench --bench receive_load`: a third more context switches and about 10 % more

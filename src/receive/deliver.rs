@@ -67,10 +67,10 @@ pub struct Delivered {
 /// could not even be started keeps the entry, so the next start of fsfaxd delivers the fax.
 ///
 /// fsfaxd's rule for blocking work (see `hylafax::writer`): the document itself (page count,
-/// tags, permissions) is read and rewritten on the runtime's small blocking pool; xferfaxlog,
-/// the journal stages and the session log are written by the spool writer thread. Every step is
-/// journalled before the next: the xferfaxlog record and the `handed` stage go in one writer
-/// job, committed (synced) before faxrcvd starts; the removal afterwards needs no sync.
+/// tags, permissions), xferfaxlog, the journal stages and the session log are read and
+/// written by the spool writer thread. Every step is journalled before the next: the
+/// xferfaxlog record and the `handed` stage go in one writer job, committed (synced) before
+/// faxrcvd starts; the removal afterwards needs no sync.
 pub async fn deliver(
     spool: &Spool,
     cfg: &Arc<Config>,
@@ -87,8 +87,12 @@ pub async fn deliver(
     let rec = Arc::new(rec);
     let log = Arc::new(log);
     let (r, l) = (rec.clone(), log.clone());
-    let Some(pages) = off_runtime(move || examine(&path, &r, &l)).await else {
-        // The runtime is going away; the journal entry stays for the next start.
+    let examined = journal
+        .writer()
+        .write(move |_| examine(&path, &r, &l))
+        .await;
+    let Ok((pages, _)) = examined else {
+        // The writer is gone (fsfaxd is stopping): the journal entry stays for the next start.
         return gone;
     };
     let errmsg = error_message(&rec, pages);
@@ -237,19 +241,6 @@ impl Step<'_> {
             );
         } else if let Err(e) = self.journal.remove(&commid) {
             tracing::error!("{e}");
-        }
-    }
-}
-
-/// Runs blocking work on the blocking pool; `None` only when the runtime is shutting down.
-pub(crate) async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(done) => Some(done),
-        Err(e) => {
-            tracing::error!("blocking work did not run: {e}");
-            None
         }
     }
 }

@@ -17,10 +17,11 @@
 //! Blocking I/O has one rule: nothing that syncs, locks or writes a spool file runs on the
 //! thread the calls share (the binary runs them all on one; see `serve` in `bin/fsfaxd.rs`).
 //! The journal, the sequence files, xferfaxlog and the session logs go to the one spool writer
-//! thread (`hylafax::writer`: in order, one `fdatasync` for everything due together);
-//! whole-document work (page count, TIFF tags) goes to the runtime's blocking pool, which the
-//! binary bounds to two threads. So fsfaxd's threads are fixed: the runtime's, the spool
-//! writer, the faxq FIFO writer, whatever the load.
+//! thread (`hylafax::writer`: in order, one `fdatasync` for everything due together), and so
+//! does the received document's examination (page count, TIFF tags, mode). The runtime's
+//! blocking pool, which the binary bounds to two threads, keeps the rare rest (reading an
+//! interrupted reception's document at start-up). So fsfaxd's threads are fixed: the
+//! runtime's, the spool writer, the faxq FIFO writer, whatever the load.
 
 mod accept;
 mod call;
