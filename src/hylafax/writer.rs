@@ -189,20 +189,29 @@ impl SpoolWriter {
         rx.recv().map_err(|_| WriterGone)
     }
 
-    async fn ask<T: Send + 'static>(
+    /// Runs `work` on the writer thread; `work` says with its value whether the answer waits
+    /// for the sync ([`SpoolWriter::commit`]) or only for the write ([`SpoolWriter::write`]).
+    pub async fn write_or_commit<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Ctx) -> T + Send + 'static,
-        durable: bool,
+        work: impl FnOnce(&mut Ctx) -> (T, bool) + Send + 'static,
     ) -> Result<(T, io::Result<()>), WriterGone> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.push(
             Box::new(move |ctx: &mut Ctx| {
-                let value = work(ctx);
+                let (value, durable) = work(ctx);
                 ctx.answer_after(durable, Box::new(move |r| drop(tx.send((value, r)))));
             }),
             true,
         )?;
         rx.await.map_err(|_| WriterGone)
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Ctx) -> T + Send + 'static,
+        durable: bool,
+    ) -> Result<(T, io::Result<()>), WriterGone> {
+        self.write_or_commit(move |ctx| (work(ctx), durable)).await
     }
 
     /// Waits until everything queued before is written and synced (at shutdown).

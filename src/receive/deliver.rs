@@ -13,7 +13,7 @@ use chrono::{DateTime, Local};
 use crate::config::Config;
 use crate::hylafax::Spool;
 use crate::hylafax::faxrcvd::{self, FaxrcvdArgs, FaxrcvdError};
-use crate::hylafax::journal::{DeliveryStage, Journal};
+use crate::hylafax::journal::{DeliveryStage, Journal, JournalError};
 use crate::hylafax::sessionlog::SessionLog;
 use crate::hylafax::writer::{Ctx, SpoolWriter};
 use crate::hylafax::xferfaxlog::{self, DataFormat, Params, RecvRecord, VerticalRes, XferFaxLog};
@@ -69,8 +69,8 @@ pub struct Delivered {
 /// fsfaxd's rule for blocking work (see `hylafax::writer`): the document itself (page count,
 /// tags, permissions), xferfaxlog, the journal stages and the session log are read and
 /// written by the spool writer thread. Every step is journalled before the next: the
-/// xferfaxlog record and the `handed` stage go in one writer job, committed (synced) before
-/// faxrcvd starts; the removal afterwards needs no sync.
+/// document's examination, its xferfaxlog record and the `handed` stage go in one writer job,
+/// committed (synced) before faxrcvd starts; the removal afterwards needs no sync.
 pub async fn deliver(
     spool: &Spool,
     cfg: &Arc<Config>,
@@ -86,18 +86,33 @@ pub async fn deliver(
     let path = spool.join(&rec.recvq_file);
     let rec = Arc::new(rec);
     let log = Arc::new(log);
-    let (r, l) = (rec.clone(), log.clone());
+    let (s, c, r, l) = (spool.clone(), cfg.clone(), rec.clone(), log.clone());
+    // The call's span goes with the job, so its lines still name the call.
+    let span = tracing::Span::current();
+    // One writer job for the document and its record: one trip to the writer per delivery.
     let examined = journal
         .writer()
-        .write(move |_| examine(&path, &r, &l))
+        .write_or_commit(move |ctx| {
+            let _span = span.enter();
+            let pages = examine(&path, &r, &l);
+            let errmsg = error_message(&r, pages);
+            log_received(&r, pages, &errmsg, &l);
+            let hand_over = hand_over_wanted(&r, pages, &l);
+            let staged = log_and_stage(ctx, &s, &c, &r, pages, &errmsg, hand_over);
+            // Synced before faxrcvd may start.
+            ((pages, errmsg, hand_over, staged), hand_over)
+        })
         .await;
-    let Ok((pages, _)) = examined else {
+    let Ok(((pages, errmsg, hand_over, staged), written)) = examined else {
         // The writer is gone (fsfaxd is stopping): the journal entry stays for the next start.
         return gone;
     };
-    let errmsg = error_message(&rec, pages);
-    log_received(&rec, pages, &errmsg, &log);
-    let hand_over = hand_over_wanted(&rec, pages, &log);
+    if let Err(e) = staged
+        .map_err(|e| e.to_string())
+        .and_then(|()| written.map_err(|e| e.to_string()))
+    {
+        tracing::error!("journal: {e}; a restart of fsfaxd now could repeat this step");
+    }
     let step = Step {
         spool,
         cfg,
@@ -105,9 +120,6 @@ pub async fn deliver(
         rec: &rec,
         errmsg: &errmsg,
     };
-    if !step.log_and_stage(pages, hand_over).await {
-        return gone;
-    }
     let faxrcvd_ran = step.hand_over(hand_over, &log).await;
     log.end();
     Delivered {
@@ -155,7 +167,33 @@ fn hand_over_wanted(rec: &Reception, pages: Option<u32>, log: &SessionLog) -> bo
     }
 }
 
-/// One reception's delivery, past the examination of its document.
+/// The xferfaxlog record (unless a previous fsfaxd wrote it) and the journal stage that
+/// follows it (`handed` when faxrcvd is to run), on the writer thread.
+fn log_and_stage(
+    ctx: &mut Ctx,
+    spool: &Spool,
+    cfg: &Config,
+    rec: &Reception,
+    pages: Option<u32>,
+    errmsg: &str,
+    hand_over: bool,
+) -> Result<(), JournalError> {
+    if rec.delivery < DeliveryStage::Logged {
+        write_xferfaxlog(spool, cfg, rec, pages, errmsg);
+    }
+    let stage = if hand_over {
+        DeliveryStage::Handed
+    } else {
+        DeliveryStage::Logged
+    };
+    if rec.delivery < stage {
+        ctx.journal.stage(&rec.commid, stage)
+    } else {
+        Ok(())
+    }
+}
+
+/// One reception's delivery, past the examination of its document and its record.
 struct Step<'a> {
     spool: &'a Spool,
     cfg: &'a Arc<Config>,
@@ -165,48 +203,6 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// The xferfaxlog record and the journal stage in one writer job, synced before faxrcvd
-    /// may start; `false` when the writer is gone (the entry stays for the next start).
-    async fn log_and_stage(&self, pages: Option<u32>, hand_over: bool) -> bool {
-        let (s, c, r, e) = (
-            self.spool.clone(),
-            self.cfg.clone(),
-            self.rec.clone(),
-            self.errmsg.to_owned(),
-        );
-        let job = move |ctx: &mut Ctx| {
-            if r.delivery < DeliveryStage::Logged {
-                write_xferfaxlog(&s, &c, &r, pages, &e);
-            }
-            let stage = if hand_over {
-                DeliveryStage::Handed
-            } else {
-                DeliveryStage::Logged
-            };
-            if r.delivery < stage {
-                ctx.journal.stage(&r.commid, stage)
-            } else {
-                Ok(())
-            }
-        };
-        let writer = self.journal.writer();
-        let staged = if hand_over {
-            writer.commit(job).await
-        } else {
-            writer.write(job).await
-        };
-        let Ok((staged, written)) = staged else {
-            return false;
-        };
-        if let Err(e) = staged
-            .map_err(|e| e.to_string())
-            .and_then(|()| written.map_err(|e| e.to_string()))
-        {
-            tracing::error!("journal: {e}; a restart of fsfaxd now could repeat this step");
-        }
-        true
-    }
-
     /// Runs faxrcvd (when `run`), then removes the journal entry, unless faxrcvd could not
     /// even be started: the entry then steps back so the next start runs it. Whether faxrcvd
     /// ran.
