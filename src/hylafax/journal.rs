@@ -1013,6 +1013,50 @@ mod tests {
         let _ = j.writer.commit_blocking(|_| ()).unwrap();
     }
 
+    /// A job run with `write_or_commit` decides whether its answer waits for the sync: the
+    /// stage it wrote is still unsynced after a job that said no, and synced after one that
+    /// said yes.
+    #[tokio::test]
+    async fn a_job_says_whether_its_answer_waits_for_the_sync() {
+        let spool = tempfile::tempdir().unwrap();
+        let j = Journal::open(spool.path()).unwrap();
+        j.add(&rec("000000007")).unwrap();
+        let unsynced = || j.writer.write(|ctx| ctx.journal.unsynced_since().is_some());
+        let (staged, written) = j
+            .writer
+            .write_or_commit(|ctx| {
+                let staged = ctx.journal.stage("000000007", DeliveryStage::Logged);
+                (staged.is_ok(), false)
+            })
+            .await
+            .unwrap();
+        let answered = std::time::Instant::now();
+        assert!(staged && written.is_ok());
+        // Only the writer's idle sync, a second later, may have synced it in between.
+        let waits = unsynced().await.unwrap().0;
+        assert!(
+            waits || answered.elapsed() >= crate::hylafax::writer::IDLE_SYNC,
+            "a written stage waits for a sync"
+        );
+        let (staged, written) = j
+            .writer
+            .write_or_commit(|ctx| {
+                let staged = ctx.journal.stage("000000007", DeliveryStage::Handed);
+                (staged.is_ok(), true)
+            })
+            .await
+            .unwrap();
+        assert!(staged && written.is_ok());
+        assert!(
+            !unsynced().await.unwrap().0,
+            "the committed stage is synced"
+        );
+        drop(j);
+        let pending = Journal::open(spool.path()).unwrap().list().unwrap().pending;
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].delivery, DeliveryStage::Handed);
+    }
+
     #[test]
     fn add_list_remove_across_restarts() {
         let spool = tempfile::tempdir().unwrap();
