@@ -65,8 +65,9 @@ async fn faxq_runs_fsfaxsend_and_shows_done_requeued_and_failed() {
     let busy = lab.submit("5551002", &document());
     let failed = lab.submit("5551003", &document());
     // A bound for a hang only: faxq, fsfaxsend and the fake take well under a second each.
-    // The busy job sleeps after each attempt; whether faxq retries it at once after the first
-    // busy (it may) is faxq's scheduling: the test counts what happened on the wire instead.
+    // The busy job sleeps after each attempt: fsfaxsend never leaves it a `tts` equal to
+    // faxq's clock, which faxq would retry at once (and then wait for a modem announcement
+    // that, without fsfaxd, never comes).
     let settled = lab.wait_for(Duration::from_secs(300), |lab| {
         state(lab, done).as_deref() == Some("7")
             && state(lab, failed).as_deref() == Some("8")

@@ -252,6 +252,9 @@ impl Job {
         self.set("status", &status);
         self.set("statuscode", &v.statuscode.to_string());
         self.set("returned", &returned.to_string());
+        if v.disposition == super::Disposition::Retry {
+            self.leave_retry_time_to_faxq();
+        }
         if let Some(csi) = &attempt.remote_id {
             self.set("csi", csi);
         }
@@ -271,6 +274,20 @@ impl Job {
             return super::Disposition::Retry.returned();
         }
         returned
+    }
+
+    /// A retry whose `tts:` is not yet in the past (a first attempt that ended in the second
+    /// it was due) gets `tts:` one second back. faxq computes the retry time only for a `tts`
+    /// before its own clock (`now + retrytime`, else its requeue interval) and retries a job
+    /// whose `tts` *equals* it at once: a busy number was redialled in the same second, and
+    /// the job then waited for a modem announcement that may never come. faxsend writes its
+    /// own `tts:` (its JobReq* delays) on every retry; fsfax leaves the delay to faxq, as
+    /// GOfax.IP does.
+    fn leave_retry_time_to_faxq(&mut self) {
+        let now = chrono::Utc::now().timestamp();
+        if self.q.get_i64("tts").is_some_and(|tts| tts >= now) {
+            self.set("tts", &(now - 1).to_string());
+        }
     }
 
     /// Writes the qfile as it is now (not synced: see [`Job::open`]).
@@ -306,4 +323,61 @@ impl Job {
 fn bytes_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fax::{Disposition, JobResult};
+
+    fn qfile(dir: &Path, tts: i64) -> std::path::PathBuf {
+        let path = dir.join("q1");
+        std::fs::write(
+            &path,
+            format!(
+                "tts:{tts}\nkilltime:{}\nretrytime:0\nstate:6\nndials:0\ntotdials:0\n\
+                 maxdials:12\nexternal:12345\nnumber:12345\njobid:1\nstatus:\nreturned:7\n\
+                 fax:0::docq/doc1.tif\n",
+                tts + 3600
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn finish(path: &Path, disposition: Disposition) -> Option<i64> {
+        let mut job = Job::open(path).unwrap();
+        let verdict = JobResult {
+            disposition,
+            status: "Busy signal detected".into(),
+            statuscode: 0,
+            counts_as_dial: true,
+            counts_as_try: false,
+        };
+        job.finish(&super::super::Attempt::verdict_only(verdict));
+        drop(job);
+        let text = std::fs::read(path).unwrap();
+        qfile::QFileContent::parse(path, &text)
+            .unwrap()
+            .get_i64("tts")
+    }
+
+    /// A retry that ends in the second its `tts` names leaves faxq a `tts` in the past, so
+    /// faxq schedules the retry instead of redialling at once; a `tts` already past is kept,
+    /// and a done job's is not touched.
+    #[test]
+    fn a_retry_never_leaves_a_tts_faxq_would_redial_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let path = qfile(dir.path(), now + 5);
+        let tts = finish(&path, Disposition::Retry).unwrap();
+        assert!(
+            tts < chrono::Utc::now().timestamp(),
+            "tts {tts} not in the past"
+        );
+        let path = qfile(dir.path(), now - 100);
+        assert_eq!(finish(&path, Disposition::Retry), Some(now - 100));
+        let path = qfile(dir.path(), now + 5);
+        assert_eq!(finish(&path, Disposition::Done), Some(now + 5));
+    }
 }
