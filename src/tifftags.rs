@@ -670,6 +670,53 @@ mod tests {
         }
     }
 
+    /// The header and every directory of `data` (a little-endian TIFF) as byte ranges: where
+    /// damage reaches the structure rather than the image data.
+    fn structure(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
+        let u32_at = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+        let mut out = vec![0..8];
+        let mut at = u32_at(4);
+        while at != 0 {
+            let end = at + 2 + 12 * u16_at(at) + 4;
+            out.push(at..end);
+            at = u32_at(end - 4);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// A received document comes off the network: one damaged anywhere in its structure
+        /// (bytes of the header or of any directory overwritten, the file cut short) gives an
+        /// error or a document, never a panic (fsfaxd is built with `panic = "abort"`); and a
+        /// document that takes the tags still counts the same pages.
+        #[test]
+        fn a_damaged_document_never_panics_and_keeps_its_pages_when_tagged(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..12,
+            ),
+            cut in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            let mut bytes = fixture("test3.tif");
+            let places: Vec<usize> = structure(&bytes).into_iter().flatten().collect();
+            for (at, value) in edits {
+                bytes[*at.get(&places)] = value;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            let path = Path::new("fax000000001.tif");
+            let pages = crate::tiff::count_pages_of(path, &bytes);
+            let _ = session_in(&bytes);
+            if let (Ok(n), Ok((tagged, _))) = (&pages, with_tags(&bytes, tags)) {
+                proptest::prop_assert_eq!(crate::tiff::count_pages_of(path, &tagged).ok(), Some(*n));
+                proptest::prop_assert!(session_in(&tagged).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn a_malformed_document_is_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
