@@ -675,7 +675,8 @@ mod tests {
     fn structure(data: &[u8]) -> Vec<std::ops::Range<usize>> {
         let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]) as usize;
         let u32_at = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
-        let mut out = vec![0..8];
+        let header = 0..8;
+        let mut out = vec![header];
         let mut at = u32_at(4);
         while at != 0 {
             let end = at + 2 + 12 * u16_at(at) + 4;
