@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use support::fakefs::{CallScript, DropPoint, FakeConfig, FakeFs, FaxParams};
 use support::send::{MODEM, SendEnv, wait_exit};
+use support::wait::{HANG, wait_async};
 
 async fn fake(cfg: FakeConfig) -> FakeFs {
     FakeFs::start(cfg).await
@@ -664,28 +665,21 @@ async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
     env.qfile(61, "0406161", &[("test3.tif", 0)], &[]);
     let child = env.spawn(61);
     // The connection opened ahead has its subscription, and the job is still being prepared.
-    let deadline = std::time::Instant::now() + support::send::HANG;
     let subscribed = || {
         fs.command_lines(0)
             .iter()
             .any(|l| l.starts_with("event plain"))
     };
-    while !(started.exists() && subscribed()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no subscribed connection while DynamicConfig ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wait_async(HANG, || started.exists() && subscribed()).await,
+        "no subscribed connection while DynamicConfig ran"
+    );
     fs.drop_connection(0);
     // Closed on the fake's side before DynamicConfig ends: fsfaxsend can only find it gone.
-    while !fs.is_closed(0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fake never closed connection 0"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wait_async(HANG, || fs.is_closed(0)).await,
+        "the fake never closed connection 0"
+    );
     fs::write(&release, "").unwrap();
     let code = wait_exit(child, support::send::HANG).await;
     assert_eq!(code, 2, "{}", env.field(61, "status"));

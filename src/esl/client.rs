@@ -499,11 +499,7 @@ fn ok(peer: &str, label: String, reply: Message) -> Result<Reply, ClientError> {
             command: label,
             reply: r.text().to_owned(),
         }),
-        other => Err(ClientError::UnexpectedReply {
-            peer: peer.to_owned(),
-            command: label,
-            got: describe(&other),
-        }),
+        other => Err(unexpected_reply(peer, label, &other)),
     }
 }
 
@@ -541,7 +537,7 @@ pub(crate) async fn api_body(
             command: label,
             reply: r.text().to_owned(),
         }),
-        other => Err(unexpected_reply(handle, label, &other)),
+        other => Err(unexpected_reply(handle.peer(), label, &other)),
     }
 }
 
@@ -565,13 +561,13 @@ pub(crate) async fn bgapi(
             command: label,
             reply: r.text().to_owned(),
         }),
-        other => Err(unexpected_reply(handle, label, &other)),
+        other => Err(unexpected_reply(handle.peer(), label, &other)),
     }
 }
 
-fn unexpected_reply(handle: &Handle, command: String, got: &Message) -> ClientError {
+fn unexpected_reply(peer: &str, command: String, got: &Message) -> ClientError {
     ClientError::UnexpectedReply {
-        peer: handle.peer().to_owned(),
+        peer: peer.to_owned(),
         command,
         got: describe(got),
     }

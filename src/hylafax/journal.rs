@@ -1022,14 +1022,14 @@ mod tests {
         let j = Journal::open(spool.path()).unwrap();
         j.add(&rec("000000007")).unwrap();
         let unsynced = || j.writer.write(|ctx| ctx.journal.unsynced_since().is_some());
-        let (staged, written) = j
-            .writer
-            .write_or_commit(|ctx| {
-                let staged = ctx.journal.stage("000000007", DeliveryStage::Logged);
-                (staged.is_ok(), false)
+        // The stage written by one job that says whether it waits for the sync.
+        let stage = |stage, durable| {
+            j.writer.write_or_commit(move |ctx| {
+                let staged = ctx.journal.stage("000000007", stage);
+                (staged.is_ok(), durable)
             })
-            .await
-            .unwrap();
+        };
+        let (staged, written) = stage(DeliveryStage::Logged, false).await.unwrap();
         let answered = std::time::Instant::now();
         assert!(staged && written.is_ok());
         // Only the writer's idle sync, a second later, may have synced it in between.
@@ -1038,14 +1038,7 @@ mod tests {
             waits || answered.elapsed() >= crate::hylafax::writer::IDLE_SYNC,
             "a written stage waits for a sync"
         );
-        let (staged, written) = j
-            .writer
-            .write_or_commit(|ctx| {
-                let staged = ctx.journal.stage("000000007", DeliveryStage::Handed);
-                (staged.is_ok(), true)
-            })
-            .await
-            .unwrap();
+        let (staged, written) = stage(DeliveryStage::Handed, true).await.unwrap();
         assert!(staged && written.is_ok());
         assert!(
             !unsynced().await.unwrap().0,

@@ -225,20 +225,19 @@ mod tests {
     /// month; the cached one follows the turn of a hundredth and the pid.
     #[test]
     fn line_prefix_matches_strftime_and_follows_the_clock() {
-        for month in 1..=12 {
-            let t = Local
-                .with_ymd_and_hms(2026, month, 3, 4, 5, 6)
+        let at = |month, hms: (u32, u32, u32), nanos| {
+            Local
+                .with_ymd_and_hms(2026, month, 1, hms.0, hms.1, hms.2)
                 .unwrap()
-                .with_nanosecond(999_999_999)
-                .unwrap();
+                .with_nanosecond(nanos)
+                .unwrap()
+        };
+        for month in 1..=12 {
+            let t = at(month, (4, 5, 6), 999_999_999);
             let expected = format!("{}.99: [   42]: x\n", t.format("%b %d %H:%M:%S"));
             assert_eq!(format_lines(t, 42, "x"), expected);
         }
-        let t = Local
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .unwrap()
-            .with_nanosecond(10_000_000)
-            .unwrap();
+        let t = at(1, (0, 0, 0), 10_000_000);
         assert_eq!(format_lines(t, 1, "a"), "Jan 01 00:00:00.01: [    1]: a\n");
         let later = t.with_nanosecond(20_000_000).unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::config::{Config, Node};
 use crate::esl::{
     ClientError, CloseReason, Command, CommandError, EventStream, InboundClient, OpenError, Opened,
-    SessionItem,
+    SessionItem, is_err_reply,
 };
 use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
 use crate::fax::outcome::{normalize_cause, should_fail_over};
@@ -411,12 +411,7 @@ impl Dialer<'_> {
         };
         if let Err(e) = subscribed {
             log.log(&format!("{e}"));
-            let error = (LocalError::EslDropped, e.to_string());
-            return Err(if i == 0 {
-                CallEnd::NoDial(error.0, error.1)
-            } else {
-                CallEnd::LocalAfterDial(error.0, error.1)
-            });
+            return Err(dropped_before_originate(i, e.to_string()));
         }
         // FreeSWITCH went away after the subscription (a mod_db lookup may have seen it go):
         // nothing was dialled on this connection, and nothing is counted. The yield lets the
@@ -428,11 +423,7 @@ impl Dialer<'_> {
                 self.session.client.peer()
             );
             log.log(&why);
-            return Err(if i == 0 {
-                CallEnd::NoDial(LocalError::EslDropped, why)
-            } else {
-                CallEnd::LocalAfterDial(LocalError::EslDropped, why)
-            });
+            return Err(dropped_before_originate(i, why));
         }
         let dialled = &self.ctx.dialled;
         let on = self
@@ -543,6 +534,15 @@ impl Dialer<'_> {
     }
 }
 
+/// The event socket was lost before the `i`th gateway's originate: nothing was dialled when
+/// it was the first; an earlier gateway's originate was.
+fn dropped_before_originate(i: usize, why: String) -> CallEnd {
+    match i {
+        0 => CallEnd::NoDial(LocalError::EslDropped, why),
+        _ => CallEnd::LocalAfterDial(LocalError::EslDropped, why),
+    }
+}
+
 /// The station's entry in the T.38 fallback memory (`None`: the number has no station key).
 async fn lookup_fallback(
     cfg: &Config,
@@ -590,7 +590,7 @@ async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, 
         return Vec::new();
     };
     let list = list.trim();
-    if list.starts_with("-ERR") || list == "!err!" || list.is_empty() {
+    if refused(list) || list.is_empty() {
         return Vec::new();
     }
     let names: Vec<&str> = list
@@ -610,10 +610,14 @@ async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, 
         .filter_map(|(name, value)| {
             let value = value.ok()?;
             let value = value.trim_end_matches('\n');
-            let refused = value.starts_with("-ERR") || value == "!err!";
-            (!refused).then(|| (name.to_owned(), value.to_owned()))
+            (!refused(value)).then(|| (name.to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// mod_db's answer is an error (`-ERR ...`) or its `!err!` for bad syntax.
+fn refused(body: &str) -> bool {
+    is_err_reply(body) || body == "!err!"
 }
 
 /// Applies the destination's overrides, limited to fax and caller-ID variables.
