@@ -5,7 +5,9 @@
 //! the qfile is written afresh before every run and must say done (2) afterwards.
 //!
 //! `cargo bench --bench send_run`. `FSFAX_SEND_STRACE=<file>` adds one run under `strace -f`
-//! and prints its syscalls and syncs; `FSFAX_BENCH_FSFAXSEND=<binary>` runs another build.
+//! and prints its syscalls and syncs. The fsfaxsend run is the one that ships (the static musl
+//! build of scripts/static-fsfaxsend.sh, built on first use); `FSFAX_BENCH_FSFAXSEND=<binary>`
+//! runs another build.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,11 +20,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use support::fakefs::{FakeConfig, FakeFs};
 use support::send::{MODEM, SendEnv};
 
-/// The fsfaxsend under test: this build's, or `FSFAX_BENCH_FSFAXSEND=<binary>` (another
-/// build, for before/after runs in the same conditions).
-fn binary() -> std::ffi::OsString {
-    std::env::var_os("FSFAX_BENCH_FSFAXSEND")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into())
+/// The fsfaxsend under test: the static build that ships, or `FSFAX_BENCH_FSFAXSEND=<binary>`.
+fn binary() -> &'static Path {
+    support::bench_fsfaxsend()
 }
 
 /// fsfaxsend as faxq starts it on a fresh `sendq/q1` (under `strace -f -o <trace>` when

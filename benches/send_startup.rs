@@ -2,7 +2,12 @@
 //! process's peak RSS, for one job against a minimal event-socket peer.
 //!
 //! The peer answers like FreeSWITCH (auth, filter, event, db lookups) and fails the originate
-//! with `USER_BUSY` at once, so every iteration is one whole fsfaxsend run.
+//! with `USER_BUSY` at once, so every iteration is one whole fsfaxsend run. The fsfaxsend is
+//! the static build that ships (scripts/static-fsfaxsend.sh, built on first use), or
+//! `FSFAX_BENCH_FSFAXSEND=<binary>`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -78,9 +83,9 @@ struct Setup {
     spool: std::path::PathBuf,
     conf: std::path::PathBuf,
     qfile: String,
-    /// This build's fsfaxsend, or `FSFAX_BENCH_FSFAXSEND=<binary>` (another build, for
-    /// before/after runs).
-    binary: std::ffi::OsString,
+    /// The static fsfaxsend that ships, or `FSFAX_BENCH_FSFAXSEND=<binary>` (another build,
+    /// for before/after runs).
+    binary: std::path::PathBuf,
 }
 
 fn setup(addr: &str) -> Setup {
@@ -106,8 +111,7 @@ fn setup(addr: &str) -> Setup {
     .unwrap();
     Setup {
         qfile: "sendq/q1".into(),
-        binary: std::env::var_os("FSFAX_BENCH_FSFAXSEND")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_fsfaxsend").into()),
+        binary: support::bench_fsfaxsend().into(),
         spool,
         conf,
         _dir: dir,

@@ -2,7 +2,7 @@
 # Runs every fsfax test on a fresh Debian 12 machine, installing what the tests need first:
 # libtiff-tools (tiffcp, tiffinfo) and a real HylaFAX (Debian's hylafax-server/-client), which the
 # integration tests drive in a private spool through tests/tools/hylafax-lab.sh; cargo-deb for
-# the Debian package test.
+# the Debian package test; the musl target of the Rust toolchain, for fsfaxsend's static build.
 # Usage: scripts/test.sh [extra cargo nextest run args, e.g. a test filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,11 @@ fi
 # Panic messages say what failed and what the fake recorded; backtraces would bury them.
 export RUST_BACKTRACE=0
 cargo build --all-targets --locked
+# fsfaxsend ships as a static musl build (scripts/package.sh): the tests run that one. The
+# script adds the musl target to the toolchain when it is missing.
+FSFAX_FSFAXSEND=$(scripts/static-fsfaxsend.sh dev)
+export FSFAX_FSFAXSEND
+echo "test.sh: fsfaxsend under test: $FSFAX_FSFAXSEND" >&2
 status=0
 # Documentation examples first (nextest does not run them), so the end of the log is nextest's
 # summary of what failed.

@@ -163,12 +163,15 @@ where
     }
 }
 
-/// Ok if something accepts connections on the syslog socket (datagram, as journald and
-/// rsyslog use, or stream).
+/// Ok if something accepts connections on the syslog socket in a way the C library's
+/// `syslog(3)` writes: datagrams (journald, rsyslog), or a stream, to which glibc falls back.
+/// musl (fsfaxsend's static build) writes datagrams only: a stream socket there would take
+/// nothing, so the lines go to stderr instead.
 fn syslog_reachable(path: &Path) -> io::Result<()> {
     let dgram = UnixDatagram::unbound().and_then(|s| s.connect(path));
     match dgram {
         Ok(()) => Ok(()),
+        Err(e) if cfg!(target_env = "musl") => Err(e),
         Err(e) => UnixStream::connect(path).map(drop).map_err(|_| e),
     }
 }
@@ -345,6 +348,9 @@ mod tests {
         assert!(syslog_reachable(&path).is_ok());
         let stream_path = dir.path().join("stream");
         let _listener = std::os::unix::net::UnixListener::bind(&stream_path).unwrap();
-        assert!(syslog_reachable(&stream_path).is_ok());
+        assert_eq!(
+            syslog_reachable(&stream_path).is_ok(),
+            !cfg!(target_env = "musl")
+        );
     }
 }

@@ -6,9 +6,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod support;
+
 const FSFAXD: &str = env!("CARGO_BIN_EXE_fsfaxd");
-const FSFAXSEND: &str = env!("CARGO_BIN_EXE_fsfaxsend");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The fsfaxsend under test (the shipped static build under scripts/test.sh).
+fn fsfaxsend() -> String {
+    support::fsfaxsend().to_string_lossy().into_owned()
+}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/gofax.conf")
@@ -64,7 +70,7 @@ fn fsfaxd_version_exits_zero() {
 
 #[test]
 fn fsfaxsend_version_exits_zero() {
-    let out = run(FSFAXSEND, &["--version"]);
+    let out = run(&fsfaxsend(), &["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -235,7 +241,7 @@ fn fsfaxsend_usage_errors_exit_one_and_leave_the_qfile_alone() {
         vec!["-m", "../../etc", q],
         vec!["-c"],
     ] {
-        let out = run(FSFAXSEND, &args);
+        let out = run(&fsfaxsend(), &args);
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -254,7 +260,7 @@ fn fsfaxsend_takes_config_before_or_after_other_arguments() {
         ["-c", missing, "-m", "freeswitch0", "sendq/q1"],
         ["-m", "freeswitch0", "sendq/q1", "-c", missing],
     ] {
-        let out = run(FSFAXSEND, &args);
+        let out = run(&fsfaxsend(), &args);
         // A configuration error asks faxq to retry (0): the admin can fix the file.
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -297,7 +303,7 @@ fn fsfaxsend_survives_read_only_stdout_and_stderr() {
         (&["--version"], 0),
     ];
     for (args, code) in cases {
-        let status = run_like_faxq(FSFAXSEND, args);
+        let status = run_like_faxq(&fsfaxsend(), args);
         assert_eq!(status.signal(), None, "{args:?} died from a signal");
         assert_eq!(status.code(), Some(code), "{args:?}");
     }

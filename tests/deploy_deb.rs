@@ -2,8 +2,9 @@
 //! `dpkg-deb` shows the binaries, the conffile, the unit, the man pages and the docs where an
 //! admin expects them, each identical to the file in this repository.
 //!
-//! Needs cargo-deb (scripts/test.sh installs it). The package is built with the dev profile,
-//! reusing the binaries this test run already built; `cargo deb` alone builds a release one.
+//! Needs cargo-deb (scripts/test.sh installs it). The package is built by scripts/package.sh
+//! (`cargo deb` with fsfaxsend's static musl build) with the dev profile, reusing the binaries
+//! this test run already built; the script alone builds a release one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,24 @@ fn repo_files(dir: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether the ELF file at `path` names a program interpreter (`PT_INTERP`): a dynamically
+/// linked executable does, a static one does not.
+fn has_interpreter(path: &Path) -> bool {
+    let elf = std::fs::read(path).unwrap();
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "{} is not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([elf[o], elf[o + 1]]));
+    let phoff = usize::try_from(u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap())).unwrap();
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    })
+}
+
 fn build_deb(out_dir: &Path) -> PathBuf {
     let version = Command::new(cargo()).args(["deb", "--version"]).output();
     match version {
@@ -62,17 +81,9 @@ fn build_deb(out_dir: &Path) -> PathBuf {
              `cargo install cargo-deb --locked` and run this test again"
         ),
     }
-    run(Command::new(cargo())
+    run(Command::new(manifest_dir().join("scripts/package.sh"))
         .current_dir(manifest_dir())
-        .args([
-            "deb",
-            "--locked",
-            "--quiet",
-            "--profile",
-            "dev",
-            "--fast",
-            "-o",
-        ])
+        .args(["--quiet", "--profile", "dev", "--fast", "-o"])
         .arg(out_dir));
     let debs: Vec<PathBuf> = std::fs::read_dir(out_dir)
         .unwrap()
@@ -190,6 +201,13 @@ fn deb_package_contents() {
     );
     let v = run(Command::new(root.join("usr/bin/fsfaxsend")).arg("--version"));
     assert!(stdout(&v).starts_with("fsfaxsend "));
+    // fsfaxsend, which faxq execs for every job, is the static build: no program interpreter
+    // (no ld.so, no glibc start-up); fsfaxd is the usual dynamic one.
+    assert!(
+        !has_interpreter(&root.join("usr/bin/fsfaxsend")),
+        "the packaged fsfaxsend is dynamically linked"
+    );
+    assert!(has_interpreter(&root.join("usr/bin/fsfaxd")));
 
     // Maintainer scripts: our postinst with the systemd snippets merged in.
     let ctl = tmp.path().join("control");

@@ -55,7 +55,7 @@ impl Sender {
              jobtag:\nowner:root\nstatus:\nreturned:7\nnotify:none\nfax:0::docq/{doc}\n"
         );
         fs::write(self.spool().join("sendq").join(format!("q{job}")), q).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+        let child = tokio::process::Command::new(support::fsfaxsend())
             .arg("-c")
             .arg(self.dir.path().join("fsfax.conf"))
             .args(["-m", "freeswitch0", &format!("sendq/q{job}")])

@@ -62,7 +62,7 @@ impl SendFaxCmd {
             &wrapper,
             format!(
                 "#!/bin/bash -p\nexec {} -c {} \"$@\"\n",
-                env!("CARGO_BIN_EXE_fsfaxsend"),
+                super::fsfaxsend().display(),
                 conf.display()
             ),
         )

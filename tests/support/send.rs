@@ -114,7 +114,7 @@ impl SendEnv {
     /// [`SendEnv::run`] without printing fsfaxsend's log (for long runs); the log is shown
     /// only when fsfaxsend did not exit normally.
     pub async fn run_quiet(&self, job: u32) -> i32 {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+        let mut child = tokio::process::Command::new(super::fsfaxsend())
             .arg("-c")
             .arg(&self.conf)
             .args(["-m", MODEM, &format!("sendq/q{job}")])
@@ -148,7 +148,7 @@ impl SendEnv {
 
     /// [`SendEnv::run`] that also returns fsfaxsend's log (info level and up).
     pub async fn run_logged(&self, job: u32) -> (i32, String) {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+        let mut child = tokio::process::Command::new(super::fsfaxsend())
             .arg("-c")
             .arg(&self.conf)
             .args(["-m", MODEM, &format!("sendq/q{job}")])
@@ -182,7 +182,7 @@ impl SendEnv {
     }
 
     pub fn spawn(&self, job: u32) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_fsfaxsend"))
+        tokio::process::Command::new(super::fsfaxsend())
             .arg("-c")
             .arg(&self.conf)
             .args(["-m", MODEM, &format!("sendq/q{job}")])
