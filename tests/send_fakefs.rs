@@ -420,6 +420,14 @@ async fn hard_cap_on_call_time_kills_the_call() {
 /// A DynamicConfigOutgoing that creates the first path returned when it starts, then waits
 /// until the test creates the second: the job is being prepared in between.
 fn dynconfig_until_released(env: &SendEnv) -> (std::path::PathBuf, std::path::PathBuf) {
+    dynconfig_until_released_with(env, &[])
+}
+
+/// [`dynconfig_until_released`] with these `[freeswitch]` lines in the configuration.
+fn dynconfig_until_released_with(
+    env: &SendEnv,
+    freeswitch: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let started = env.spool.join("dynconfig-started");
     let release = env.spool.join("dynconfig-release");
     let line = script(
@@ -430,7 +438,7 @@ fn dynconfig_until_released(env: &SendEnv) -> (std::path::PathBuf, std::path::Pa
             release.display()
         ),
     );
-    env.write_config(&[], &[&line, "dynamicconfigtimeout = 200s"], &[]);
+    env.write_config(freeswitch, &[&line, "dynamicconfigtimeout = 200s"], &[]);
     (started, release)
 }
 
@@ -691,6 +699,133 @@ async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
     assert!(
         !fs.command_lines(0).iter().any(|l| l.starts_with("bgapi")),
         "nothing sent on the lost connection"
+    );
+}
+
+/// The current time as mod_db's fallback entries store it.
+fn unix_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+/// How often `line` went to FreeSWITCH on connection `conn`.
+fn times_sent(fs: &FakeFs, conn: usize, line: &str) -> usize {
+    fs.command_lines(conn).iter().filter(|l| *l == line).count()
+}
+
+/// fsfaxsend asks mod_db for the station's fallback entry and the destination's overrides on
+/// the connection it opens while the job is prepared: the questions are out while
+/// DynamicConfig still runs, and the dial uses their answers without asking again.
+#[tokio::test]
+async fn mod_db_is_asked_while_the_job_is_prepared_and_the_dial_uses_the_answers() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let (started, release) = dynconfig_until_released_with(&env, &["softmodemfallback = true"]);
+    fs.db().seed("fallback", "0406262", &unix_now());
+    fs.db().seed("override-0406262", "fax_ident", "+49406262");
+    env.qfile(62, "0406262", &[("test3.tif", 0)], &[]);
+    let child = env.spawn(62);
+    let (select, list) = (
+        "api db select/fallback/0406262",
+        "api db list/override-0406262",
+    );
+    let asked = || times_sent(&fs, 0, select) == 1 && times_sent(&fs, 0, list) == 1;
+    assert!(
+        wait_async(HANG, || started.exists() && asked()).await,
+        "mod_db not asked while DynamicConfig ran: {:?}",
+        fs.command_lines(0)
+    );
+    assert!(
+        fs.originates().is_empty(),
+        "dialled before DynamicConfig ended"
+    );
+    fs::write(&release, "").unwrap();
+    let code = wait_exit(child, support::send::HANG).await;
+    assert_eq!(code, 2, "{}", env.field(62, "status"));
+    let originates = fs.originates();
+    assert_eq!(originates.len(), 1);
+    // The station is on the fallback list: audio. The override names the ident.
+    assert_eq!(
+        originates[0].var("fax_enable_t38").as_deref(),
+        Some("false")
+    );
+    assert_eq!(originates[0].var("fax_ident").as_deref(), Some("+49406262"));
+    // Asked once each, on the connection the fax went out on.
+    assert_eq!(originates[0].conn, 0);
+    assert_eq!(
+        (times_sent(&fs, 0, select), times_sent(&fs, 0, list)),
+        (1, 1)
+    );
+}
+
+/// A lookup's time runs from the question to its answer. An answer asked ahead that came in
+/// time still counts when the job took longer to prepare than a lookup may take: no timeout,
+/// no second connection, the station's entry applied.
+#[tokio::test]
+async fn an_answer_asked_ahead_counts_when_preparing_outlasts_the_lookup_timeout() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let (started, release) = dynconfig_until_released_with(
+        &env,
+        &["softmodemfallback = true", "fallbacklookuptimeout = 1s"],
+    );
+    let stored = unix_now();
+    fs.db().seed("fallback", "0406464", &stored);
+    env.qfile(64, "0406464", &[("test3.tif", 0)], &[]);
+    let child = env.spawn(64);
+    // The fake has answered the select (its body is the stored time) while DynamicConfig runs.
+    let answered = || String::from_utf8_lossy(&fs.raw_sent(0)).contains(&stored);
+    assert!(
+        wait_async(HANG, || started.exists() && answered()).await,
+        "mod_db not asked and answered while DynamicConfig ran"
+    );
+    // Past the lookup timeout, counted from the question, before the job is prepared.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fs::write(&release, "").unwrap();
+    let code = wait_exit(child, support::send::HANG).await;
+    assert_eq!(code, 2, "{}", env.field(64, "status"));
+    let originates = fs.originates();
+    assert_eq!(originates.len(), 1);
+    assert_eq!(
+        originates[0].conn, 0,
+        "dialled on the connection opened ahead"
+    );
+    assert_eq!(
+        originates[0].var("fax_enable_t38").as_deref(),
+        Some("false")
+    );
+    assert_eq!(times_sent(&fs, 0, "api db select/fallback/0406464"), 1);
+}
+
+/// The questions asked ahead are for the qfile's number; when DynamicConfig gives the call
+/// another prefix, the dial asks mod_db about the number it dials, and only that answer counts.
+#[tokio::test]
+async fn a_dynamicconfig_call_prefix_has_mod_db_asked_for_the_number_dialled() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    let line = script(&env, "echo 'CallPrefix: 9'");
+    env.write_config(&[], &[&line], &[]);
+    fs.db().seed("override-0406363", "fax_ident", "+49000000");
+    fs.db().seed("override-90406363", "fax_ident", "+49406363");
+    env.qfile(63, "0406363", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(63).await, 2, "{}", env.field(63, "status"));
+    let originates = fs.originates();
+    assert_eq!(originates.len(), 1);
+    assert!(
+        originates[0].originate.raw.contains("90406363"),
+        "{}",
+        originates[0].originate.raw
+    );
+    assert_eq!(originates[0].var("fax_ident").as_deref(), Some("+49406363"));
+    let conn = originates[0].conn;
+    assert_eq!(times_sent(&fs, conn, "api db list/override-90406363"), 1);
+    assert_eq!(
+        times_sent(&fs, conn, "api db list/override-0406363"),
+        1,
+        "asked ahead for the qfile's number, its answer unused"
     );
 }
 

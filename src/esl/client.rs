@@ -5,6 +5,7 @@
 //! [`InboundClient::connect`].
 
 use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -15,7 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::codec::FramedRead;
 
 use super::codec::{Command, EslCodec};
-use super::conn::{self, EventStream, Handle, JobTx, TaskOptions};
+use super::conn::{self, EventStream, Handle, JobTx, ReplyTx, SentAhead, TaskOptions};
 pub use super::error::ClientError;
 use super::error::CloseReason;
 use super::frame::{Event, Limits, Message, Reply};
@@ -60,6 +61,40 @@ pub fn is_err_reply(body: &str) -> bool {
 pub struct InboundClient {
     handle: Handle,
     command_timeout: Duration,
+    /// Answers to `api` commands sent ahead ([`AskAhead`]), each for the first `api` call
+    /// with the same command.
+    asked: Arc<Mutex<Vec<AskedAnswer>>>,
+}
+
+/// Where the answer to a command sent ahead arrives.
+#[derive(Debug)]
+struct AskedAnswer {
+    command: String,
+    label: String,
+    answer: tokio::sync::oneshot::Receiver<Result<Message, ClientError>>,
+}
+
+/// An `api` command for [`InboundClient::connect_blocking`] to send ahead: written behind the
+/// commands that must succeed, its answer not waited for there. The first
+/// [`InboundClient::api`] call with the same command takes that answer instead of asking
+/// again, so a question whose command is known early is answered while the caller still
+/// works out whether it needs it. An answer nobody takes is dropped with the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskAhead {
+    /// The command as it would be given to [`InboundClient::api`].
+    pub command: String,
+    /// How long FreeSWITCH has to answer it, from the moment it was sent; a late answer
+    /// closes the connection, as [`InboundClient::api_with_timeout`]'s would.
+    pub timeout: Duration,
+}
+
+/// An [`AskAhead`] that went out with the handshake.
+#[derive(Debug)]
+struct Asked {
+    command: String,
+    label: String,
+    sent: Instant,
+    timeout: Duration,
 }
 
 /// A `bgapi` accepted by FreeSWITCH; its result comes with the matching BACKGROUND_JOB event.
@@ -143,16 +178,35 @@ impl InboundClient {
             }
         }
         tracing::debug!(%peer, "ESL authenticated");
-        Ok(InboundClient::run(peer, reader, wr, cfg))
+        Ok(InboundClient::run(peer, reader, wr, cfg, Vec::new()))
     }
 
-    /// Spawns the task of an authenticated connection.
+    /// Spawns the task of an authenticated connection; `asked` went out already.
     fn run(
         peer: String,
         reader: FramedRead<OwnedReadHalf, EslCodec>,
         writer: tokio::net::tcp::OwnedWriteHalf,
         cfg: &ClientConfig,
+        asked: Vec<Asked>,
     ) -> (InboundClient, EventStream) {
+        let (sent_ahead, answers): (Vec<SentAhead>, Vec<AskedAnswer>) = asked
+            .into_iter()
+            .map(|a| {
+                let (reply, answer): (ReplyTx, _) = tokio::sync::oneshot::channel();
+                let sent = SentAhead {
+                    label: a.label.clone(),
+                    sent: a.sent,
+                    timeout: a.timeout,
+                    reply,
+                };
+                let asked = AskedAnswer {
+                    command: a.command,
+                    label: a.label,
+                    answer,
+                };
+                (sent, asked)
+            })
+            .unzip();
         let (handle, events) = conn::spawn(
             peer,
             reader,
@@ -160,11 +214,13 @@ impl InboundClient {
             TaskOptions {
                 event_queue_max: cfg.event_queue_max,
                 channel_uuid: None,
+                sent_ahead,
             },
         );
         let client = InboundClient {
             handle,
             command_timeout: cfg.command_timeout,
+            asked: Arc::new(Mutex::new(answers)),
         };
         (client, events)
     }
@@ -173,12 +229,15 @@ impl InboundClient {
     /// connection is opened while the caller does something else: connects, waits for the
     /// greeting, sends `auth` with `then` right behind it (FreeSWITCH reads and answers a
     /// socket's commands in order) and requires `+OK` to each. Every wait is bounded by the
-    /// configured timeouts. [`Opened::start`] turns the result into a client.
+    /// configured timeouts. The `ahead` commands go out behind `then`, their answers left for
+    /// the client's first `api` calls with the same commands ([`AskAhead`]; one that cannot be
+    /// a command is not sent). [`Opened::start`] turns the result into a client.
     pub fn connect_blocking(
         addr: &str,
         password: &str,
         cfg: &ClientConfig,
         then: &[Command],
+        ahead: &[AskAhead],
     ) -> Result<Opened, OpenError> {
         let peer = addr.to_owned();
         let before_auth = |error| OpenError {
@@ -194,6 +253,7 @@ impl InboundClient {
             codec: EslCodec::new(cfg.limits),
             buffered: BytesMut::new(),
             cfg: cfg.clone(),
+            asked: Vec::new(),
         };
         let deadline = Instant::now() + cfg.auth_timeout;
         let timed_out = |peer: &str| ClientError::AuthTimeout {
@@ -207,6 +267,19 @@ impl InboundClient {
         let mut out = auth.as_bytes().to_vec();
         for cmd in then {
             out.extend_from_slice(cmd.as_bytes());
+        }
+        let sent = Instant::now();
+        for ask in ahead {
+            let Ok(cmd) = Command::api(&ask.command) else {
+                continue;
+            };
+            out.extend_from_slice(cmd.as_bytes());
+            opened.asked.push(Asked {
+                command: ask.command.clone(),
+                label: cmd.label().to_owned(),
+                sent,
+                timeout: ask.timeout,
+            });
         }
         if let Err(e) = opened.stream.write_all(&out) {
             return Err(before_auth(ClientError::Esl {
@@ -264,8 +337,22 @@ impl InboundClient {
         cmd: &str,
         timeout: Duration,
     ) -> Result<String, ClientError> {
+        if let Some(asked) = self.take_asked(cmd) {
+            let msg = asked
+                .answer
+                .await
+                .unwrap_or_else(|_| Err(self.handle.shared.closed_error()))?;
+            return api_text(self.handle.peer(), asked.label, msg);
+        }
         let cmd = Command::api(cmd)?;
         api_body(&self.handle, cmd, timeout).await
+    }
+
+    /// Where the answer to `cmd` arrives, if it was sent ahead and nobody took it yet.
+    fn take_asked(&self, cmd: &str) -> Option<AskedAnswer> {
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let at = asked.iter().position(|a| a.command == cmd)?;
+        Some(asked.swap_remove(at))
     }
 
     /// `bgapi <cmd>` with a fresh Job-UUID. FreeSWITCH only delivers BACKGROUND_JOB to
@@ -326,9 +413,11 @@ pub struct Opened {
     peer: String,
     stream: std::net::TcpStream,
     codec: EslCodec,
-    /// What arrived after the last reply (normally nothing).
+    /// What arrived after the last reply (normally nothing, or answers to `asked`).
     buffered: BytesMut,
     cfg: ClientConfig,
+    /// Sent behind the commands, not yet answered as far as the handshake read.
+    asked: Vec<Asked>,
 }
 
 /// Why [`InboundClient::connect_blocking`] failed.
@@ -343,7 +432,7 @@ pub struct OpenError {
 
 impl Opened {
     /// The connection as an [`InboundClient`] and its events; must run inside the runtime.
-    pub fn start(self) -> Result<(InboundClient, EventStream), ClientError> {
+    pub fn start(mut self) -> Result<(InboundClient, EventStream), ClientError> {
         let esl_error = |peer: &str, e: std::io::Error| ClientError::Esl {
             peer: peer.to_owned(),
             source: e.into(),
@@ -351,11 +440,33 @@ impl Opened {
         self.stream
             .set_nonblocking(true)
             .map_err(|e| esl_error(&self.peer, e))?;
+        if !self.asked.is_empty() {
+            self.take_in_what_arrived();
+        }
         let stream = TcpStream::from_std(self.stream).map_err(|e| esl_error(&self.peer, e))?;
         let (rd, wr) = stream.into_split();
         let mut reader = FramedRead::new(rd, self.codec);
         *reader.read_buffer_mut() = self.buffered;
-        Ok(InboundClient::run(self.peer, reader, wr, &self.cfg))
+        Ok(InboundClient::run(
+            self.peer, reader, wr, &self.cfg, self.asked,
+        ))
+    }
+
+    /// Reads what the socket holds now into `buffered`, without waiting. The answers to the
+    /// commands asked ahead may have come long before the connection is started (while the
+    /// caller prepared its job); read here, the task hands them over before it looks at any
+    /// deadline, so an answer that came in time never counts as late. An error or the end of
+    /// the connection is left for the task to meet.
+    fn take_in_what_arrived(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => self.buffered.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Reads until a whole message is in; `timed_out` names the error once `deadline` passed.
@@ -529,15 +640,21 @@ pub(crate) async fn api_body(
     timeout: Duration,
 ) -> Result<String, ClientError> {
     let label = cmd.label().to_owned();
-    match handle.request(cmd, timeout, None, None).await? {
+    let msg = handle.request(cmd, timeout, None, None).await?;
+    api_text(handle.peer(), label, msg)
+}
+
+/// The body of the reply to the `api` command `label`.
+fn api_text(peer: &str, label: String, msg: Message) -> Result<String, ClientError> {
+    match msg {
         Message::ApiResponse(body) => Ok(body),
         // FreeSWITCH refuses some api calls (e.g. permissions) with a command/reply.
         Message::CommandReply(r) => Err(ClientError::CommandFailed {
-            peer: handle.peer().to_owned(),
+            peer: peer.to_owned(),
             command: label,
             reply: r.text().to_owned(),
         }),
-        other => Err(unexpected_reply(handle.peer(), label, &other)),
+        other => Err(unexpected_reply(peer, label, &other)),
     }
 }
 
@@ -705,6 +822,7 @@ mod tests {
             "ClueCon",
             &ClientConfig::default(),
             &subscription(),
+            &[],
         )
         .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -734,12 +852,107 @@ mod tests {
         );
     }
 
+    /// An `api/response` frame with `body`.
+    fn api_response(body: &str) -> String {
+        format!(
+            "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn answers_asked_ahead_go_once_to_the_first_api_call_with_the_same_command() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Answers the handshake and the two commands asked ahead once all five are in, then
+        // every later command with its own text.
+        let served = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            out.write_all(b"Content-Type: auth/request\n\n").unwrap();
+            let mut rd = BufReader::new(stream);
+            let mut blocks: Vec<String> = Vec::new();
+            loop {
+                let mut block = String::new();
+                loop {
+                    let mut line = String::new();
+                    if rd.read_line(&mut line).unwrap() == 0 {
+                        return blocks;
+                    }
+                    if line == "\n" {
+                        break;
+                    }
+                    block.push_str(&line);
+                }
+                blocks.push(block);
+                let reply = match blocks.len() {
+                    1..=4 => continue,
+                    5 => format!(
+                        "{ACCEPTED}{OK}{OK}{}{}",
+                        api_response("va\n"),
+                        api_response("vb\n")
+                    ),
+                    _ => api_response(&format!("answer to {}", blocks.last().unwrap().trim())),
+                };
+                out.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        let ask = |command: &str| AskAhead {
+            command: command.into(),
+            timeout: Duration::from_secs(60),
+        };
+        let opened = InboundClient::connect_blocking(
+            &addr,
+            "ClueCon",
+            &ClientConfig::default(),
+            &subscription(),
+            &[ask("db select/a"), ask("db list/b"), ask("bad\ncommand")],
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answers = rt.block_on(async move {
+            let (client, _events) = opened.start().unwrap();
+            let mut answers = Vec::new();
+            for cmd in ["db list/b", "other", "db select/a", "db select/a"] {
+                answers.push(client.api(cmd).await.unwrap());
+            }
+            answers
+        });
+        drop(rt);
+        assert_eq!(
+            answers,
+            [
+                "vb\n",
+                "answer to api other",
+                "va\n",
+                "answer to api db select/a"
+            ]
+        );
+        // Asked once each, ahead, behind the subscription; the command that cannot be one
+        // (a newline in it) never went out; the second select was asked again.
+        assert_eq!(
+            served.join().unwrap(),
+            [
+                "auth ClueCon\n",
+                "filter Unique-ID u-1\n",
+                "event plain CHANNEL_ANSWER\n",
+                "api db select/a\n",
+                "api db list/b\n",
+                "api other\n",
+                "api db select/a\n",
+            ]
+        );
+    }
+
     /// How [`InboundClient::connect_blocking`] with the subscription fails against a peer
     /// that answers `reply` to it and closes.
     fn refused(password: &str, reply: &'static str) -> OpenError {
         let (addr, _served) = peer(3, reply, true);
         let cfg = ClientConfig::default();
-        InboundClient::connect_blocking(&addr, password, &cfg, &subscription()).unwrap_err()
+        InboundClient::connect_blocking(&addr, password, &cfg, &subscription(), &[]).unwrap_err()
     }
 
     #[test]
@@ -789,8 +1002,8 @@ mod tests {
             stream.write_all(frame.as_bytes()).unwrap();
         });
         let cfg = ClientConfig::default();
-        let e =
-            InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &subscription()).unwrap_err();
+        let e = InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &subscription(), &[])
+            .unwrap_err();
         refusing.join().unwrap();
         assert!(!e.authenticated);
         match &e.error {
@@ -808,7 +1021,7 @@ mod tests {
             ..ClientConfig::default()
         };
         // Accepted by the kernel (the backlog), never answered.
-        let e = InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &[]).unwrap_err();
+        let e = InboundClient::connect_blocking(&addr, "ClueCon", &cfg, &[], &[]).unwrap_err();
         assert!(!e.authenticated);
         assert!(
             matches!(e.error, ClientError::AuthTimeout { .. }),
@@ -823,8 +1036,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let e = InboundClient::connect_blocking(&addr, "ClueCon", &ClientConfig::default(), &[])
-            .unwrap_err();
+        let e =
+            InboundClient::connect_blocking(&addr, "ClueCon", &ClientConfig::default(), &[], &[])
+                .unwrap_err();
         assert!(!e.authenticated);
         assert!(
             matches!(e.error, ClientError::Connect { .. }),

@@ -210,6 +210,18 @@ pub(crate) struct TaskOptions {
     pub(crate) event_queue_max: usize,
     /// The outbound channel: its CHANNEL_HANGUP_COMPLETE ends pending executes.
     pub(crate) channel_uuid: Option<String>,
+    /// Commands already written on the socket before the task took it over, oldest first:
+    /// their replies are the first ones the task reads.
+    pub(crate) sent_ahead: Vec<SentAhead>,
+}
+
+/// A command written before the task took the connection over, and where its reply goes.
+pub(crate) struct SentAhead {
+    pub(crate) label: String,
+    /// When it was written: its reply is due `timeout` after that.
+    pub(crate) sent: std::time::Instant,
+    pub(crate) timeout: Duration,
+    pub(crate) reply: ReplyTx,
 }
 
 /// Spawns the connection task; `reader` may already hold buffered bytes from the handshake
@@ -218,8 +230,19 @@ pub(crate) fn spawn(
     peer: String,
     reader: FramedRead<OwnedReadHalf, EslCodec>,
     writer: OwnedWriteHalf,
-    opts: TaskOptions,
+    mut opts: TaskOptions,
 ) -> (Handle, EventStream) {
+    let pending = std::mem::take(&mut opts.sent_ahead)
+        .into_iter()
+        .map(|sent| Pending {
+            label: sent.label,
+            deadline: Instant::from_std(sent.sent) + sent.timeout,
+            timeout: sent.timeout,
+            reply: sent.reply,
+            job: None,
+            exec: None,
+        })
+        .collect();
     let shared = Arc::new(Shared {
         peer,
         closed: Mutex::new(None),
@@ -240,7 +263,7 @@ pub(crate) fn spawn(
         events: event_tx,
         queued: queued.clone(),
         opts,
-        pending: VecDeque::new(),
+        pending,
         jobs: HashMap::new(),
         execs: HashMap::new(),
         handles_gone: false,

@@ -18,7 +18,8 @@ pub mod frame;
 pub mod outbound;
 
 pub use client::{
-    BackgroundJob, ClientConfig, ClientError, InboundClient, OpenError, Opened, is_err_reply,
+    AskAhead, BackgroundJob, ClientConfig, ClientError, InboundClient, OpenError, Opened,
+    is_err_reply,
 };
 pub use codec::{Command, CommandError, EslCodec, EslError, command_uuid};
 pub use conn::{CloseReason, EventStream, SessionItem};

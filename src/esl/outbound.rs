@@ -237,6 +237,7 @@ impl OutboundSession {
             TaskOptions {
                 event_queue_max: cfg.event_queue_max,
                 channel_uuid: Some(channel_uuid.clone()),
+                sent_ahead: Vec::new(),
             },
         );
         Ok((

@@ -9,15 +9,16 @@ use uuid::Uuid;
 
 use crate::config::{Config, Node};
 use crate::esl::{
-    ClientError, CloseReason, Command, CommandError, EventStream, InboundClient, OpenError, Opened,
-    SessionItem, is_err_reply,
+    AskAhead, ClientError, CloseReason, Command, CommandError, EventStream, InboundClient,
+    OpenError, Opened, SessionItem, is_err_reply,
 };
 use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
+use crate::fax::dialstring::normalize_dial_number;
 use crate::fax::outcome::{normalize_cause, should_fail_over};
 use crate::fax::{Direction, FaxResult, LocalError, OriginateRequest};
 
 use super::call::{CallEnd, EVENTS, EslSession, Stop, client_config, close_text};
-use super::prepare::Context;
+use super::prepare::{self, Context};
 use super::{Job, nodes};
 
 /// An answered call, handed to the transfer step.
@@ -31,9 +32,9 @@ pub(super) struct Answered {
 
 /// The nodes to try, in order, and the first one's connection, opened on a thread of its own
 /// while the job is prepared: connect, greeting, `auth` and the first leg's subscription (its
-/// filters and the events) go out and are answered meanwhile, so a prepared job waits for
-/// FreeSWITCH only for its mod_db lookups. Nothing is counted or written for it: a job that
-/// is not dialled after all only closes the connection.
+/// filters and the events) go out and are answered meanwhile, and so are the mod_db lookups
+/// for the number as the qfile gives it ([`questions_ahead`]). Nothing is counted or written
+/// for it: a job that is not dialled after all only closes the connection.
 pub(super) struct Early {
     order: Vec<Node>,
     first: Option<FirstLeg>,
@@ -57,25 +58,51 @@ impl Early {
         );
         let first = jobid
             .and_then(|_| order.first())
-            .and_then(|node| FirstLeg::open(cfg, node));
+            .and_then(|node| FirstLeg::open(cfg, node, &questions_ahead(cfg, job)));
         Early { order, first }
     }
 }
 
+/// The mod_db lookups [`dial_node`] will make, as far as they are known before the job is
+/// prepared: for the qfile's number with the configured call prefix. DynamicConfig may give
+/// another prefix, and the dial then asks for its own number; the answers asked ahead are
+/// only ever taken by the very same command.
+fn questions_ahead(cfg: &Config, job: &Job) -> Vec<AskAhead> {
+    let prefix = &cfg.gofaxsend.call_prefix;
+    let external = prepare::external_number(job);
+    let Ok(dialled) = normalize_dial_number(&format!("{prefix}{external}")) else {
+        return Vec::new();
+    };
+    let fs = &cfg.freeswitch;
+    let fallback = StationKey::outbound(&dialled, prefix)
+        .filter(|_| fs.softmodem_fallback)
+        .map(|key| AskAhead {
+            command: fallback::cmd::select(&key),
+            timeout: fs.fallback_lookup_timeout,
+        });
+    let overrides = override_list(&dialled).map(|command| AskAhead {
+        command,
+        timeout: fs.command_timeout,
+    });
+    fallback.into_iter().chain(overrides).collect()
+}
+
 impl FirstLeg {
-    fn open(cfg: &Config, node: &Node) -> Option<FirstLeg> {
+    fn open(cfg: &Config, node: &Node, ahead: &[AskAhead]) -> Option<FirstLeg> {
         let uuid = Uuid::new_v4();
         let job_uuid = Uuid::new_v4().to_string();
         let commands = subscription(&uuid, &job_uuid, true).ok()?;
         let (tx, opened) = tokio::sync::oneshot::channel();
         let (socket, password) = (node.socket.clone(), node.password.clone());
         let client = client_config(&cfg.freeswitch);
+        let ahead = ahead.to_vec();
         let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("fsfax-connect".into())
             .spawn(move || {
                 let _span = span.enter();
-                let r = InboundClient::connect_blocking(&socket, &password, &client, &commands);
+                let r =
+                    InboundClient::connect_blocking(&socket, &password, &client, &commands, &ahead);
                 let _ = tx.send(r);
             })
             .ok()?;
@@ -582,11 +609,10 @@ fn apply_fallback(ctx: &mut Context, key: &StationKey, found: &Lookup) -> bool {
 /// Per-destination overrides an admin stored in mod_db (`override-<number>` realm): each
 /// name with its value, in the list's order.
 async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, String)> {
-    if !db_key_safe(dialled) {
+    let Some(list) = override_list(dialled) else {
         return Vec::new();
-    }
-    let realm = format!("override-{dialled}");
-    let Ok(list) = client.api(&format!("db list/{realm}")).await else {
+    };
+    let Ok(list) = client.api(&list).await else {
         return Vec::new();
     };
     let list = list.trim();
@@ -599,6 +625,7 @@ async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, 
         .filter(|n| !n.is_empty() && db_key_safe(n))
         .collect();
     // Asked for together; FreeSWITCH answers in order.
+    let realm = override_realm(dialled);
     let selects: Vec<String> = names
         .iter()
         .map(|name| format!("db select/{realm}/{name}"))
@@ -613,6 +640,16 @@ async fn fetch_overrides(dialled: &str, client: &InboundClient) -> Vec<(String, 
             (!refused(value)).then(|| (name.to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// The mod_db realm of `dialled`'s overrides.
+fn override_realm(dialled: &str) -> String {
+    format!("override-{dialled}")
+}
+
+/// The `api` command listing `dialled`'s overrides; `None` for a number that cannot be a key.
+fn override_list(dialled: &str) -> Option<String> {
+    db_key_safe(dialled).then(|| format!("db list/{}", override_realm(dialled)))
 }
 
 /// mod_db's answer is an error (`-ERR ...`) or its `!err!` for bad syntax.
