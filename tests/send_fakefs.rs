@@ -702,6 +702,23 @@ async fn a_connection_lost_while_preparing_is_replaced_before_the_dial() {
     );
 }
 
+/// Lets the waiting DynamicConfig of `job` go on; the fax must then go out, dialled once:
+/// returns that originate.
+async fn release_and_send(
+    fs: &FakeFs,
+    env: &SendEnv,
+    child: tokio::process::Child,
+    release: &std::path::Path,
+    job: u32,
+) -> support::fakefs::OriginateRecord {
+    fs::write(release, "").unwrap();
+    let code = wait_exit(child, support::send::HANG).await;
+    assert_eq!(code, 2, "{}", env.field(job, "status"));
+    let mut originates = fs.originates();
+    assert_eq!(originates.len(), 1, "{originates:?}");
+    originates.remove(0)
+}
+
 /// The current time as mod_db's fallback entries store it.
 fn unix_now() -> String {
     std::time::SystemTime::now()
@@ -742,19 +759,12 @@ async fn mod_db_is_asked_while_the_job_is_prepared_and_the_dial_uses_the_answers
         fs.originates().is_empty(),
         "dialled before DynamicConfig ended"
     );
-    fs::write(&release, "").unwrap();
-    let code = wait_exit(child, support::send::HANG).await;
-    assert_eq!(code, 2, "{}", env.field(62, "status"));
-    let originates = fs.originates();
-    assert_eq!(originates.len(), 1);
+    let dialled = release_and_send(&fs, &env, child, &release, 62).await;
     // The station is on the fallback list: audio. The override names the ident.
-    assert_eq!(
-        originates[0].var("fax_enable_t38").as_deref(),
-        Some("false")
-    );
-    assert_eq!(originates[0].var("fax_ident").as_deref(), Some("+49406262"));
+    assert_eq!(dialled.var("fax_enable_t38").as_deref(), Some("false"));
+    assert_eq!(dialled.var("fax_ident").as_deref(), Some("+49406262"));
     // Asked once each, on the connection the fax went out on.
-    assert_eq!(originates[0].conn, 0);
+    assert_eq!(dialled.conn, 0);
     assert_eq!(
         (times_sent(&fs, 0, select), times_sent(&fs, 0, list)),
         (1, 1)
@@ -784,19 +794,9 @@ async fn an_answer_asked_ahead_counts_when_preparing_outlasts_the_lookup_timeout
     );
     // Past the lookup timeout, counted from the question, before the job is prepared.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    fs::write(&release, "").unwrap();
-    let code = wait_exit(child, support::send::HANG).await;
-    assert_eq!(code, 2, "{}", env.field(64, "status"));
-    let originates = fs.originates();
-    assert_eq!(originates.len(), 1);
-    assert_eq!(
-        originates[0].conn, 0,
-        "dialled on the connection opened ahead"
-    );
-    assert_eq!(
-        originates[0].var("fax_enable_t38").as_deref(),
-        Some("false")
-    );
+    let dialled = release_and_send(&fs, &env, child, &release, 64).await;
+    assert_eq!(dialled.conn, 0, "dialled on the connection opened ahead");
+    assert_eq!(dialled.var("fax_enable_t38").as_deref(), Some("false"));
     assert_eq!(times_sent(&fs, 0, "api db select/fallback/0406464"), 1);
 }
 

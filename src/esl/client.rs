@@ -757,6 +757,21 @@ mod tests {
     use super::*;
     use crate::esl::SessionItem;
 
+    /// The next command block the client sent, up to its blank line; `None` at the end.
+    fn read_block(rd: &mut BufReader<std::net::TcpStream>) -> Option<String> {
+        let mut block = String::new();
+        loop {
+            let mut line = String::new();
+            if rd.read_line(&mut line).unwrap() == 0 {
+                return None;
+            }
+            if line == "\n" {
+                return Some(block);
+            }
+            block.push_str(&line);
+        }
+    }
+
     /// A peer that greets, reads `commands` command blocks, then writes `reply` and closes
     /// when `close` (else keeps the socket open until the client goes). Returns its address
     /// and the blocks it read.
@@ -774,17 +789,9 @@ mod tests {
             let mut rd = BufReader::new(stream);
             let mut blocks = Vec::new();
             while blocks.len() < commands {
-                let mut block = String::new();
-                loop {
-                    let mut line = String::new();
-                    if rd.read_line(&mut line).unwrap() == 0 {
-                        return blocks;
-                    }
-                    if line == "\n" {
-                        break;
-                    }
-                    block.push_str(&line);
-                }
+                let Some(block) = read_block(&mut rd) else {
+                    return blocks;
+                };
                 blocks.push(block);
             }
             out.write_all(reply.as_bytes()).unwrap();
@@ -873,17 +880,9 @@ mod tests {
             let mut rd = BufReader::new(stream);
             let mut blocks: Vec<String> = Vec::new();
             loop {
-                let mut block = String::new();
-                loop {
-                    let mut line = String::new();
-                    if rd.read_line(&mut line).unwrap() == 0 {
-                        return blocks;
-                    }
-                    if line == "\n" {
-                        break;
-                    }
-                    block.push_str(&line);
-                }
+                let Some(block) = read_block(&mut rd) else {
+                    return blocks;
+                };
                 blocks.push(block);
                 let reply = match blocks.len() {
                     1..=4 => continue,
