@@ -780,13 +780,7 @@ mod tests {
         reply: &'static str,
         close: bool,
     ) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let served = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut out = stream.try_clone().unwrap();
-            out.write_all(b"Content-Type: auth/request\n\n").unwrap();
-            let mut rd = BufReader::new(stream);
+        greeting_peer(move |mut out, mut rd| {
             let mut blocks = Vec::new();
             while blocks.len() < commands {
                 let Some(block) = read_block(&mut rd) else {
@@ -801,6 +795,22 @@ mod tests {
                 let _ = rd.read_to_end(&mut rest);
             }
             blocks
+        })
+    }
+
+    /// A port for one client, served on a thread by `serve` once the client is greeted
+    /// (`auth/request` sent): `serve` gets the writing side and a reader of the command
+    /// blocks. Returns the address and the thread.
+    fn greeting_peer<T: Send + 'static>(
+        serve: impl FnOnce(std::net::TcpStream, BufReader<std::net::TcpStream>) -> T + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<T>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            out.write_all(b"Content-Type: auth/request\n\n").unwrap();
+            serve(out, BufReader::new(stream))
         });
         (addr, served)
     }
@@ -869,15 +879,9 @@ mod tests {
 
     #[test]
     fn answers_asked_ahead_go_once_to_the_first_api_call_with_the_same_command() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         // Answers the handshake and the two commands asked ahead once all five are in, then
         // every later command with its own text.
-        let served = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut out = stream.try_clone().unwrap();
-            out.write_all(b"Content-Type: auth/request\n\n").unwrap();
-            let mut rd = BufReader::new(stream);
+        let (addr, served) = greeting_peer(|mut out, mut rd| {
             let mut blocks: Vec<String> = Vec::new();
             loop {
                 let Some(block) = read_block(&mut rd) else {
