@@ -58,7 +58,7 @@ impl Early {
         );
         let first = jobid
             .and_then(|_| order.first())
-            .and_then(|node| FirstLeg::open(cfg, node, &questions_ahead(cfg, job)));
+            .and_then(|node| FirstLeg::open(cfg, node, questions_ahead(cfg, job)));
         Early { order, first }
     }
 }
@@ -88,14 +88,13 @@ fn questions_ahead(cfg: &Config, job: &Job) -> Vec<AskAhead> {
 }
 
 impl FirstLeg {
-    fn open(cfg: &Config, node: &Node, ahead: &[AskAhead]) -> Option<FirstLeg> {
+    fn open(cfg: &Config, node: &Node, ahead: Vec<AskAhead>) -> Option<FirstLeg> {
         let uuid = Uuid::new_v4();
         let job_uuid = Uuid::new_v4().to_string();
         let commands = subscription(&uuid, &job_uuid, true).ok()?;
         let (tx, opened) = tokio::sync::oneshot::channel();
         let (socket, password) = (node.socket.clone(), node.password.clone());
         let client = client_config(&cfg.freeswitch);
-        let ahead = ahead.to_vec();
         let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("fsfax-connect".into())
