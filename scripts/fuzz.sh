@@ -13,7 +13,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(esl_frame qfile_roundtrip dynconfig config dialstring tagline)
+    targets=(esl_frame qfile_roundtrip dynconfig config dialstring tagline tifftags)
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
@@ -29,6 +29,11 @@ seed() {
         done ;;
     config)
         cp config/fsfax.conf tests/fixtures/config/*.conf "$dir/" ;;
+    tifftags)
+        # The received documents of the tests; the larger ones cut to -max_len below.
+        for f in tests/fixtures/fax/*.tif; do
+            head -c 16384 "$f" > "$dir/$(basename "$f")"
+        done ;;
     *)
         cp fuzz/seeds/"$t"/* "$dir/" ;;
     esac
