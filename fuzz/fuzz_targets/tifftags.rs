@@ -28,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((tagged, _)) = with_tags(data, tags) {
         let pages = pages.expect("a document that takes the tags has countable pages");
         assert_eq!(count_pages_of(path, &tagged).ok(), Some(pages));
-        assert!(session_in(&tagged).is_ok(), "the added tags do not read back");
+        assert!(
+            session_in(&tagged).is_ok(),
+            "the added tags do not read back"
+        );
     }
 });
