@@ -15,7 +15,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 bin=$(scripts/static-fsfaxsend.sh "$profile")
 # cargo-deb takes a file outside its own build as a plain asset of this path
-# ([package.metadata.deb] in Cargo.toml).
+# ([package.metadata.deb] in Cargo.toml). It then warns that it finds no `$auto` dependencies
+# for it: a static binary has none (the package's libc6 dependency comes from fsfaxd).
 install -D -m 755 "$bin" target/static/fsfaxsend
 if [ "$profile" = release ]; then
     strip target/static/fsfaxsend
