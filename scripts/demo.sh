@@ -155,7 +155,7 @@ wait_for 30 grep -q 'Running and idle' "$spool/status/freeswitch0" || die "the m
 if [ "$real" = 0 ]; then
     note "inbound: the simulator calls fsfaxd as FreeSWITCH's 'socket $listen async full' would"
     "$sim" call "$listen" 2>> "$demo/simulator.log" || die "the inbound call failed: $(cat "$demo/simulator.log")"
-    wait_for 60 grep -q 'RECV' "$spool/log/xferfaxlog" || die "no RECV record: $(tail -30 "$demo/fsfaxd.log")"
+    wait_for 60 grep -qs 'RECV' "$spool/log/xferfaxlog" || die "no RECV record: $(tail -30 "$demo/fsfaxd.log")"
 else
     note "inbound: send a fax to a number routed to 'socket $listen async full'; waiting up to 120 s"
     wait_for 120 grep -qs 'RECV' "$spool/log/xferfaxlog" || note "no inbound fax arrived"

@@ -786,7 +786,8 @@ async fn an_answer_asked_ahead_counts_when_preparing_outlasts_the_lookup_timeout
     fs.db().seed("fallback", "0406464", &stored);
     env.qfile(64, "0406464", &[("test3.tif", 0)], &[]);
     let child = env.spawn(64);
-    // The fake has answered the select (its body is the stored time) while DynamicConfig runs.
+    // The fake's answer to the select (its body is the stored time) is on fsfaxsend's socket
+    // while DynamicConfig runs (`raw_sent` records what was written).
     let answered = || String::from_utf8_lossy(&fs.raw_sent(0)).contains(&stored);
     assert!(
         wait_async(HANG, || started.exists() && answered()).await,

@@ -88,15 +88,6 @@ pub struct AskAhead {
     pub timeout: Duration,
 }
 
-/// An [`AskAhead`] that went out with the handshake.
-#[derive(Debug)]
-struct Asked {
-    command: String,
-    label: String,
-    sent: Instant,
-    timeout: Duration,
-}
-
 /// A `bgapi` accepted by FreeSWITCH; its result comes with the matching BACKGROUND_JOB event.
 #[derive(Debug)]
 pub struct BackgroundJob {
@@ -181,32 +172,16 @@ impl InboundClient {
         Ok(InboundClient::run(peer, reader, wr, cfg, Vec::new()))
     }
 
-    /// Spawns the task of an authenticated connection; `asked` went out already.
+    /// Spawns the task of an authenticated connection; `asked` went out already (each command
+    /// with where the task sends its reply, and where the client takes it).
     fn run(
         peer: String,
         reader: FramedRead<OwnedReadHalf, EslCodec>,
         writer: tokio::net::tcp::OwnedWriteHalf,
         cfg: &ClientConfig,
-        asked: Vec<Asked>,
+        asked: Vec<(SentAhead, AskedAnswer)>,
     ) -> (InboundClient, EventStream) {
-        let (sent_ahead, answers): (Vec<SentAhead>, Vec<AskedAnswer>) = asked
-            .into_iter()
-            .map(|a| {
-                let (reply, answer): (ReplyTx, _) = tokio::sync::oneshot::channel();
-                let sent = SentAhead {
-                    label: a.label.clone(),
-                    sent: a.sent,
-                    timeout: a.timeout,
-                    reply,
-                };
-                let asked = AskedAnswer {
-                    command: a.command,
-                    label: a.label,
-                    answer,
-                };
-                (sent, asked)
-            })
-            .unzip();
+        let (sent_ahead, answers): (Vec<SentAhead>, Vec<AskedAnswer>) = asked.into_iter().unzip();
         let (handle, events) = conn::spawn(
             peer,
             reader,
@@ -274,12 +249,20 @@ impl InboundClient {
                 continue;
             };
             out.extend_from_slice(cmd.as_bytes());
-            opened.asked.push(Asked {
-                command: ask.command.clone(),
-                label: cmd.label().to_owned(),
+            let (reply, answer): (ReplyTx, _) = tokio::sync::oneshot::channel();
+            let label = cmd.label().to_owned();
+            let to_task = SentAhead {
+                label: label.clone(),
                 sent,
                 timeout: ask.timeout,
-            });
+                reply,
+            };
+            let to_client = AskedAnswer {
+                command: ask.command.clone(),
+                label,
+                answer,
+            };
+            opened.asked.push((to_task, to_client));
         }
         if let Err(e) = opened.stream.write_all(&out) {
             return Err(before_auth(ClientError::Esl {
@@ -417,7 +400,7 @@ pub struct Opened {
     buffered: BytesMut,
     cfg: ClientConfig,
     /// Sent behind the commands, not yet answered as far as the handshake read.
-    asked: Vec<Asked>,
+    asked: Vec<(SentAhead, AskedAnswer)>,
 }
 
 /// Why [`InboundClient::connect_blocking`] failed.

@@ -216,6 +216,7 @@ pub(crate) struct TaskOptions {
 }
 
 /// A command written before the task took the connection over, and where its reply goes.
+#[derive(Debug)]
 pub(crate) struct SentAhead {
     pub(crate) label: String,
     /// When it was written: its reply is due `timeout` after that.

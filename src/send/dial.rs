@@ -10,9 +10,9 @@ use uuid::Uuid;
 use crate::config::{Config, Node};
 use crate::esl::{
     AskAhead, ClientError, CloseReason, Command, CommandError, EventStream, InboundClient,
-    OpenError, Opened, SessionItem, is_err_reply,
+    OpenError, Opened, SessionItem,
 };
-use crate::fallback::{self, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
+use crate::fallback::{self, DbReply, FallbackDb, FallbackError, Lookup, StationKey, db_key_safe};
 use crate::fax::dialstring::normalize_dial_number;
 use crate::fax::outcome::{normalize_cause, should_fail_over};
 use crate::fax::{Direction, FaxResult, LocalError, OriginateRequest};
@@ -651,9 +651,12 @@ fn override_list(dialled: &str) -> Option<String> {
     db_key_safe(dialled).then(|| format!("db list/{}", override_realm(dialled)))
 }
 
-/// mod_db's answer is an error (`-ERR ...`) or its `!err!` for bad syntax.
+/// mod_db's answer is no value: a missing key, an error or its `!err!` for bad syntax.
 fn refused(body: &str) -> bool {
-    is_err_reply(body) || body == "!err!"
+    matches!(
+        fallback::parse_reply(body),
+        DbReply::Missing | DbReply::SyntaxError | DbReply::Err(_)
+    )
 }
 
 /// Applies the destination's overrides, limited to fax and caller-ID variables.

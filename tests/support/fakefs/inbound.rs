@@ -579,7 +579,7 @@ impl FakeFs {
             .unwrap_or_default()
     }
 
-    /// Every byte sent on connection `conn`.
+    /// Every byte written on connection `conn` (recorded once the write went through).
     pub fn raw_sent(&self, conn: usize) -> Vec<u8> {
         self.shared
             .conns
@@ -870,9 +870,13 @@ impl Session {
         if self.muted || self.shared.silent.load(Ordering::SeqCst) {
             return true;
         }
-        self.shared
-            .conn(self.id, |c| c.raw_out.extend_from_slice(bytes));
-        self.wr.write_all(bytes).await.is_ok()
+        // Recorded once written: what `raw_sent` shows has reached the client's socket.
+        let sent = self.wr.write_all(bytes).await.is_ok();
+        if sent {
+            self.shared
+                .conn(self.id, |c| c.raw_out.extend_from_slice(bytes));
+        }
+        sent
     }
 
     async fn send_event(&mut self, ev: &Event) -> bool {
