@@ -370,6 +370,38 @@ async fn freeswitch_vanishing_mid_fax_is_logged_as_lost() {
     assert!(wait(T, || d.status("freeswitch0") == "Running and idle"));
 }
 
+/// fsfaxd takes commids from the same reserved blocks as fsfaxsend: after a crash of the
+/// machine it resumes past the block reserved on the earlier boot too, so it never reuses a
+/// commid fsfaxsend had (its own journal covers only its own receptions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_of_the_machine_the_commid_resumes_past_the_reserved_block() {
+    let d = Fsfaxd::start(1, "");
+    std::fs::write(
+        d.spool().join("log/seqf"),
+        support::seqf_reserved_on_another_boot(7, 500),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let c = call(
+            &d,
+            CallSetup {
+                script: RxScript::NoFaxSender,
+                ..CallSetup::default()
+            },
+        )
+        .await;
+        assert!(c.wait_finished(T).await, "{}", d.log());
+    }
+    assert!(wait(T, || d.xferfaxlog().len() == 2), "{}", d.log());
+    let mut commids: Vec<String> = d.xferfaxlog().iter().map(|r| r[2].clone()).collect();
+    commids.sort();
+    assert_eq!(commids, ["000000500", "000000501"]);
+    assert_eq!(
+        std::fs::read_to_string(d.spool().join("log/seqf")).unwrap(),
+        support::seqf_reserved_on_this_boot(502, 600)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
     let d = Fsfaxd::start(1, "");

@@ -37,7 +37,11 @@ async fn t38_fax_is_done_with_every_field_faxq_reads() {
     let commid = env.field(1, "commid");
     assert_eq!(commid.len(), 9, "9-digit HylaFAX commid: {commid}");
     assert!(env.spool.join(format!("log/c{commid}")).exists());
-    assert_eq!(fs::read_to_string(env.spool.join("log/seqf")).unwrap(), "2");
+    // HylaFAX's next number, then this boot's reserved block (issue 13).
+    assert_eq!(
+        fs::read_to_string(env.spool.join("log/seqf")).unwrap(),
+        support::seqf_reserved_on_this_boot(2, 101)
+    );
 
     let o = fs.originates();
     assert_eq!(o.len(), 1);
@@ -64,6 +68,62 @@ async fn t38_fax_is_done_with_every_field_faxq_reads() {
     assert_eq!(rec[10], "3");
     assert_eq!(rec[13], "\"\"");
     assert_eq!(env.temp_files(), 0);
+}
+
+/// After a crash of the machine, log/seqf may hold an update older than the numbers handed
+/// out: the commid resumes at the limit of the block reserved on the earlier boot, so it is
+/// never one an earlier attempt used; the block reserved on this boot is durable before the
+/// commid reaches the qfile's synced dial count.
+#[tokio::test]
+async fn after_a_restart_of_the_machine_the_commid_resumes_past_the_reserved_block() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    fs::write(
+        env.spool.join("log/seqf"),
+        support::seqf_reserved_on_another_boot(42, 300),
+    )
+    .unwrap();
+    env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(1).await, 2);
+    assert_eq!(env.field(1, "commid"), "000000300");
+    assert_eq!(env.xferfaxlog()[0][2], "000000300");
+    assert!(env.spool.join("log/c000000300").exists());
+    assert_eq!(
+        fs::read_to_string(env.spool.join("log/seqf")).unwrap(),
+        support::seqf_reserved_on_this_boot(301, 400)
+    );
+    // The next attempt takes the block's next number, no new block.
+    env.qfile(2, "0401234", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(2).await, 2);
+    assert_eq!(env.field(2, "commid"), "000000301");
+    assert_eq!(
+        fs::read_to_string(env.spool.join("log/seqf")).unwrap(),
+        support::seqf_reserved_on_this_boot(302, 400)
+    );
+}
+
+/// Without a boot id (no `/proc` to read it from) no block is reserved: the commid's seqf is
+/// synced in the background and the dial waits for it, as before issue 13's reservations.
+#[tokio::test]
+async fn without_a_boot_id_each_commid_is_synced_and_no_block_is_reserved() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (CI runs the tests as root): it hides the boot id in a mount namespace"
+    );
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    fs::write(env.spool.join("log/seqf"), "17").unwrap();
+    env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
+    let (code, log) = env.run_logged_without_boot_id(1).await;
+    assert_eq!(code, 2, "{log}");
+    assert_eq!(env.field(1, "returned"), "2");
+    assert_eq!(env.field(1, "commid"), "000000017");
+    assert_eq!(
+        fs::read_to_string(env.spool.join("log/seqf")).unwrap(),
+        "18"
+    );
+    assert!(!log.contains("sync"), "no sync failed: {log}");
+    assert_eq!(fs.originates().len(), 1);
 }
 
 #[tokio::test]

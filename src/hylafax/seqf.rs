@@ -34,12 +34,30 @@ pub enum SeqfError {
     Write { path: PathBuf, source: io::Error },
 }
 
+/// Commids one reservation covers (see [`next_commid`]): after a crash of the machine, at most
+/// this many numbers are skipped.
+pub const RESERVED_BLOCK: u32 = 100;
+
+/// How far behind a durable mark a stored number may be and still count as behind it (rather
+/// than wrapped around past it): the same window [`ensure_past`] uses.
+const WINDOW: u32 = 1_000_000;
+
+/// What an allocation must keep true across a crash of the machine.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// HylaFAX's `getNext`: the number, synced or not (the caller's own records may cover it).
+    Plain { sync: bool },
+    /// From the block reserved in the file for this boot: synced only when a new block is
+    /// reserved ([`plan_reserved`]).
+    Reserved(BootId),
+}
+
 /// Returns the number stored in `path` and stores the following one (HylaFAX's `getNext`),
 /// synced before the number is used.
 ///
 /// Unique across threads and processes: the read-modify-write happens under `flock`.
 pub fn next(path: &Path) -> Result<u32, SeqfError> {
-    next_inner(path, true).map(|(n, _)| n)
+    next_inner(path, Mode::Plain { sync: true }).map(|(n, _)| n)
 }
 
 /// [`next`] without the sync, for a caller whose own durable record of every number it uses
@@ -51,6 +69,22 @@ pub fn next(path: &Path) -> Result<u32, SeqfError> {
 /// is `stat` of the path (is it still the file we hold?), `flock`, `pread`, `pwrite`, unlock,
 /// five system calls instead of ten. A seqf that was replaced or removed is opened afresh.
 pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
+    next_held(path, Mode::Plain { sync: false })
+}
+
+/// A commid for fsfaxd from `log/seqf`, through the held file of [`next_unsynced`]: from this
+/// boot's reserved block like [`next_commid`], so that after a crash of the machine fsfaxd
+/// does not take numbers fsfaxsend had used (its journal covers only its own). Without a
+/// boot id, as [`next_unsynced`].
+pub fn next_commid_unsynced(path: &Path) -> Result<u32, SeqfError> {
+    let mode = match BootId::current() {
+        Some(boot) => Mode::Reserved(boot),
+        None => Mode::Plain { sync: false },
+    };
+    next_held(path, mode)
+}
+
+fn next_held(path: &Path, mode: Mode) -> Result<u32, SeqfError> {
     static HELD: std::sync::Mutex<Vec<Held>> = std::sync::Mutex::new(Vec::new());
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let current = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
@@ -78,20 +112,31 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let result = read_locked(file, path)
-        .and_then(|(n, len)| store(file, path, following(n), len, false).map(|()| n));
+    let result = allocate_locked(file, path, mode);
     // The descriptor stays open: the lock is not released by a close.
     lock::unlock(file);
     result
 }
 
-/// [`next`] with the sync left to the caller: the number, and the file to `fdatasync` before
-/// anything that refers to the number becomes durable. fsfaxsend syncs it in the background
-/// while it prepares the fax and connects to FreeSWITCH, and waits for that sync before the
-/// qfile's dial count (the first synced record naming the commid), instead of syncing it on
-/// its own before anything else.
-pub fn next_deferred(path: &Path) -> Result<(u32, File), SeqfError> {
-    next_inner(path, false)
+/// A commid for fsfaxsend from `log/seqf`, and the file to `fdatasync` before anything that
+/// names it becomes durable, if any.
+///
+/// Numbers come from a block of [`RESERVED_BLOCK`] reserved in the file itself, on a second
+/// line HylaFAX's `getNext` does not read (`fsfax reserved <limit> boot <boot id>`). A new
+/// block is synced, under the lock, before its first number is used; the numbers inside it
+/// need no sync, because only a crash of the machine can lose an unsynced write, and after
+/// one (a new boot id) the first allocation resumes at the block's limit. So each send
+/// costs no seqf sync, where it cost one (issue 13), and no number is handed out twice.
+///
+/// Without a boot id (no `/proc`), the number is returned with the file, unsynced: fsfaxsend
+/// syncs it in the background while it prepares the fax and connects to FreeSWITCH, and
+/// waits for that sync before the qfile's dial count (the first synced record naming the
+/// commid).
+pub fn next_commid(path: &Path) -> Result<(u32, Option<File>), SeqfError> {
+    match BootId::current() {
+        Some(boot) => next_inner(path, Mode::Reserved(boot)).map(|(n, _)| (n, None)),
+        None => next_inner(path, Mode::Plain { sync: false }).map(|(n, f)| (n, Some(f))),
+    }
 }
 
 /// A sequence file [`next_unsynced`] keeps open.
@@ -103,54 +148,174 @@ struct Held {
 }
 
 /// One allocation through a fresh open; the file is returned unlocked (still open).
-fn next_inner(path: &Path, sync: bool) -> Result<(u32, File), SeqfError> {
+fn next_inner(path: &Path, mode: Mode) -> Result<(u32, File), SeqfError> {
     let file = open_seqf(path)?;
     lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
         path: path.to_path_buf(),
         source,
     })?;
-    let result = read_locked(&file, path)
-        .and_then(|(n, held)| store(&file, path, following(n), held, sync).map(|()| n));
-    // Closing would release the lock too, but the file may be kept open (`next_deferred`).
+    let result = allocate_locked(&file, path, mode);
+    // Closing would release the lock too, but the file may be kept open (`next_commid`).
     lock::unlock(&file);
     result.map(|n| (n, file))
+}
+
+/// The allocation itself, with the file locked.
+fn allocate_locked(file: &File, path: &Path, mode: Mode) -> Result<u32, SeqfError> {
+    let stored = read_locked(file, path)?;
+    let (n, reservation, sync) = match mode {
+        Mode::Plain { sync } => (stored.next, stored.reservation, sync),
+        Mode::Reserved(boot) => {
+            let plan = plan_reserved(stored.next, stored.reservation, boot);
+            if plan.0 != stored.next {
+                tracing::info!(
+                    path = %path.display(),
+                    stored = stored.next,
+                    resumed = plan.0,
+                    "the machine restarted since the last commid was reserved: resuming past \
+                     the reserved block"
+                );
+            }
+            plan
+        }
+    };
+    store(file, path, following(n), reservation, stored.len, sync)?;
+    Ok(n)
+}
+
+/// For a stored next number and reservation, on this boot: the number to hand out, the
+/// reservation to store, and whether it must be synced first (a new block).
+fn plan_reserved(
+    next: u32,
+    reservation: Option<Reservation>,
+    boot: BootId,
+) -> (u32, Option<Reservation>, bool) {
+    let n = match reservation {
+        // Inside this boot's block: the file in the page cache is the truth.
+        Some(r) if r.boot == boot && (1..=RESERVED_BLOCK).contains(&steps(next, r.limit)) => {
+            return (next, Some(r), false);
+        }
+        // Another boot: an unsynced update may have been lost, so no number behind the
+        // block's limit is safe.
+        Some(r) if r.boot != boot && (1..WINDOW).contains(&steps(next, r.limit)) => r.limit,
+        // Used up, moved by someone else (HylaFAX, an admin), or never reserved: numbers
+        // handed out so far were covered by a block or by their own sync.
+        _ => next,
+    };
+    let limit = advance(n, RESERVED_BLOCK);
+    (n, Some(Reservation { limit, boot }), true)
 }
 
 /// Makes sure `path` hands out no number up to `used` (a number a durable record refers to)
 /// unless it has wrapped around since: a stored next number at most `used`, and less than a
 /// million behind it, is moved to the one after `used`. Returns whether it was moved.
 pub fn ensure_past(path: &Path, used: u32) -> Result<bool, SeqfError> {
-    const WINDOW: u32 = 1_000_000;
     let file = open_seqf(path)?;
     lock::lock_exclusive(&file).map_err(|source| SeqfError::Lock {
         path: path.to_path_buf(),
         source,
     })?;
-    let (stored, held) = read_locked(&file, path)?;
-    if stored > used || used - stored >= WINDOW {
+    let stored = read_locked(&file, path)?;
+    if stored.next > used || used - stored.next >= WINDOW {
         return Ok(false);
     }
-    store(&file, path, following(used), held, true)?;
+    store(
+        &file,
+        path,
+        following(used),
+        stored.reservation,
+        stored.len,
+        true,
+    )?;
     Ok(true)
 }
 
-/// The stored number and the length of what the file held (at most 64 bytes are read, from
-/// offset 0 whatever the descriptor's position, so a held descriptor reads like a new one).
-fn read_locked(file: &File, path: &Path) -> Result<(u32, usize), SeqfError> {
-    let mut buf = [0u8; 64];
+/// What a sequence file holds.
+struct Stored {
+    /// HylaFAX's next number.
+    next: u32,
+    /// fsfax's reservation line, when there is a readable one.
+    reservation: Option<Reservation>,
+    /// How many bytes the file held.
+    len: usize,
+}
+
+/// A block of numbers reserved durably on one boot of the machine: every number before
+/// `limit` (and at most [`RESERVED_BLOCK`] before it) may have been handed out unsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reservation {
+    limit: u32,
+    boot: BootId,
+}
+
+/// The reservation line's leading words.
+const RESERVED_MARK: &str = "fsfax reserved ";
+
+/// The stored number and reservation (at most 128 bytes are read, from offset 0 whatever the
+/// descriptor's position, so a held descriptor reads like a new one).
+fn read_locked(file: &File, path: &Path) -> Result<Stored, SeqfError> {
+    let mut buf = [0u8; 128];
     let len = file
         .read_at(&mut buf, 0)
         .map_err(|source| SeqfError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok((parse_seq(&buf[..len]), len))
+    let text = &buf[..len];
+    let reservation = parse_reservation(text);
+    if reservation.is_none()
+        && text
+            .windows(RESERVED_MARK.len())
+            .any(|w| w == RESERVED_MARK.as_bytes())
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "unreadable reservation line in the sequence file; reserving a new block from the \
+             stored number"
+        );
+    }
+    Ok(Stored {
+        next: parse_seq(text),
+        reservation,
+        len,
+    })
 }
 
-/// Stores `next` over the `held` bytes the file had; it is cut only when the new text is
-/// shorter (the number grows until it wraps, so usually one `pwrite` is all).
-fn store(file: &File, path: &Path, next: u32, held: usize, sync: bool) -> Result<(), SeqfError> {
-    let text = next.to_string();
+/// The second line, `fsfax reserved <limit> boot <boot id>`, complete up to its newline.
+fn parse_reservation(text: &[u8]) -> Option<Reservation> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (_, rest) = text.split_once('\n')?;
+    let (line, _) = rest.split_once('\n')?;
+    let mut words = line.strip_prefix(RESERVED_MARK)?.split(' ');
+    let limit = words.next()?.parse::<u32>().ok()?;
+    let boot = match (words.next(), words.next(), words.next()) {
+        (Some("boot"), Some(id), None) => BootId::parse(id)?,
+        _ => return None,
+    };
+    (1..MAX_SEQNUM)
+        .contains(&limit)
+        .then_some(Reservation { limit, boot })
+}
+
+/// Stores `next` (and the reservation line) over the `held` bytes the file had; it is cut only
+/// when the new text is shorter (the number grows until it wraps, so usually one `pwrite` is
+/// all).
+fn store(
+    file: &File,
+    path: &Path,
+    next: u32,
+    reservation: Option<Reservation>,
+    held: usize,
+    sync: bool,
+) -> Result<(), SeqfError> {
+    let text = match reservation {
+        Some(r) => format!(
+            "{next}\n{RESERVED_MARK}{} boot {}\n",
+            r.limit,
+            r.boot.as_str()
+        ),
+        None => next.to_string(),
+    };
     let werr = |source| SeqfError::Write {
         path: path.to_path_buf(),
         source,
@@ -164,6 +329,48 @@ fn store(file: &File, path: &Path, next: u32, held: usize, sync: bool) -> Result
         file.sync_data().map_err(werr)?;
     }
     Ok(())
+}
+
+/// The identity of this boot of the machine (`/proc/sys/kernel/random/boot_id`): an unsynced
+/// write can be lost only across a change of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootId([u8; 36]);
+
+impl BootId {
+    /// This boot's, read once per process; `None` without a readable `/proc`.
+    pub fn current() -> Option<BootId> {
+        static CURRENT: std::sync::OnceLock<Option<BootId>> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            BootId::parse(text.trim_end())
+        })
+    }
+
+    /// A boot id as the kernel prints it: 36 characters of hex digits and dashes.
+    pub fn parse(s: &str) -> Option<BootId> {
+        let bytes: [u8; 36] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || *b == b'-')
+            .then_some(BootId(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is accepted by `parse`.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// How many [`following`] steps lead from `from` to `to` (both in 1..MAX_SEQNUM).
+fn steps(from: u32, to: u32) -> u32 {
+    const M: u32 = MAX_SEQNUM - 1;
+    (to + M - from) % M
+}
+
+/// The number `k` [`following`] steps after `n`.
+fn advance(n: u32, k: u32) -> u32 {
+    const M: u32 = MAX_SEQNUM - 1;
+    (n - 1 + k) % M + 1
 }
 
 /// Commid as HylaFAX prints it: `%09u`.
@@ -272,10 +479,10 @@ mod tests {
     }
 
     #[test]
-    fn deferred_numbers_are_shared_and_the_lock_is_released_while_the_file_is_held() {
+    fn unsynced_numbers_are_shared_and_the_lock_is_released_while_the_file_is_held() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("seqf");
-        let (n, held) = next_deferred(&p).unwrap();
+        let (n, held) = next_inner(&p, Mode::Plain { sync: false }).unwrap();
         assert_eq!(n, 1);
         assert_eq!(std::fs::read(&p).unwrap(), b"2");
         // Another allocator gets the lock at once while `held` is still open.
@@ -284,7 +491,201 @@ mod tests {
         lock::unlock(&other);
         assert_eq!(next(&p).unwrap(), 2);
         held.sync_data().unwrap();
-        assert_eq!(next_deferred(&p).unwrap().0, 3);
+        assert_eq!(next_inner(&p, Mode::Plain { sync: false }).unwrap().0, 3);
+    }
+
+    const BOOT_A: &str = "6f1c3d1e-5b7a-4b0e-9d7e-3c1a2b4c5d6e";
+    const BOOT_B: &str = "0b9e5f43-1d2c-4e8f-a7b6-9c0d1e2f3a4b";
+
+    fn boot(id: &str) -> BootId {
+        BootId::parse(id).unwrap()
+    }
+
+    fn reserved(limit: u32, id: &str) -> Option<Reservation> {
+        Some(Reservation {
+            limit,
+            boot: boot(id),
+        })
+    }
+
+    #[test]
+    fn a_block_is_reserved_and_synced_once_then_its_numbers_need_no_sync() {
+        let a = boot(BOOT_A);
+        // Nothing reserved yet (a seqf from HylaFAX or an older fsfax): a block from the
+        // stored number, synced.
+        assert_eq!(
+            plan_reserved(57, None, a),
+            (57, reserved(157, BOOT_A), true)
+        );
+        // Inside it: no sync, the reservation unchanged, up to its last number.
+        assert_eq!(
+            plan_reserved(58, reserved(157, BOOT_A), a),
+            (58, reserved(157, BOOT_A), false)
+        );
+        assert_eq!(
+            plan_reserved(156, reserved(157, BOOT_A), a),
+            (156, reserved(157, BOOT_A), false)
+        );
+        // Used up: the next block.
+        assert_eq!(
+            plan_reserved(157, reserved(157, BOOT_A), a),
+            (157, reserved(257, BOOT_A), true)
+        );
+        // Moved by someone else on this boot (an admin's reset, HylaFAX's own getNext far
+        // ahead): a new block from where the file stands.
+        assert_eq!(
+            plan_reserved(5, reserved(157, BOOT_A), a),
+            (5, reserved(105, BOOT_A), true)
+        );
+        assert_eq!(
+            plan_reserved(900, reserved(157, BOOT_A), a),
+            (900, reserved(1000, BOOT_A), true)
+        );
+    }
+
+    #[test]
+    fn after_a_restart_of_the_machine_numbers_resume_past_the_reserved_block() {
+        let b = boot(BOOT_B);
+        // The stored number may be any update behind the truth: resume at the block's limit.
+        assert_eq!(
+            plan_reserved(60, reserved(157, BOOT_A), b),
+            (157, reserved(257, BOOT_B), true)
+        );
+        assert_eq!(
+            plan_reserved(3, reserved(157, BOOT_A), b),
+            (157, reserved(257, BOOT_B), true)
+        );
+        // Ahead of the limit (HylaFAX's or fsfaxd's own durable moves): from where it stands.
+        assert_eq!(
+            plan_reserved(157, reserved(157, BOOT_A), b),
+            (157, reserved(257, BOOT_B), true)
+        );
+        assert_eq!(
+            plan_reserved(400, reserved(157, BOOT_A), b),
+            (400, reserved(500, BOOT_B), true)
+        );
+        // A limit that wrapped past the end is still ahead of a number just before the end.
+        assert_eq!(
+            plan_reserved(999_999_990, reserved(52, BOOT_A), b),
+            (52, reserved(152, BOOT_B), true)
+        );
+    }
+
+    #[test]
+    fn blocks_and_their_limits_follow_hylafax_wrap() {
+        assert_eq!(advance(999_999_950, RESERVED_BLOCK), 52);
+        assert_eq!(steps(999_999_950, 52), RESERVED_BLOCK);
+        assert_eq!(advance(999_999_998, 1), following(999_999_998));
+        assert_eq!(steps(999_999_998, 1), 1);
+        let a = boot(BOOT_A);
+        assert_eq!(
+            plan_reserved(999_999_998, reserved(52, BOOT_A), a),
+            (999_999_998, reserved(52, BOOT_A), false)
+        );
+        assert_eq!(
+            plan_reserved(51, reserved(52, BOOT_A), a),
+            (51, reserved(52, BOOT_A), false)
+        );
+    }
+
+    #[test]
+    fn the_reservation_line_survives_our_writers_and_hylafax_reads_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqf");
+        let a = Mode::Reserved(boot(BOOT_A));
+        std::fs::write(&p, b"41").unwrap();
+        assert_eq!(next_inner(&p, a).unwrap().0, 41);
+        let line = format!("42\nfsfax reserved 141 boot {BOOT_A}\n");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), line);
+        // HylaFAX's getNext reads it with atol: the number, then stops.
+        assert_eq!(parse_seq(line.as_bytes()), 42);
+        for n in 42..=140 {
+            assert_eq!(next_inner(&p, a).unwrap().0, n);
+        }
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("141\nfsfax reserved 141 boot {BOOT_A}\n")
+        );
+        assert_eq!(next_inner(&p, a).unwrap().0, 141);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("142\nfsfax reserved 241 boot {BOOT_A}\n")
+        );
+        // fsfaxd's recvq-style allocation and its start-up move keep the line.
+        assert_eq!(next(&p).unwrap(), 142);
+        assert!(ensure_past(&p, 150).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("151\nfsfax reserved 241 boot {BOOT_A}\n")
+        );
+        // On another boot the next commid is the block's limit.
+        assert_eq!(next_inner(&p, Mode::Reserved(boot(BOOT_B))).unwrap().0, 241);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("242\nfsfax reserved 341 boot {BOOT_B}\n")
+        );
+        // HylaFAX's own getNext writes the bare number (and cuts the line): a new block.
+        std::fs::write(&p, b"243").unwrap();
+        assert_eq!(next_inner(&p, a).unwrap().0, 243);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("244\nfsfax reserved 343 boot {BOOT_A}\n")
+        );
+    }
+
+    #[test]
+    fn a_torn_or_foreign_reservation_line_is_not_trusted() {
+        for text in [
+            format!("12\nfsfax reserved 300 boot {BOOT_A}"),
+            format!("12\nfsfax reserved 300 boot {}\n", &BOOT_A[..30]),
+            format!("12\nfsfax reserved 0 boot {BOOT_A}\n"),
+            format!("12\nfsfax reserved 999999999 boot {BOOT_A}\n"),
+            format!("12\nfsfax reserved x boot {BOOT_A}\n"),
+            format!("12\nfsfax reserved 300 boot {BOOT_A} more\n"),
+            format!("12 fsfax reserved 300 boot {BOOT_A}\n"),
+            "12\nsomething else\n".to_string(),
+        ] {
+            assert_eq!(parse_reservation(text.as_bytes()), None, "{text:?}");
+        }
+        let good = format!("12\nfsfax reserved 300 boot {BOOT_A}\ntrailing junk");
+        assert_eq!(parse_reservation(good.as_bytes()), reserved(300, BOOT_A));
+        assert_eq!(BootId::parse("not a boot id"), None);
+        assert_eq!(BootId::parse(&BOOT_A.replace('1', "g")), None);
+        // This machine's, when it has /proc.
+        if let Some(id) = BootId::current() {
+            assert_eq!(BootId::parse(id.as_str()), Some(id));
+        }
+    }
+
+    #[test]
+    fn reserved_and_plain_allocators_never_share_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqf");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mode = match i % 3 {
+                        0 => Mode::Reserved(boot(BOOT_A)),
+                        1 => Mode::Plain { sync: false },
+                        _ => Mode::Plain { sync: true },
+                    };
+                    (0..60)
+                        .map(|_| next_inner(&p, mode).unwrap().0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = HashSet::new();
+        for t in threads {
+            for n in t.join().unwrap() {
+                assert!(all.insert(n), "number {n} handed out twice");
+            }
+        }
+        assert_eq!(all.len(), 480);
+        assert_eq!(all.iter().max(), Some(&480));
+        let stored = std::fs::read_to_string(&p).unwrap();
+        assert!(stored.starts_with("481\n"), "{stored:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Local};
 
 use super::call::Call;
 use super::modems::{Lease, OVERFLOW_MODEM};
-use super::rxfax::next_number;
+use super::rxfax::next_commid;
 use super::screen::{self, Caller, Screen, T38};
 use crate::hylafax::seqf;
 use crate::hylafax::sessionlog::SessionLog;
@@ -115,7 +115,7 @@ impl Call {
     /// commid can be had.
     async fn open_session(&mut self, caller: &Caller) -> Option<(String, SessionLog)> {
         let writer = self.daemon.journal.writer();
-        let commid = match next_number(writer, self.daemon.spool.log_seqf()).await {
+        let commid = match next_commid(writer, self.daemon.spool.log_seqf()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("cannot allocate a commid ({e}); rejecting the call with 503");

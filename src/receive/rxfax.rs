@@ -359,13 +359,17 @@ pub(super) enum RecvqError {
     AllTaken,
 }
 
-/// The next number of a sequence file, taken by the spool writer (it locks). Not synced:
-/// the journal carries every number a reception uses (see `seqf::next_unsynced`).
-pub(super) async fn next_number(
+/// The call's commid from `log/seqf`, taken by the spool writer (it locks). Not synced: the
+/// journal carries every number a reception uses, and this boot's reserved block covers
+/// fsfaxsend's (see `seqf::next_commid_unsynced`).
+pub(super) async fn next_commid(
     writer: &crate::hylafax::writer::SpoolWriter,
     path: std::path::PathBuf,
 ) -> Result<u32, RecvqError> {
-    Ok(writer.write(move |_| seqf::next_unsynced(&path)).await?.0?)
+    Ok(writer
+        .write(move |_| seqf::next_commid_unsynced(&path))
+        .await?
+        .0?)
 }
 
 /// The next free `recvq/faxNNNNNNNNN.tif` (a number whose file exists is skipped: another

@@ -24,8 +24,9 @@ pub struct Job {
     dial_counted: bool,
     /// faxq's FIFO, told about the job's progress as faxsend tells it (see [`Job::tell`]).
     faxq: Option<FaxqFifo>,
-    /// Files this attempt wrote whose sync was put off (the commid's seqf), until their
-    /// background sync has been seen to succeed ([`Job::defer_sync`]).
+    /// Files this attempt wrote whose sync was put off (the commid's seqf on a machine without
+    /// a boot id, see `seqf::next_commid`), until their background sync has been seen to
+    /// succeed ([`Job::defer_sync`]).
     deferred: Vec<Deferred>,
 }
 
@@ -117,7 +118,6 @@ impl Job {
     /// `file` was written and its sync put off: it is synced now, in the background, while
     /// the attempt prepares the fax and connects to FreeSWITCH, and [`Job::count_dial`]
     /// waits for that sync before the dial (or [`Job::finish`] syncs it with the verdict).
-    /// The commid's seqf used to be synced on the way, before anything else could happen.
     pub fn defer_sync(&mut self, file: File) {
         let sync = file
             .try_clone()

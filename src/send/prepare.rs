@@ -187,9 +187,12 @@ fn open_log(
     jobid: u32,
     external: &str,
 ) -> Result<(String, SessionLog), PrepareError> {
-    // Synced with the dial count, or with the verdict when no dial comes (see `Job`).
-    let (n, seqf) = seqf::next_deferred(&spool.log_seqf())?;
-    job.defer_sync(seqf);
+    // From this boot's reserved block; without a boot id, synced with the dial count, or
+    // with the verdict when no dial comes (see `Job`).
+    let (n, unsynced) = seqf::next_commid(&spool.log_seqf())?;
+    if let Some(seqf) = unsynced {
+        job.defer_sync(seqf);
+    }
     let commid = seqf::format_commid(n);
     tracing::Span::current().record("commid", commid.as_str());
     let log = SessionLog::create(spool, n).unwrap_or_else(|e| {

@@ -50,3 +50,16 @@ pub fn bench_fsfaxsend() -> &'static std::path::Path {
         binary
     })
 }
+
+/// A `log/seqf` as fsfax leaves it on a boot that is not this one: next number `next`, and a
+/// block reserved up to `limit` (after a crash of the machine, the stored number may be an
+/// update behind what was handed out).
+pub fn seqf_reserved_on_another_boot(next: u32, limit: u32) -> String {
+    format!("{next}\nfsfax reserved {limit} boot 00000000-0000-0000-0000-000000000000\n")
+}
+
+/// The `log/seqf` fsfax writes on this boot: next number `next`, reserved up to `limit`.
+pub fn seqf_reserved_on_this_boot(next: u32, limit: u32) -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    format!("{next}\nfsfax reserved {limit} boot {}\n", boot.trim_end())
+}

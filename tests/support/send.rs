@@ -114,87 +114,61 @@ impl SendEnv {
     /// [`SendEnv::run`] without printing fsfaxsend's log (for long runs); the log is shown
     /// only when fsfaxsend did not exit normally.
     pub async fn run_quiet(&self, job: u32) -> i32 {
-        let mut child = tokio::process::Command::new(super::fsfaxsend())
-            .arg("-c")
-            .arg(&self.conf)
-            .args(["-m", MODEM, &format!("sendq/q{job}")])
-            .current_dir(&self.spool)
-            .env("FSFAX_LOG", "warn")
-            .env("FSFAX_LOG_STDERR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn fsfaxsend");
-        let stderr = child.stderr.take();
-        let log = tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = Vec::new();
-            if let Some(mut s) = stderr {
-                let _ = s.read_to_end(&mut buf).await;
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-        let status = tokio::time::timeout(HANG, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
-            .unwrap();
-        let log = log.await.unwrap();
-        status
-            .code()
-            .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
+        exit_and_log(self.command(job, "warn", &[])).await.0
     }
 
     /// [`SendEnv::run`] that also returns fsfaxsend's log (info level and up).
     pub async fn run_logged(&self, job: u32) -> (i32, String) {
-        let mut child = tokio::process::Command::new(super::fsfaxsend())
-            .arg("-c")
-            .arg(&self.conf)
-            .args(["-m", MODEM, &format!("sendq/q{job}")])
-            .current_dir(&self.spool)
-            .env("FSFAX_LOG", "info")
-            .env("FSFAX_LOG_STDERR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn fsfaxsend");
-        let stderr = child.stderr.take();
-        let log = tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = Vec::new();
-            if let Some(mut s) = stderr {
-                let _ = s.read_to_end(&mut buf).await;
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-        let status = tokio::time::timeout(HANG, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
-            .unwrap();
-        let log = log.await.unwrap();
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"));
-        (code, log)
+        exit_and_log(self.command(job, "info", &[])).await
+    }
+
+    /// [`SendEnv::run_logged`] on a machine without a boot id: fsfaxsend runs in a private
+    /// mount namespace where `/proc/sys/kernel/random/boot_id` reads empty (needs root, as
+    /// CI runs the tests).
+    pub async fn run_logged_without_boot_id(&self, job: u32) -> (i32, String) {
+        const MASK: &str =
+            "mount --bind /dev/null /proc/sys/kernel/random/boot_id && exec \"$0\" \"$@\"";
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            MASK,
+        ];
+        exit_and_log(self.command(job, "info", &wrapper)).await
     }
 
     pub fn spawn(&self, job: u32) -> tokio::process::Child {
-        tokio::process::Command::new(super::fsfaxsend())
-            .arg("-c")
+        self.command(job, "debug", &[])
+            .spawn()
+            .expect("spawn fsfaxsend")
+    }
+
+    /// fsfaxsend as faxq runs it (cwd = spool, `-m modem sendq/q<job>`), logging at `level` to
+    /// a pipe, run through `wrapper` (a program and its arguments, before fsfaxsend's path)
+    /// when one is given.
+    fn command(&self, job: u32, level: &str, wrapper: &[&str]) -> tokio::process::Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(args).arg(super::fsfaxsend());
+                cmd
+            }
+            None => tokio::process::Command::new(super::fsfaxsend()),
+        };
+        cmd.arg("-c")
             .arg(&self.conf)
             .args(["-m", MODEM, &format!("sendq/q{job}")])
             .current_dir(&self.spool)
-            .env("FSFAX_LOG", "debug")
+            .env("FSFAX_LOG", level)
             .env("FSFAX_LOG_STDERR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn fsfaxsend")
+            .kill_on_drop(true);
+        cmd
     }
 
     /// Creates `FIFO.<modem>` and collects what fsfaxsend writes to it (fsfaxd's side).
@@ -300,4 +274,28 @@ pub async fn wait_exit(mut child: tokio::process::Child, limit: Duration) -> i32
     status
         .code()
         .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"))
+}
+
+/// Runs `cmd` to its exit (bounded by [`HANG`]) and returns its exit code and stderr; a death
+/// by a signal panics with the log.
+async fn exit_and_log(mut cmd: tokio::process::Command) -> (i32, String) {
+    let mut child = cmd.spawn().expect("spawn fsfaxsend");
+    let stderr = child.stderr.take();
+    let log = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
+        .unwrap();
+    let log = log.await.unwrap();
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"));
+    (code, log)
 }
