@@ -42,13 +42,12 @@ pub async fn send(
     modem: &str,
     job: &mut Job,
     stop: &mut Stop,
+    early: dial::Early,
 ) -> Attempt {
     let timing = Timing {
         started: Instant::now(),
         start_time: Local::now(),
     };
-    // FreeSWITCH is connected to while the job is prepared.
-    let early = dial::Early::start(cfg, job);
     let mut ctx = match prepare::prepare(cfg, spool, modem, job).await {
         Ok(ctx) => ctx,
         Err(e) => return Attempt::verdict_only(e.verdict()),

@@ -129,11 +129,13 @@ async fn run_job(config: Result<&Config, ConfigUnusable>, modem: &str, qfile: &P
 /// The attempt with a usable configuration, between the modem's `SB` and (after the verdict
 /// is written) its `SR`.
 async fn attempt(config: &Config, modem: &str, job: &mut Job, stop: &mut call::Stop) -> Attempt {
+    // FreeSWITCH is connected to first, while everything else is done (issue 13).
+    let early = dial::Early::start(config, job);
     let spool = Spool::new(&config.hylafax.spooldir);
     warn_if_elsewhere(&spool);
     job.report_to(FaxqFifo::new(&spool));
     tell_modem(&spool, modem, DeviceMsg::SendBegin);
-    call::send(config, &spool, modem, job, stop).await
+    call::send(config, &spool, modem, job, stop, early).await
 }
 
 /// faxq runs us in its spool; a `[hylafax] spooldir` naming another directory means logs and
