@@ -179,21 +179,38 @@ fn allocate_locked(file: &File, path: &Path, mode: Mode) -> Result<u32, SeqfErro
             plan
         }
     };
-    store(file, path, following(n), reservation, stored.len, sync)?;
+    match (mode, reservation) {
+        (Mode::Reserved(_), Some(r)) if sync => {
+            // Marked as not yet synced until it is, so that if this process dies before the
+            // sync ends, the next allocator on this boot syncs it before using the block.
+            let pending = Reservation {
+                durable: false,
+                ..r
+            };
+            let len = store(file, path, following(n), Some(pending), stored.len, true)?;
+            store(file, path, following(n), Some(r), len, false)?;
+        }
+        _ => {
+            store(file, path, following(n), reservation, stored.len, sync)?;
+        }
+    }
     Ok(n)
 }
 
 /// For a stored next number and reservation, on this boot: the number to hand out, the
-/// reservation to store, and whether it must be synced first (a new block).
+/// reservation to store, and whether it must be synced first (a new block, or one whose
+/// reserving process died before its sync ended).
 fn plan_reserved(
     next: u32,
     reservation: Option<Reservation>,
     boot: BootId,
 ) -> (u32, Option<Reservation>, bool) {
     let n = match reservation {
-        // Inside this boot's block: the file in the page cache is the truth.
+        // Inside this boot's block: the file in the page cache is the truth, once the block
+        // is durable.
         Some(r) if r.boot == boot && (1..=RESERVED_BLOCK).contains(&steps(next, r.limit)) => {
-            return (next, Some(r), false);
+            let durable = Reservation { durable: true, ..r };
+            return (next, Some(durable), !r.durable);
         }
         // Another boot: an unsynced update may have been lost, so no number behind the
         // block's limit is safe.
@@ -203,7 +220,12 @@ fn plan_reserved(
         _ => next,
     };
     let limit = advance(n, RESERVED_BLOCK);
-    (n, Some(Reservation { limit, boot }), true)
+    let reservation = Reservation {
+        limit,
+        boot,
+        durable: true,
+    };
+    (n, Some(reservation), true)
 }
 
 /// Makes sure `path` hands out no number up to `used` (a number a durable record refers to)
@@ -246,10 +268,14 @@ struct Stored {
 struct Reservation {
     limit: u32,
     boot: BootId,
+    /// Synced: written as `reserved`, where a block whose sync has not ended says
+    /// `reserving`.
+    durable: bool,
 }
 
-/// The reservation line's leading words.
+/// The reservation line's leading words, for a synced block and for one being synced.
 const RESERVED_MARK: &str = "fsfax reserved ";
+const RESERVING_MARK: &str = "fsfax reserving ";
 
 /// The stored number and reservation (at most 128 bytes are read, from offset 0 whatever the
 /// descriptor's position, so a held descriptor reads like a new one).
@@ -265,8 +291,8 @@ fn read_locked(file: &File, path: &Path) -> Result<Stored, SeqfError> {
     let reservation = parse_reservation(text);
     if reservation.is_none()
         && text
-            .windows(RESERVED_MARK.len())
-            .any(|w| w == RESERVED_MARK.as_bytes())
+            .windows(b"fsfax reserv".len())
+            .any(|w| w == b"fsfax reserv")
     {
         tracing::warn!(
             path = %path.display(),
@@ -286,20 +312,26 @@ fn parse_reservation(text: &[u8]) -> Option<Reservation> {
     let text = std::str::from_utf8(text).ok()?;
     let (_, rest) = text.split_once('\n')?;
     let (line, _) = rest.split_once('\n')?;
-    let mut words = line.strip_prefix(RESERVED_MARK)?.split(' ');
+    let (words, durable) = match line.strip_prefix(RESERVED_MARK) {
+        Some(words) => (words, true),
+        None => (line.strip_prefix(RESERVING_MARK)?, false),
+    };
+    let mut words = words.split(' ');
     let limit = words.next()?.parse::<u32>().ok()?;
     let boot = match (words.next(), words.next(), words.next()) {
         (Some("boot"), Some(id), None) => BootId::parse(id)?,
         _ => return None,
     };
-    (1..MAX_SEQNUM)
-        .contains(&limit)
-        .then_some(Reservation { limit, boot })
+    (1..MAX_SEQNUM).contains(&limit).then_some(Reservation {
+        limit,
+        boot,
+        durable,
+    })
 }
 
 /// Stores `next` (and the reservation line) over the `held` bytes the file had; it is cut only
 /// when the new text is shorter (the number grows until it wraps, so usually one `pwrite` is
-/// all).
+/// all). Returns the length written.
 fn store(
     file: &File,
     path: &Path,
@@ -307,10 +339,15 @@ fn store(
     reservation: Option<Reservation>,
     held: usize,
     sync: bool,
-) -> Result<(), SeqfError> {
+) -> Result<usize, SeqfError> {
     let text = match reservation {
         Some(r) => format!(
-            "{next}\n{RESERVED_MARK}{} boot {}\n",
+            "{next}\n{}{} boot {}\n",
+            if r.durable {
+                RESERVED_MARK
+            } else {
+                RESERVING_MARK
+            },
             r.limit,
             r.boot.as_str()
         ),
@@ -328,7 +365,7 @@ fn store(
         // A reused number after a crash would make the O_EXCL create of the recvq file fail.
         file.sync_data().map_err(werr)?;
     }
-    Ok(())
+    Ok(text.len())
 }
 
 /// The identity of this boot of the machine (`/proc/sys/kernel/random/boot_id`): an unsynced
@@ -505,6 +542,16 @@ mod tests {
         Some(Reservation {
             limit,
             boot: boot(id),
+            durable: true,
+        })
+    }
+
+    /// A block whose reserving process died before its sync ended.
+    fn reserving(limit: u32, id: &str) -> Option<Reservation> {
+        Some(Reservation {
+            limit,
+            boot: boot(id),
+            durable: false,
         })
     }
 
@@ -540,6 +587,33 @@ mod tests {
         assert_eq!(
             plan_reserved(900, reserved(157, BOOT_A), a),
             (900, reserved(1000, BOOT_A), true)
+        );
+    }
+
+    #[test]
+    fn a_block_whose_reserving_process_died_before_its_sync_is_synced_by_the_next() {
+        let a = boot(BOOT_A);
+        assert_eq!(
+            plan_reserved(58, reserving(157, BOOT_A), a),
+            (58, reserved(157, BOOT_A), true)
+        );
+        // On another boot it counts like a synced one: it may have reached the disk.
+        assert_eq!(
+            plan_reserved(60, reserving(157, BOOT_A), boot(BOOT_B)),
+            (157, reserved(257, BOOT_B), true)
+        );
+        // In the file: the block is written as `reserving`, synced, then marked `reserved`.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqf");
+        std::fs::write(&p, format!("58\nfsfax reserving 157 boot {BOOT_A}\n")).unwrap();
+        assert_eq!(
+            parse_reservation(&std::fs::read(&p).unwrap()),
+            reserving(157, BOOT_A)
+        );
+        assert_eq!(next_inner(&p, Mode::Reserved(a)).unwrap().0, 58);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("59\nfsfax reserved 157 boot {BOOT_A}\n")
         );
     }
 
