@@ -4,6 +4,11 @@
 //! GOfax.IP stored the last used number plus `\n` and formatted 8 digits; sharing a seqf with
 //! real HylaFAX that way reuses numbers. We follow HylaFAX exactly; since our names have 9
 //! digits, a number GOfax already used can never clash with one of our file names.
+//!
+//! Commids (`log/seqf`) come from blocks reserved durably in the file, on a second line that
+//! HylaFAX's `atol` never reads: `<next>\nfsfax reserved <limit> boot <boot id>\n` (see
+//! [`next_commid`]). HylaFAX's own `getNext` writes the bare number back; fsfax then reserves
+//! a new block.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -47,8 +52,8 @@ const WINDOW: u32 = 1_000_000;
 enum Mode {
     /// HylaFAX's `getNext`: the number, synced or not (the caller's own records may cover it).
     Plain { sync: bool },
-    /// From the block reserved in the file for this boot: synced only when a new block is
-    /// reserved ([`plan_reserved`]).
+    /// From the block reserved in the file for this boot: synced only when a block is
+    /// reserved, or found not yet synced ([`plan_reserved`]).
     Reserved(BootId),
 }
 
