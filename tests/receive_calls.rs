@@ -16,6 +16,18 @@ async fn call(d: &Fsfaxd, setup: CallSetup) -> FakeCall {
     FakeCall::connect(d.addr, setup).await.unwrap()
 }
 
+/// A call whose sender never starts a fax: quick, and it still gets a commid and a record.
+async fn no_fax_call(d: &Fsfaxd) -> FakeCall {
+    call(
+        d,
+        CallSetup {
+            script: RxScript::NoFaxSender,
+            ..CallSetup::default()
+        },
+    )
+    .await
+}
+
 fn arg_lines(lines: &[String]) -> Vec<&str> {
     lines
         .iter()
@@ -382,14 +394,7 @@ async fn after_a_restart_of_the_machine_the_commid_resumes_past_the_reserved_blo
     )
     .unwrap();
     for _ in 0..2 {
-        let c = call(
-            &d,
-            CallSetup {
-                script: RxScript::NoFaxSender,
-                ..CallSetup::default()
-            },
-        )
-        .await;
+        let c = no_fax_call(&d).await;
         assert!(c.wait_finished(T).await, "{}", d.log());
     }
     assert!(wait(T, || d.xferfaxlog().len() == 2), "{}", d.log());
@@ -405,14 +410,7 @@ async fn after_a_restart_of_the_machine_the_commid_resumes_past_the_reserved_blo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
     let d = Fsfaxd::start(1, "");
-    let c = call(
-        &d,
-        CallSetup {
-            script: RxScript::NoFaxSender,
-            ..CallSetup::default()
-        },
-    )
-    .await;
+    let c = no_fax_call(&d).await;
     assert!(
         c.wait_finished(T).await,
         "{}\n{:?}",

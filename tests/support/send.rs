@@ -253,15 +253,7 @@ pub fn fixture_tif(name: &str) -> PathBuf {
 }
 
 pub async fn wait_exit(mut child: tokio::process::Child, limit: Duration) -> i32 {
-    let stderr = child.stderr.take();
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = Vec::new();
-        if let Some(mut s) = stderr {
-            let _ = s.read_to_end(&mut buf).await;
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    });
+    let log = collect_stderr(&mut child);
     let status = match tokio::time::timeout(limit, child.wait()).await {
         Ok(s) => s.unwrap(),
         Err(_) => {
@@ -280,15 +272,7 @@ pub async fn wait_exit(mut child: tokio::process::Child, limit: Duration) -> i32
 /// by a signal panics with the log.
 async fn exit_and_log(mut cmd: tokio::process::Command) -> (i32, String) {
     let mut child = cmd.spawn().expect("spawn fsfaxsend");
-    let stderr = child.stderr.take();
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = Vec::new();
-        if let Some(mut s) = stderr {
-            let _ = s.read_to_end(&mut buf).await;
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    });
+    let log = collect_stderr(&mut child);
     let status = tokio::time::timeout(HANG, child.wait())
         .await
         .unwrap_or_else(|_| panic!("fsfaxsend hung: no exit within {HANG:?}"))
@@ -298,4 +282,17 @@ async fn exit_and_log(mut cmd: tokio::process::Command) -> (i32, String) {
         .code()
         .unwrap_or_else(|| panic!("fsfaxsend died by a signal: {status:?}\n{log}"));
     (code, log)
+}
+
+/// Reads the child's stderr (a pipe) to its end, on a task of its own, as text.
+fn collect_stderr(child: &mut tokio::process::Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
 }
