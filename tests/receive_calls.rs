@@ -407,6 +407,31 @@ async fn after_a_restart_of_the_machine_the_commid_resumes_past_the_reserved_blo
     );
 }
 
+/// A `log/seqf` that cannot give a commid (a directory where the file should be): the call is
+/// refused with 503 and the log names the file; once the file is usable again, the next call
+/// is received with a commid from a fresh block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_seqf_refuses_the_call_and_the_next_one_is_served() {
+    let d = Fsfaxd::start(1, "");
+    let seqf = d.spool().join("log/seqf");
+    std::fs::create_dir(&seqf).unwrap();
+    assert_rejected_with_503(&d).await;
+    let log = d.log();
+    assert!(
+        log.contains("cannot allocate a commid") && log.contains("log/seqf"),
+        "{log}"
+    );
+    std::fs::remove_dir(&seqf).unwrap();
+    let c = no_fax_call(&d).await;
+    assert!(c.wait_finished(T).await, "{}", d.log());
+    assert!(wait(T, || d.xferfaxlog().len() == 1), "{}", d.log());
+    assert_eq!(d.xferfaxlog()[0][2], "000000001");
+    assert_eq!(
+        std::fs::read_to_string(&seqf).unwrap(),
+        support::seqf_reserved_on_this_boot(2, 101)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fax_at_all_still_gets_its_xferfaxlog_line() {
     let d = Fsfaxd::start(1, "");

@@ -126,6 +126,25 @@ async fn without_a_boot_id_each_commid_is_synced_and_no_block_is_reserved() {
     assert_eq!(fs.originates().len(), 1);
 }
 
+/// A `log/seqf` that cannot give a commid (here a directory where the file should be): the
+/// job is requeued with a status naming the file, and no call is placed or counted.
+#[tokio::test]
+async fn an_unusable_seqf_requeues_the_job_without_a_dial() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    fs::create_dir(env.spool.join("log/seqf")).unwrap();
+    env.qfile(1, "0401234", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(1).await, 0, "retry later");
+    assert_eq!(env.field(1, "returned"), "0");
+    let status = env.field(1, "status");
+    assert!(
+        status.contains("log/seqf"),
+        "the status names the file: {status}"
+    );
+    assert_eq!(env.field(1, "totdials"), "0");
+    assert!(fs.originates().is_empty());
+}
+
 #[tokio::test]
 async fn g711_fax_is_done() {
     let fs = fake(FakeConfig::new().default_script(CallScript::fax_ok_g711())).await;

@@ -168,54 +168,52 @@ fn next_inner(path: &Path, mode: Mode) -> Result<(u32, File), SeqfError> {
 /// The allocation itself, with the file locked.
 fn allocate_locked(file: &File, path: &Path, mode: Mode) -> Result<u32, SeqfError> {
     let stored = read_locked(file, path)?;
-    let (n, reservation, sync) = match mode {
-        Mode::Plain { sync } => (stored.next, stored.reservation, sync),
-        Mode::Reserved(boot) => {
-            let plan = plan_reserved(stored.next, stored.reservation, boot);
-            if plan.0 != stored.next {
-                tracing::info!(
-                    path = %path.display(),
-                    stored = stored.next,
-                    resumed = plan.0,
-                    "the machine restarted since the last commid was reserved: resuming past \
-                     the reserved block"
-                );
-            }
-            plan
+    let boot = match mode {
+        Mode::Plain { sync } => {
+            let next = following(stored.next);
+            store(file, path, next, stored.reservation, stored.len, sync)?;
+            return Ok(stored.next);
         }
+        Mode::Reserved(boot) => boot,
     };
-    match (mode, reservation) {
-        (Mode::Reserved(_), Some(r)) if sync => {
-            // Marked as not yet synced until it is, so that if this process dies before the
-            // sync ends, the next allocator on this boot syncs it before using the block.
-            let pending = Reservation {
-                durable: false,
-                ..r
-            };
-            let len = store(file, path, following(n), Some(pending), stored.len, true)?;
-            store(file, path, following(n), Some(r), len, false)?;
-        }
-        _ => {
-            store(file, path, following(n), reservation, stored.len, sync)?;
-        }
+    let (n, block, sync) = plan_reserved(stored.next, stored.reservation, boot);
+    if n != stored.next {
+        tracing::info!(
+            path = %path.display(),
+            stored = stored.next,
+            resumed = n,
+            "the machine restarted since the last commid was reserved: resuming past the \
+             reserved block"
+        );
     }
+    let mut len = stored.len;
+    if sync {
+        // Marked as not yet synced until it is, so that if this process dies before the sync
+        // ends, the next allocator on this boot syncs it before using the block.
+        let pending = Reservation {
+            durable: false,
+            ..block
+        };
+        len = store(file, path, following(n), Some(pending), len, true)?;
+    }
+    store(file, path, following(n), Some(block), len, false)?;
     Ok(n)
 }
 
-/// For a stored next number and reservation, on this boot: the number to hand out, the
-/// reservation to store, and whether it must be synced first (a new block, or one whose
+/// For a stored next number and reservation, on this boot: the number to hand out, the block
+/// it comes from, and whether that block must be synced first (a new block, or one whose
 /// reserving process died before its sync ended).
 fn plan_reserved(
     next: u32,
     reservation: Option<Reservation>,
     boot: BootId,
-) -> (u32, Option<Reservation>, bool) {
+) -> (u32, Reservation, bool) {
     let n = match reservation {
         // Inside this boot's block: the file in the page cache is the truth, once the block
         // is durable.
         Some(r) if r.boot == boot && (1..=RESERVED_BLOCK).contains(&steps(next, r.limit)) => {
             let durable = Reservation { durable: true, ..r };
-            return (next, Some(durable), !r.durable);
+            return (next, durable, !r.durable);
         }
         // Another boot: an unsynced update may have been lost, so no number behind the
         // block's limit is safe.
@@ -224,13 +222,12 @@ fn plan_reserved(
         // handed out so far were covered by a block or by their own sync.
         _ => next,
     };
-    let limit = advance(n, RESERVED_BLOCK);
-    let reservation = Reservation {
-        limit,
+    let block = Reservation {
+        limit: advance(n, RESERVED_BLOCK),
         boot,
         durable: true,
     };
-    (n, Some(reservation), true)
+    (n, block, true)
 }
 
 /// Makes sure `path` hands out no number up to `used` (a number a durable record refers to)
@@ -544,11 +541,15 @@ mod tests {
     }
 
     fn reserved(limit: u32, id: &str) -> Option<Reservation> {
-        Some(Reservation {
+        Some(block(limit, id))
+    }
+
+    fn block(limit: u32, id: &str) -> Reservation {
+        Reservation {
             limit,
             boot: boot(id),
             durable: true,
-        })
+        }
     }
 
     /// A block whose reserving process died before its sync ended.
@@ -565,33 +566,30 @@ mod tests {
         let a = boot(BOOT_A);
         // Nothing reserved yet (a seqf from HylaFAX or an older fsfax): a block from the
         // stored number, synced.
-        assert_eq!(
-            plan_reserved(57, None, a),
-            (57, reserved(157, BOOT_A), true)
-        );
+        assert_eq!(plan_reserved(57, None, a), (57, block(157, BOOT_A), true));
         // Inside it: no sync, the reservation unchanged, up to its last number.
         assert_eq!(
             plan_reserved(58, reserved(157, BOOT_A), a),
-            (58, reserved(157, BOOT_A), false)
+            (58, block(157, BOOT_A), false)
         );
         assert_eq!(
             plan_reserved(156, reserved(157, BOOT_A), a),
-            (156, reserved(157, BOOT_A), false)
+            (156, block(157, BOOT_A), false)
         );
         // Used up: the next block.
         assert_eq!(
             plan_reserved(157, reserved(157, BOOT_A), a),
-            (157, reserved(257, BOOT_A), true)
+            (157, block(257, BOOT_A), true)
         );
         // Moved by someone else on this boot (an admin's reset, HylaFAX's own getNext far
         // ahead): a new block from where the file stands.
         assert_eq!(
             plan_reserved(5, reserved(157, BOOT_A), a),
-            (5, reserved(105, BOOT_A), true)
+            (5, block(105, BOOT_A), true)
         );
         assert_eq!(
             plan_reserved(900, reserved(157, BOOT_A), a),
-            (900, reserved(1000, BOOT_A), true)
+            (900, block(1000, BOOT_A), true)
         );
     }
 
@@ -600,12 +598,12 @@ mod tests {
         let a = boot(BOOT_A);
         assert_eq!(
             plan_reserved(58, reserving(157, BOOT_A), a),
-            (58, reserved(157, BOOT_A), true)
+            (58, block(157, BOOT_A), true)
         );
         // On another boot it counts like a synced one: it may have reached the disk.
         assert_eq!(
             plan_reserved(60, reserving(157, BOOT_A), boot(BOOT_B)),
-            (157, reserved(257, BOOT_B), true)
+            (157, block(257, BOOT_B), true)
         );
         // In the file: the block is written as `reserving`, synced, then marked `reserved`.
         let dir = tempfile::tempdir().unwrap();
@@ -628,25 +626,25 @@ mod tests {
         // The stored number may be any update behind the truth: resume at the block's limit.
         assert_eq!(
             plan_reserved(60, reserved(157, BOOT_A), b),
-            (157, reserved(257, BOOT_B), true)
+            (157, block(257, BOOT_B), true)
         );
         assert_eq!(
             plan_reserved(3, reserved(157, BOOT_A), b),
-            (157, reserved(257, BOOT_B), true)
+            (157, block(257, BOOT_B), true)
         );
         // Ahead of the limit (HylaFAX's or fsfaxd's own durable moves): from where it stands.
         assert_eq!(
             plan_reserved(157, reserved(157, BOOT_A), b),
-            (157, reserved(257, BOOT_B), true)
+            (157, block(257, BOOT_B), true)
         );
         assert_eq!(
             plan_reserved(400, reserved(157, BOOT_A), b),
-            (400, reserved(500, BOOT_B), true)
+            (400, block(500, BOOT_B), true)
         );
         // A limit that wrapped past the end is still ahead of a number just before the end.
         assert_eq!(
             plan_reserved(999_999_990, reserved(52, BOOT_A), b),
-            (52, reserved(152, BOOT_B), true)
+            (52, block(152, BOOT_B), true)
         );
     }
 
@@ -659,11 +657,11 @@ mod tests {
         let a = boot(BOOT_A);
         assert_eq!(
             plan_reserved(999_999_998, reserved(52, BOOT_A), a),
-            (999_999_998, reserved(52, BOOT_A), false)
+            (999_999_998, block(52, BOOT_A), false)
         );
         assert_eq!(
             plan_reserved(51, reserved(52, BOOT_A), a),
-            (51, reserved(52, BOOT_A), false)
+            (51, block(52, BOOT_A), false)
         );
     }
 
@@ -690,8 +688,10 @@ mod tests {
             std::fs::read_to_string(&p).unwrap(),
             format!("142\nfsfax reserved 241 boot {BOOT_A}\n")
         );
-        // fsfaxd's recvq-style allocation and its start-up move keep the line.
+        // HylaFAX-style allocations (synced, and fsfaxd's unsynced recvq ones) and fsfaxd's
+        // start-up move keep the line.
         assert_eq!(next(&p).unwrap(), 142);
+        assert_eq!(next_inner(&p, Mode::Plain { sync: false }).unwrap().0, 143);
         assert!(ensure_past(&p, 150).unwrap());
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
@@ -730,10 +730,9 @@ mod tests {
         assert_eq!(parse_reservation(good.as_bytes()), reserved(300, BOOT_A));
         assert_eq!(BootId::parse("not a boot id"), None);
         assert_eq!(BootId::parse(&BOOT_A.replace('1', "g")), None);
-        // This machine's, when it has /proc.
-        if let Some(id) = BootId::current() {
-            assert_eq!(BootId::parse(id.as_str()), Some(id));
-        }
+        // This machine's (Linux, with /proc, where the tests run).
+        let id = BootId::current().expect("/proc/sys/kernel/random/boot_id readable");
+        assert_eq!(BootId::parse(id.as_str()), Some(id));
     }
 
     #[test]
