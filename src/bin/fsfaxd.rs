@@ -201,6 +201,7 @@ fn serve(config: Config) -> ExitCode {
         b.worker_threads(workers);
         b
     };
+    receive::coalesce::install(&mut builder, receive::coalesce::window_from_env());
     let runtime = match builder.max_blocking_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

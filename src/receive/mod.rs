@@ -25,6 +25,7 @@
 
 mod accept;
 mod call;
+pub mod coalesce;
 mod conclude;
 pub mod deliver;
 mod link;
