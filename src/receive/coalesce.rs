@@ -10,15 +10,17 @@
 //!
 //! The delay is at most [`WINDOW`] per step of a call, against calls that take seconds and a
 //! fax protocol (T.30) that FreeSWITCH runs itself; fsfaxd's timeouts are in seconds.
-//! `cargo bench --bench receive_load`, 1,000 receptions at 100 at once: 14.5 -> 6.5 context
-//! switches and 0.72-0.78 -> 0.63-0.64 ms of CPU per reception (issue 13, eleventh part).
-//! `FSFAX_COALESCE_MS=<n>` sets the window (0: off), for measurements.
+//! `cargo bench --bench receive_load`, 1,000 receptions at 100 at once: 15 -> 7 context
+//! switches and 0.69-0.70 -> 0.60-0.61 ms of CPU per reception; all at once, 10 -> 5 and
+//! 0.58-0.59 -> 0.52-0.53 ms (issue 13, eleventh part). A 3 ms window gained nothing more,
+//! 5 ms made the calls longer. `FSFAX_COALESCE_MS=<n>` sets the window (0: off), for
+//! measurements.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// How long a busy event loop lets events gather before it parks.
-pub const WINDOW: Duration = Duration::from_millis(3);
+pub const WINDOW: Duration = Duration::from_millis(2);
 
 /// When to wait before parking: the loop's last park, and whether it found work quickly.
 #[derive(Debug, Clone, Copy)]
