@@ -136,9 +136,13 @@ xferfaxlog = log/xferfaxlog
 [gofaxd]
 socket = 127.0.0.1:0
 metrics = 127.0.0.1:0
+enablet38 = true
+requestt38 = true
 
 [gofaxsend]
 faxnumber = +15550100
+enablet38 = true
+requestt38 = true
 EOF
 chmod 644 "$conf"
 

@@ -1440,6 +1440,9 @@ async fn run_originate(
             cid_name: var_of(&o, leg, "origination_caller_id_name").unwrap_or_default(),
             now_us: now_us(),
         };
+        if var_of(&o, leg, "fax_enable_t38").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+            script = script.without_t38();
+        }
         let (mut steps, outcome) = plan::leg_steps(&script, &cv, send_pages);
         let next_same_uuid = legs
             .get(i + 1)

@@ -807,6 +807,16 @@ impl Chan {
         }
     }
 
+    /// The client set `fax_enable_t38=false` on the channel (its last `set` of it counts).
+    fn t38_disabled(&self) -> bool {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "fax_enable_t38")
+            .is_some_and(|(_, v)| v.eq_ignore_ascii_case("false"))
+    }
+
     async fn rxfax(
         &mut self,
         app: App,
@@ -820,10 +830,17 @@ impl Chan {
             .rxfax_path = Some(path.clone());
         self.fire(self.tpl.ev(ALL_OK, "CODEC"));
         let script = self.setup.script.clone();
-        let t38 = match &script {
+        let scripted = match &script {
             RxScript::RxOk { t38, .. } => *t38,
             RxScript::NoFaxSender | RxScript::SenderHangsUpAfterAnswer => T38::Refused,
             _ => T38::Negotiated,
+        };
+        // As mod_spandsp does: with `fax_enable_t38=false` on the channel, rxfax neither asks
+        // for T.38 nor takes the caller's re-INVITE to it, and the fax goes over G.711 (`off`).
+        let t38 = if self.t38_disabled() {
+            T38::Off
+        } else {
+            scripted
         };
         self.outcome = FaxOutcome {
             success: false,

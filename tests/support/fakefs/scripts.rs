@@ -120,6 +120,20 @@ pub enum CallScript {
 }
 
 impl CallScript {
+    /// This leg as it goes when the originate set `fax_enable_t38=false`: mod_spandsp neither
+    /// asks for T.38 nor accepts it, so a fax that would have used T.38 goes over G.711.
+    pub fn without_t38(self) -> CallScript {
+        match self {
+            CallScript::FaxOk(p) => CallScript::FaxOk(FaxParams { t38: T38::Off, ..p }),
+            CallScript::Hang(p) => CallScript::Hang(FaxParams { t38: T38::Off, ..p }),
+            CallScript::MidFaxHangup { after_pages, .. } => CallScript::MidFaxHangup {
+                after_pages,
+                t38: false,
+            },
+            other => other,
+        }
+    }
+
     /// A default successful T.38 fax (page count from the TIFF).
     pub fn fax_ok() -> CallScript {
         CallScript::FaxOk(FaxParams::default())
