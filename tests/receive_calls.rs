@@ -270,6 +270,38 @@ async fn g711_reception_with_answer_delay_and_wait_time() {
     assert_eq!(d.xferfaxlog()[0][10], "2");
 }
 
+/// With T.38 off in the configuration, a caller whose machine would use T.38 is received over
+/// G.711, as mod_spandsp does with `fax_enable_t38=false`: the session log says "T.38 off" at
+/// the answer and at the negotiation, never "T.38 negotiated".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_t38_disabled_a_t38_caller_is_received_over_audio() {
+    let d = Fsfaxd::start(1, "enablet38 = false\nrequestt38 = false");
+    let c = call(&d, CallSetup::default()).await;
+    let session = || std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap_or_default();
+    assert!(
+        wait_async(T, || session().contains("SESSION END")).await,
+        "{}",
+        session()
+    );
+    assert!(
+        c.log()
+            .vars
+            .contains(&("fax_enable_t38".into(), "false".into()))
+    );
+    assert!(
+        session().contains("(T.38 off (audio only))"),
+        "{}",
+        session()
+    );
+    assert!(
+        session().contains("remote \"+1 337\", T.38 off"),
+        "{}",
+        session()
+    );
+    assert!(!session().contains("T.38 negotiated"), "{}", session());
+    assert_eq!(d.pages("recvq/fax000000001.tif"), Some(3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamicconfig_reject_responds_and_records_nothing() {
     let mut d = Fsfaxd::start(1, "");

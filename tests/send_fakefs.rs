@@ -159,6 +159,22 @@ async fn g711_fax_is_done() {
     );
 }
 
+/// With T.38 off in the configuration, a receiver that would take T.38 gets the fax over G.711,
+/// as mod_spandsp does with `fax_enable_t38=false`, and the session log says so.
+#[tokio::test]
+async fn with_t38_disabled_a_t38_receiver_gets_the_fax_over_audio() {
+    let fs = fake(FakeConfig::new()).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["enablet38 = false", "requestt38 = false"], &[]);
+    env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(2).await, 2);
+    assert_eq!(env.field(2, "returned"), "2");
+    let commid = env.field(2, "commid");
+    let session = std::fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    assert!(session.contains(", T.38 off"), "{session}");
+    assert!(!session.contains("T.38 negotiated"), "{session}");
+}
+
 #[tokio::test]
 async fn several_documents_are_merged_and_sent_from_their_first_unsent_page() {
     let fs = fake(FakeConfig::new()).await;
