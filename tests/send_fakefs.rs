@@ -175,6 +175,23 @@ async fn with_t38_disabled_a_t38_receiver_gets_the_fax_over_audio() {
     assert!(!session.contains("T.38 negotiated"), "{session}");
 }
 
+/// The same for a fax that fails in training: the negotiation the session log reports is over
+/// G.711, not T.38.
+#[tokio::test]
+async fn with_t38_disabled_a_training_failure_is_logged_as_audio() {
+    let fs = fake(FakeConfig::new().default_script(CallScript::TrainingFailure)).await;
+    let env = SendEnv::new(&fs.addr().to_string());
+    env.write_config(&[], &["enablet38 = false", "requestt38 = false"], &[]);
+    env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
+    assert_eq!(env.run(2).await, 0);
+    assert_eq!(env.field(2, "returned"), "0");
+    let commid = env.field(2, "commid");
+    let session = std::fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    assert!(session.contains("NEGOTIATED"), "{session}");
+    assert!(session.contains(", T.38 off"), "{session}");
+    assert!(!session.contains("T.38 negotiated"), "{session}");
+}
+
 #[tokio::test]
 async fn several_documents_are_merged_and_sent_from_their_first_unsent_page() {
     let fs = fake(FakeConfig::new()).await;

@@ -1440,10 +1440,17 @@ async fn run_originate(
             cid_name: var_of(&o, leg, "origination_caller_id_name").unwrap_or_default(),
             now_us: now_us(),
         };
-        if var_of(&o, leg, "fax_enable_t38").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+        // As mod_spandsp does: with `fax_enable_t38=false` on the leg the fax goes over G.711
+        // (the G.711 capture), and every spandsp event says `fax-t38-status: off`.
+        let t38_off =
+            var_of(&o, leg, "fax_enable_t38").is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        if t38_off {
             script = script.without_t38();
         }
-        let (mut steps, outcome) = plan::leg_steps(&script, &cv, send_pages);
+        let (mut steps, mut outcome) = plan::leg_steps(&script, &cv, send_pages);
+        if t38_off {
+            outcome.t38 = super::scripts::T38::Off;
+        }
         let next_same_uuid = legs
             .get(i + 1)
             .is_some_and(|n| leg_uuid(&o, n).as_deref() == Some(uuid.as_str()));
