@@ -423,7 +423,7 @@ async fn a_reception_freeswitch_goes_on_with_after_kill_9_is_shown_followed_and_
     assert!(wait_async(T, || d.journal().is_empty()).await);
     assert!(wait_async(T, || d.status("freeswitch0") == "Running and idle").await);
     // The session log of the call tells the whole story.
-    let session = std::fs::read_to_string(d.spool().join(format!("log/c{commid}"))).unwrap();
+    let session = d.session_log(&commid);
     assert!(
         session.contains("still in progress in FreeSWITCH"),
         "{session}"

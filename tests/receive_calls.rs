@@ -187,8 +187,7 @@ async fn t38_reception_reaches_recvq_xferfaxlog_and_faxrcvd() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
     assert_eq!(mode, 0o644);
-    let session_path = d.spool().join("log/c000000001");
-    let session = || std::fs::read_to_string(&session_path).unwrap_or_default();
+    let session = || d.session_log("000000001");
     assert!(
         wait(T, || session().contains("SESSION END")),
         "{}",
@@ -210,7 +209,7 @@ async fn a_call_without_a_gateway_is_not_logged_via_an_empty_one() {
     let d = Fsfaxd::start(1, "");
     let _c = call(&d, CallSetup::default()).await;
     assert!(wait_async(T, || d.faxrcvd_call("000000001").is_some()).await);
-    let session = std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap();
+    let session = d.session_log("000000001");
     assert!(session.contains("Accepting call to 5000"), "{session}");
     assert!(!session.contains("via gateway"), "{session}");
     assert!(!d.log().contains("via gateway \"\""), "{}", d.log());
@@ -222,7 +221,7 @@ async fn a_call_without_a_gateway_is_not_logged_via_an_empty_one() {
 async fn the_faxrcvd_command_is_logged_as_a_command_line() {
     let d = Fsfaxd::start(1, "");
     let _c = call(&d, CallSetup::default()).await;
-    let session = || std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap_or_default();
+    let session = || d.session_log("000000001");
     assert!(
         wait_async(T, || session().contains(
             "bin/faxrcvd recvq/fax000000001.tif freeswitch0 000000001 ''"
@@ -277,7 +276,7 @@ async fn g711_reception_with_answer_delay_and_wait_time() {
 async fn with_t38_disabled_a_t38_caller_is_received_over_audio() {
     let d = Fsfaxd::start(1, "enablet38 = false\nrequestt38 = false");
     let c = call(&d, CallSetup::default()).await;
-    let session = || std::fs::read_to_string(d.spool().join("log/c000000001")).unwrap_or_default();
+    let session = || d.session_log("000000001");
     assert!(
         wait_async(T, || session().contains("SESSION END")).await,
         "{}",

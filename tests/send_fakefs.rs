@@ -169,8 +169,7 @@ async fn with_t38_disabled_a_t38_receiver_gets_the_fax_over_audio() {
     env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
     assert_eq!(env.run(2).await, 2);
     assert_eq!(env.field(2, "returned"), "2");
-    let commid = env.field(2, "commid");
-    let session = std::fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    let session = env.session_log(2);
     assert!(session.contains(", T.38 off"), "{session}");
     assert!(!session.contains("T.38 negotiated"), "{session}");
 }
@@ -185,8 +184,7 @@ async fn with_t38_disabled_a_training_failure_is_logged_as_audio() {
     env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
     assert_eq!(env.run(2).await, 0);
     assert_eq!(env.field(2, "returned"), "0");
-    let commid = env.field(2, "commid");
-    let session = std::fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    let session = env.session_log(2);
     assert!(session.contains("NEGOTIATED"), "{session}");
     assert!(session.contains(", T.38 off"), "{session}");
     assert!(!session.contains("T.38 negotiated"), "{session}");
@@ -980,8 +978,7 @@ async fn a_resumed_send_logs_the_jobs_page_numbers() {
     fs::write(&q, text).unwrap();
     assert_eq!(env.run(21).await, 2);
     assert_eq!(env.field(21, "npages"), "12");
-    let commid = env.field(21, "commid");
-    let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    let session = env.session_log(21);
     assert!(
         session.contains("SENT PAGE 3 of 12 (page 1 of this call)"),
         "{session}"
@@ -1087,8 +1084,7 @@ async fn a_freeswitch_shutdown_mid_fax_is_named_in_the_status() {
         env.fields(42, "fax")[0].starts_with("2::"),
         "resumes at page 3"
     );
-    let commid = env.field(42, "commid");
-    let session = fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap();
+    let session = env.session_log(42);
     assert!(session.contains("HANGUP SYSTEM_SHUTDOWN"), "{session}");
     assert!(
         session.contains("pages 1-2 of 3 transferred in this attempt"),

@@ -12,11 +12,6 @@ use support::fakefs::{CallScript, DropPoint, FakeConfig, FakeFs};
 use support::send::SendEnv;
 use support::wait::free_port;
 
-fn session_log(env: &SendEnv, job: u32) -> String {
-    let commid = env.field(job, "commid");
-    std::fs::read_to_string(env.spool.join(format!("log/c{commid}"))).unwrap_or_default()
-}
-
 /// A node where nothing listens (a port the OS just handed out and took back).
 fn dead_node() -> String {
     format!("127.0.0.1:{}", free_port())
@@ -43,7 +38,7 @@ async fn a_node_that_is_down_is_skipped_and_remembered() {
     // One dial: none was counted for the node that could not be reached.
     assert_eq!(env.field(1, "totdials"), "1");
     assert_eq!(node2.originates().len(), 1);
-    let log = session_log(&env, 1);
+    let log = env.session_log(1);
     assert!(
         log.contains(&format!("FreeSWITCH node {node1} cannot take the call")),
         "{log}"
@@ -69,7 +64,7 @@ async fn a_node_that_is_down_is_skipped_and_remembered() {
     assert_eq!(marks.len(), 1, "{marks:?}");
     env.qfile(2, "0402222", &[("test3.tif", 0)], &[]);
     assert_eq!(env.run(2).await, 2);
-    let log = session_log(&env, 2);
+    let log = env.session_log(2);
     assert!(!log.contains("cannot take the call"), "{log}");
     assert_eq!(node2.originates().len(), 2);
 }

@@ -577,8 +577,7 @@ async fn an_encoding_that_cannot_be_imaged_is_sent_without_tag_line_and_says_so(
         status.starts_with("Tag line not imaged") && status.contains("page 1: TIFF compression 5"),
         "{status}"
     );
-    let log = std::fs::read_to_string(env.spool.join(format!("log/c{}", env.field(26, "commid"))))
-        .unwrap();
+    let log = env.session_log(26);
     assert!(log.contains("Sending without tag line"), "{log}");
 }
 

@@ -82,11 +82,13 @@ pub fn next_unsynced(path: &Path) -> Result<u32, SeqfError> {
 /// does not take numbers fsfaxsend had used (its journal covers only its own). Without a
 /// boot id, as [`next_unsynced`].
 pub fn next_commid_unsynced(path: &Path) -> Result<u32, SeqfError> {
-    let mode = match BootId::current() {
-        Some(boot) => Mode::Reserved(boot),
-        None => Mode::Plain { sync: false },
-    };
-    next_held(path, mode)
+    next_held(path, commid_mode())
+}
+
+/// How commids are taken on this machine: from this boot's reserved block, or, without a boot
+/// id, as HylaFAX does with the sync left to the caller.
+fn commid_mode() -> Mode {
+    BootId::current().map_or(Mode::Plain { sync: false }, Mode::Reserved)
 }
 
 fn next_held(path: &Path, mode: Mode) -> Result<u32, SeqfError> {
@@ -138,10 +140,9 @@ fn next_held(path: &Path, mode: Mode) -> Result<u32, SeqfError> {
 /// waits for that sync before the qfile's dial count (the first synced record naming the
 /// commid).
 pub fn next_commid(path: &Path) -> Result<(u32, Option<File>), SeqfError> {
-    match BootId::current() {
-        Some(boot) => next_inner(path, Mode::Reserved(boot)).map(|(n, _)| (n, None)),
-        None => next_inner(path, Mode::Plain { sync: false }).map(|(n, f)| (n, Some(f))),
-    }
+    let mode = commid_mode();
+    let (n, file) = next_inner(path, mode)?;
+    Ok((n, matches!(mode, Mode::Plain { .. }).then_some(file)))
 }
 
 /// A sequence file [`next_unsynced`] keeps open.
@@ -400,16 +401,17 @@ impl BootId {
     }
 }
 
+/// How many numbers one turn of HylaFAX's sequence has (1..MAX_SEQNUM, then 1 again).
+const CYCLE: u32 = MAX_SEQNUM - 1;
+
 /// How many [`following`] steps lead from `from` to `to` (both in 1..MAX_SEQNUM).
 fn steps(from: u32, to: u32) -> u32 {
-    const M: u32 = MAX_SEQNUM - 1;
-    (to + M - from) % M
+    (to + CYCLE - from) % CYCLE
 }
 
 /// The number `k` [`following`] steps after `n`.
 fn advance(n: u32, k: u32) -> u32 {
-    const M: u32 = MAX_SEQNUM - 1;
-    (n - 1 + k) % M + 1
+    (n - 1 + k) % CYCLE + 1
 }
 
 /// Commid as HylaFAX prints it: `%09u`.
@@ -555,9 +557,8 @@ mod tests {
     /// A block whose reserving process died before its sync ended.
     fn reserving(limit: u32, id: &str) -> Option<Reservation> {
         Some(Reservation {
-            limit,
-            boot: boot(id),
             durable: false,
+            ..block(limit, id)
         })
     }
 

@@ -78,19 +78,21 @@ pub fn install(builder: &mut tokio::runtime::Builder, window: Duration) {
     }
     builder
         .on_thread_park(move || {
-            let mut c = STATE.get().unwrap_or_else(|| Coalescer::new(window));
-            if let Some(wait) = c.wait() {
+            if let Some(wait) = with_state(window, |c| c.wait()) {
                 std::thread::sleep(wait);
             }
             // The park starts after the wait, however long the wait really took.
-            c.parking(Instant::now());
-            STATE.set(Some(c));
+            with_state(window, |c| c.parking(Instant::now()));
         })
-        .on_thread_unpark(move || {
-            let mut c = STATE.get().unwrap_or_else(|| Coalescer::new(window));
-            c.unparked(Instant::now());
-            STATE.set(Some(c));
-        });
+        .on_thread_unpark(move || with_state(window, |c| c.unparked(Instant::now())));
+}
+
+/// Runs `f` on this thread's coalescer (made with `window` on first use).
+fn with_state<R>(window: Duration, f: impl FnOnce(&mut Coalescer) -> R) -> R {
+    let mut c = STATE.get().unwrap_or_else(|| Coalescer::new(window));
+    let r = f(&mut c);
+    STATE.set(Some(c));
+    r
 }
 
 #[cfg(test)]

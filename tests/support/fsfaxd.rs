@@ -138,6 +138,11 @@ impl Fsfaxd {
         self.dir.path().join("fsfaxd.log")
     }
 
+    /// The session log `log/c<commid>` (commid as HylaFAX prints it), empty while there is none.
+    pub fn session_log(&self, commid: &str) -> String {
+        fs::read_to_string(self.spool().join(format!("log/c{commid}"))).unwrap_or_default()
+    }
+
     /// fsfaxd's own log (stderr).
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()

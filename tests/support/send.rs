@@ -220,6 +220,13 @@ impl SendEnv {
             .collect()
     }
 
+    /// The session log of job `job`'s attempt (`log/c<commid>` after the qfile's `commid:`),
+    /// empty while there is none.
+    pub fn session_log(&self, job: u32) -> String {
+        let commid = self.field(job, "commid");
+        fs::read_to_string(self.spool.join(format!("log/c{commid}"))).unwrap_or_default()
+    }
+
     pub fn xferfaxlog(&self) -> Vec<Vec<String>> {
         fs::read_to_string(self.spool.join("log/xferfaxlog"))
             .unwrap_or_default()
